@@ -1,0 +1,121 @@
+"""The Python API behind the CLI and the service: fit a detector on normal images, inspect images.
+
+Each function takes and returns plain objects; the CLI only parses arguments and prints.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from anomalens.data import collect_images, folder_samples, iter_images, mvtec_samples, to_uint8_rgb
+from anomalens.data.datasets import Sample
+from anomalens.models import BaseDetector, create_detector
+from anomalens.progress import track
+from anomalens.reports.visualize import mask_png, overlay, write_png
+
+OnError = Literal["skip", "raise"]
+
+
+@dataclass
+class FitReport:
+    n_images: int
+    seconds: float
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def training_paths(data_root: str | Path, category: str | None = None, shots: int | None = None,
+                   seed: int = 0) -> list[Path]:
+    """Normal training images: ``root/category/train/good`` (MVTec layout) or a plain folder when no category.
+
+    With ``shots`` a reproducible random subset of that size is drawn (few-shot fitting).
+    """
+    samples = mvtec_samples(data_root, category, "train") if category else folder_samples(data_root)
+    paths = [s.path for s in samples]
+    if not paths:
+        raise FileNotFoundError(f"no training images found under {data_root}")
+    if shots is not None:
+        if shots < 1:
+            raise ValueError("--shots must be at least 1")
+        paths = sorted(random.Random(seed).sample(paths, min(shots, len(paths))))
+    return paths
+
+
+def fit_detector(detector: BaseDetector, paths: Sequence[Path], on_error: OnError = "skip") -> FitReport:
+    """Fit on the readable images among ``paths``; unreadable ones are reported, not fatal (unless asked)."""
+    skipped: list[tuple[str, str]] = []
+    start = time.perf_counter()
+    images = [image for _, image in iter_images(paths, on_error=on_error, errors=skipped)]
+    detector.fit(images)
+    return FitReport(len(images), time.perf_counter() - start, [(str(p), m) for p, m in skipped])
+
+
+def fit(data_root: str | Path, category: str | None = None, model: str = "patchcore", shots: int | None = None,
+        on_error: OnError = "skip", **params: Any) -> tuple[BaseDetector, FitReport]:
+    detector = create_detector(model, **params)
+    paths = training_paths(data_root, category, shots, seed=params.get("seed", 0))
+    return detector, fit_detector(detector, paths, on_error)
+
+
+@dataclass
+class InspectionRun:
+    results: list[dict[str, Any]]
+    errors: list[dict[str, str]]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        n_anomalous = sum(r["is_anomalous"] for r in self.results)
+        return {"summary": {"n_images": len(self.results), "n_anomalous": n_anomalous,
+                            "n_errors": len(self.errors), "seconds": round(self.seconds, 3)},
+                "results": self.results, "errors": self.errors}
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    stem, n = path.stem, 1
+    while stem in used:
+        n += 1
+        stem = f"{path.stem}_{n}"
+    used.add(stem)
+    return stem
+
+
+def inspect(detector: BaseDetector, inputs: Sequence[str | Path] | Sequence[Sample], out_dir: str | Path | None,
+            on_error: OnError = "skip", progress: bool = False) -> InspectionRun:
+    """Predict every image; write overlay and mask PNGs and results incrementally to ``out_dir``.
+
+    ``results.jsonl`` gains one line per image as soon as it is done, so a run that is stopped keeps what it
+    finished; ``results.json`` holds the whole run at the end.
+    """
+    paths = collect_images(inputs) if inputs and not isinstance(inputs[0], Sample) else list(inputs)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.jsonl").write_text("")
+    results: list[dict[str, Any]] = []
+    failures: list[tuple[Any, str]] = []
+    used: set[str] = set()
+    start = time.perf_counter()
+    items = iter_images(paths, on_error=on_error, errors=failures)
+    for item, image in track(items, "inspecting", total=len(paths), enabled=progress):
+        path = item.path if isinstance(item, Sample) else Path(item)
+        tic = time.perf_counter()
+        prediction = detector.predict(image)
+        record: dict[str, Any] = {"path": str(path), **prediction.to_dict(),
+                                  "milliseconds": round(1000 * (time.perf_counter() - tic), 2)}
+        if out is not None:
+            stem = _unique_stem(path, used)
+            write_png(out / f"{stem}_overlay.png", overlay(to_uint8_rgb(image), prediction))
+            write_png(out / f"{stem}_mask.png", mask_png(prediction))
+            record.update(overlay=f"{stem}_overlay.png", mask=f"{stem}_mask.png")
+            with open(out / "results.jsonl", "a") as lines:
+                lines.write(json.dumps(record) + "\n")
+        results.append(record)
+    errors = [{"path": str(getattr(p, "path", p)), "error": m} for p, m in failures]
+    run = InspectionRun(results, errors, time.perf_counter() - start)
+    if out is not None:
+        (out / "results.json").write_text(json.dumps(run.to_dict(), indent=2))
+    return run

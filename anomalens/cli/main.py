@@ -1,0 +1,198 @@
+"""``anomalens`` command line: a thin shell over ``anomalens.api`` and ``anomalens.evaluation``.
+
+Every failure the user can cause (missing path, unreadable model, bad option) ends as one line on stderr and
+exit status 2, never a traceback; ``ANOMALENS_DEBUG=1`` shows the traceback for bug reports.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from anomalens import api
+from anomalens.data import mvtec_samples
+from anomalens.evaluation.evaluate import evaluate
+from anomalens.models import DETECTORS, load_detector
+
+console = Console()
+DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
+
+
+def _add_fit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="patchcore", choices=sorted(DETECTORS))
+    parser.add_argument("--shots", type=int, help="fit on this many normal images only (few-shot)")
+    parser.add_argument("--backbone", help="feature backbone (default efficientnet_lite0)")
+    parser.add_argument("--image-size", type=int, help="network input size in pixels (default 256)")
+    parser.add_argument("--tile-size", type=int, help="cut large frames into tiles of this size")
+    parser.add_argument("--tile-overlap", type=int, help="overlap between tiles in pixels (default 32)")
+    parser.add_argument("--coreset-ratio", type=float, help="share of normal patches kept in the memory bank")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _model_params(args: argparse.Namespace) -> dict[str, Any]:
+    names = {"backbone": "backbone", "image_size": "image_size", "tile_size": "tile_size",
+             "tile_overlap": "tile_overlap", "coreset_ratio": "coreset_ratio"}
+    params = {param: getattr(args, arg) for arg, param in names.items() if getattr(args, arg) is not None}
+    return {**params, "seed": args.seed, "progress": True}
+
+
+def _on_error(args: argparse.Namespace) -> api.OnError:
+    return "raise" if args.stop_on_error else "skip"
+
+
+def _report_skipped(skipped: list) -> None:
+    for path, message in skipped:
+        console.print(f"[yellow]skipped[/] {path}: {message}")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    detector, report = api.fit(args.data_root, args.category, args.model, args.shots, _on_error(args),
+                               **_model_params(args))
+    _report_skipped(report.skipped)
+    detector.save(args.output)
+    assert detector.thresholds_ is not None
+    console.print(f"fitted {args.model} on {report.n_images} images in {report.seconds:.1f} s; "
+                  f"image threshold {detector.thresholds_.image:.4f}; saved to {args.output}")
+    return 0
+
+
+def _results_table(results: list[dict[str, Any]]) -> Table:
+    table = Table(title="inspection results")
+    for column in ("image", "verdict", "score", "score / threshold", "area %"):
+        table.add_column(column)
+    for r in results:
+        style = "red" if r["is_anomalous"] else "green"
+        table.add_row(Path(r["path"]).name, f"[{style}]{r['verdict']}[/]", f"{r['image_score']:.4f}",
+                      f"{r['normalized_score']:.2f}", f"{100 * r['anomalous_area_fraction']:.2f}")
+    return table
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    detector = load_detector(args.model_dir)
+    run = api.inspect(detector, args.inputs, args.output, _on_error(args), progress=True)
+    console.print(_results_table(run.results))
+    for error in run.errors:
+        console.print(f"[yellow]skipped[/] {error['path']}: {error['error']}")
+    summary = run.to_dict()["summary"]
+    console.print(f"{summary['n_anomalous']} of {summary['n_images']} images anomalous; "
+                  f"results in {args.output}/results.json")
+    return 0
+
+
+def _format(value: Any) -> str:
+    return "-" if isinstance(value, float) and math.isnan(value) else f"{value:.3f}"
+
+
+def _metrics_table(report: dict[str, Any]) -> Table:
+    columns = ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1_max", "accuracy", "f1",
+               "oracle_accuracy", "pixel_f1")
+    table = Table(title="evaluation (accuracy, f1 at the model's automatic threshold)")
+    table.add_column("subset")
+    table.add_column("n")
+    for column in columns:
+        table.add_column(column)
+    rows = [("all", report)] + list(report["per_defect_type"].items())
+    for name, metrics in rows:
+        table.add_row(name, str(metrics["n_images"]), *(_format(metrics[c]) for c in columns))
+    return table
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN is not JSON: write null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    detector = load_detector(args.model_dir)
+    report = evaluate(detector, mvtec_samples(args.data_root, args.category, "test"), progress=True)
+    console.print(_metrics_table(report))
+    console.print(f"{report['n_images']} images in {report['seconds']:.1f} s "
+                  f"(median {report['predict_ms_median']:.0f} ms per image)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(_json_safe(report), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Learn from the shipped defect-free images, inspect the shipped test images, evaluate, write results."""
+    out = Path(args.output)
+    model_dir = out / "model"
+    console.rule("1. learning what a good magnetic tile looks like")
+    detector, report = api.fit(DEMO_DATA, "magnetic_tile", "patchcore", progress=True, seed=0)
+    detector.save(model_dir)
+    console.print(f"fitted on {report.n_images} normal images in {report.seconds:.1f} s -> {model_dir}")
+    console.rule("2. inspecting test images")
+    samples = mvtec_samples(DEMO_DATA, "magnetic_tile", "test")
+    run = api.inspect(detector, [s.path for s in samples], out / "predictions", progress=True)
+    console.print(_results_table(run.results))
+    console.rule("3. how good is it on these images")
+    metrics = evaluate(detector, samples)
+    console.print(_metrics_table(metrics))
+    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+    console.print(f"overlays, masks and results.json in {out / 'predictions'}; metrics in {out / 'metrics.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anomalens", description="Visual inspection from normal images.")
+    parser.add_argument("--stop-on-error", action="store_true",
+                        help="stop at the first unreadable image instead of reporting and skipping it")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="learn a model from defect-free images")
+    p.add_argument("data_root", help="MVTec-layout root (with --category) or a folder of good images")
+    p.add_argument("--category", help="category folder under DATA_ROOT; uses its train/good images")
+    p.add_argument("-o", "--output", required=True, help="model directory to write")
+    _add_fit_options(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("predict", help="inspect images with a fitted model")
+    p.add_argument("model_dir")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="folder for overlays, masks and results.json")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="measure a model on a labelled MVTec-layout test set")
+    p.add_argument("model_dir")
+    p.add_argument("data_root")
+    p.add_argument("--category", required=True)
+    p.add_argument("--json", help="write all metrics to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="fit, inspect and evaluate on the data that ships with anomalens")
+    p.add_argument("-o", "--output", default="demo_results")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("anomalens: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one clear line for users; the traceback on request
+        if os.environ.get("ANOMALENS_DEBUG"):
+            raise
+        print(f"anomalens: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

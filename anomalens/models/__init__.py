@@ -1,0 +1,31 @@
+"""Detectors: every model follows the ``Detector`` protocol of ``base.py``.
+
+``create_detector`` builds one by name; ``load_detector`` reads any saved model directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from anomalens.models.base import BaseDetector, Detector, NotFittedError, read_config
+from anomalens.models.patchcore import PatchCore
+
+DETECTORS: dict[str, type[BaseDetector]] = {PatchCore.name: PatchCore}
+
+
+def create_detector(name: str, **params: Any) -> BaseDetector:
+    if name not in DETECTORS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(DETECTORS))}")
+    return DETECTORS[name](**params)
+
+
+def load_detector(directory: str | Path) -> BaseDetector:
+    """Load a saved model of any registered kind."""
+    name = read_config(directory)["detector"]
+    if name not in DETECTORS:
+        raise ValueError(f"{directory}: unknown model kind {name!r}")
+    return DETECTORS[name].load(directory)
+
+
+__all__ = ["BaseDetector", "DETECTORS", "Detector", "NotFittedError", "PatchCore", "create_detector",
+           "load_detector"]

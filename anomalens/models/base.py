@@ -1,0 +1,194 @@
+"""The detector protocol and the machinery every detector shares.
+
+A detector learns from normal images only. Everything that does not depend on the model itself lives here:
+turning an image into network-sized views (whole image or tiles of a large frame), turning the network's
+score maps back into one map at the input resolution, the verdict from the stored thresholds, and saving
+and loading without pickle (settings in JSON, tensors in safetensors).
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from anomalens.data.tiling import Tile, stitch_maps, tile_grid
+from anomalens.types import Prediction, Thresholds
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.safetensors"
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the CLI, evaluation and service rely on, whatever the model."""
+
+    name: ClassVar[str]
+
+    def fit(self, images: Iterable[np.ndarray]) -> "Detector": ...
+
+    def predict(self, image: np.ndarray) -> Prediction: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Detector": ...
+
+
+class NotFittedError(RuntimeError):
+    """Raised when a detector is used before ``fit``."""
+
+
+@dataclass(frozen=True)
+class View:
+    """One network-sized input cut from an image: the whole image, or one tile of a large frame."""
+
+    tile: Tile
+    pixels: np.ndarray  # float32 HxWx3 at the network input size
+
+
+class BaseDetector(ABC):
+    """Shared behaviour; subclasses set hyper-parameters in ``__init__`` and learned state in ``fit``.
+
+    Subclasses implement ``_fit_views``, ``_score_views`` and the two ``_state`` hooks. Hyper-parameters must
+    be stored under the same names as the ``__init__`` arguments (as in scikit-learn), so that
+    ``get_params`` and ``load`` can rebuild the object from JSON.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, image_size: int = 256, tile_size: int | None = None, tile_overlap: int = 32,
+                 batch_size: int = 8, seed: int = 0, progress: bool = False):
+        self.image_size = image_size
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.batch_size = batch_size
+        self.seed = seed
+        self.progress = progress
+        self.thresholds_: Thresholds | None = None
+
+    # -- hyper-parameters -------------------------------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        import inspect
+
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" in klass.__dict__ and issubclass(klass, BaseDetector):
+                sig = inspect.signature(klass.__init__)
+                names += [p for p in sig.parameters if p not in ("self", "args", "kwargs") and p not in names]
+        return names
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    # -- views ----------------------------------------------------------------------------------------------
+    def _views(self, image: np.ndarray) -> list[View]:
+        height, width = image.shape[:2]
+        tiles = (tile_grid(height, width, self.tile_size, self.tile_overlap) if self.tile_size
+                 else [Tile(0, 0, height, width)])
+        size = (self.image_size, self.image_size)
+        return [View(t, cv2.resize(image[t.y0:t.y1, t.x0:t.x1], size[::-1], interpolation=cv2.INTER_AREA))
+                for t in tiles]
+
+    @staticmethod
+    def _to_tensor(views: Sequence[View]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([v.pixels for v in views])).permute(0, 3, 1, 2).contiguous()
+
+    def _batches(self, views: list[View]) -> Iterable[list[View]]:
+        for start in range(0, len(views), self.batch_size):
+            yield views[start:start + self.batch_size]
+
+    # -- prediction -------------------------------------------------------------------------------------------
+    def anomaly_map(self, image: np.ndarray) -> np.ndarray:
+        """Anomaly map at the input image's resolution (float32 HxW)."""
+        self._check_fitted()
+        views = self._views(image)
+        maps: list[np.ndarray] = []
+        with torch.inference_mode():
+            for batch in self._batches(views):
+                maps += list(self._score_views(self._to_tensor(batch)).cpu().numpy())
+        height, width = image.shape[:2]
+        if len(views) == 1:
+            return cv2.resize(maps[0], (width, height), interpolation=cv2.INTER_LINEAR)
+        return stitch_maps(maps, [v.tile for v in views], (height, width))
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        amap = self.anomaly_map(image)
+        assert self.thresholds_ is not None
+        score = float(amap.max())
+        anomalous = score >= self.thresholds_.image
+        mask = (amap >= self.thresholds_.pixel) if anomalous else np.zeros(amap.shape, dtype=bool)
+        return Prediction(score, amap, anomalous, mask, self.thresholds_)
+
+    def predict_batch(self, images: Iterable[np.ndarray]) -> list[Prediction]:
+        return [self.predict(image) for image in images]
+
+    def _check_fitted(self) -> None:
+        if self.thresholds_ is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() or load() first")
+
+    # -- persistence ------------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` (settings, thresholds) and ``state.safetensors`` (learned tensors)."""
+        self._check_fitted()
+        assert self.thresholds_ is not None
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"format_version": FORMAT_VERSION, "detector": self.name, "params": self.get_params(),
+                  "thresholds": self.thresholds_.to_dict(), "info": self._info()}
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self._state_tensors().items()}
+        save_file(tensors, str(directory / STATE_FILE))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "BaseDetector":
+        """Rebuild a saved detector. Reads JSON and safetensors only: no code from the file is executed."""
+        config = read_config(directory)
+        if config["detector"] != cls.name:
+            raise ValueError(f"{directory} holds a {config['detector']!r} model, not {cls.name!r}")
+        params = {k: v for k, v in config["params"].items() if k in cls._param_names()}
+        detector = cls(**params)
+        detector._load_state(load_file(str(Path(directory) / STATE_FILE)), config.get("info", {}))
+        detector.thresholds_ = Thresholds.from_dict(config["thresholds"])
+        return detector
+
+    def _info(self) -> dict[str, Any]:
+        """Learned facts worth keeping in JSON beside the tensors (counts, timings)."""
+        return {}
+
+    # -- what each detector implements ----------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, images: Iterable[np.ndarray]) -> "BaseDetector":
+        """Learn from normal images only; set the state and ``thresholds_``; return ``self``."""
+
+    @abstractmethod
+    def _score_views(self, batch: torch.Tensor) -> torch.Tensor:
+        """Map a [B,3,S,S] batch in [0,1] to [B,S,S] anomaly maps at the network input size."""
+
+    @abstractmethod
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        """Learned tensors to save."""
+
+    @abstractmethod
+    def _load_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        """Restore what ``_state_tensors`` saved."""
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no model found in {directory} (missing {CONFIG_FILE})")
+    config = json.loads(path.read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported model format version {config.get('format_version')}")
+    return config

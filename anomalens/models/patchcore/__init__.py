@@ -1,0 +1,3 @@
+from anomalens.models.patchcore.detector import PatchCore
+
+__all__ = ["PatchCore"]

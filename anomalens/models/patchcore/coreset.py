@@ -1,0 +1,33 @@
+"""Greedy k-center coreset selection, the memory-bank subsampling of PatchCore.
+
+Picking points that are far from everything picked so far keeps rare normal patterns in the bank, which a
+random subsample would drop (and then flag as anomalies). Distances are computed in a random projection of
+the features (Johnson-Lindenstrauss), which keeps the ranking while making each step cheap.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
+    """Return the indices of ``size`` rows of ``features`` [N, D] chosen by greedy k-center selection."""
+    n_points = features.shape[0]
+    if size >= n_points:
+        return torch.arange(n_points)
+    generator = torch.Generator().manual_seed(seed)
+    points = features.float()
+    if points.shape[1] > projection_dim:
+        projection = torch.randn(points.shape[1], projection_dim, generator=generator) / projection_dim ** 0.5
+        points = points @ projection
+    squared_norms = (points * points).sum(dim=1)
+    selected = torch.empty(size, dtype=torch.long)
+    current = int(torch.randint(n_points, (1,), generator=generator))
+    min_distance = torch.full((n_points,), float("inf"))
+    for step in range(size):
+        selected[step] = current
+        center = points[current]
+        # ||p - c||^2 = ||p||^2 - 2 p.c + ||c||^2, one matrix-vector product per step
+        distance = squared_norms - 2.0 * (points @ center) + squared_norms[current]
+        torch.minimum(min_distance, distance, out=min_distance)
+        current = int(torch.argmax(min_distance))
+    return selected

@@ -1,0 +1,47 @@
+"""Automatic decision thresholds chosen from normal data alone.
+
+At fit time each detector scores normal images it did not learn from (held back, or left out of the memory
+bank). The image threshold is placed in the upper tail of those scores at a chosen false-alarm rate, using a
+Gaussian fitted to log-scores: with a few dozen normals an empirical 99th percentile is just the maximum,
+while the fitted tail extrapolates smoothly. The pixel threshold is set the same way on the normal pixels'
+per-image maxima of the maps, scaled so the outlined region covers the defect rather than only its peak.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import norm
+
+from anomalens.types import Thresholds
+
+DEFAULT_FALSE_ALARM_RATE = 0.01
+
+
+def tail_threshold(normal_scores: Sequence[float], false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> float:
+    """Score above which a fraction ``false_alarm_rate`` of normal images is expected to fall."""
+    scores = np.asarray(normal_scores, dtype=np.float64)
+    if scores.size == 0:
+        raise ValueError("need at least one normal score to set a threshold")
+    logs = np.log(np.maximum(scores, 1e-12))
+    # one score has no spread: fall back to a spread proportional to its level
+    spread = logs.std(ddof=1) if scores.size > 2 else 0.1
+    return float(np.exp(logs.mean() + norm.ppf(1.0 - false_alarm_rate) * spread))
+
+
+def thresholds_from_normal(normal_scores: Sequence[float], normal_maps: Sequence[np.ndarray],
+                           false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+                           pixel_fraction: float = 0.5) -> Thresholds:
+    """Image and pixel thresholds from scores and maps of held-back normal images.
+
+    The pixel threshold sits ``pixel_fraction`` of the way from the typical normal pixel level (median of
+    normal maps) up to the image threshold, so a region's outline follows the defect's extent.
+    """
+    image = tail_threshold(normal_scores, false_alarm_rate)
+    baseline = float(np.median(np.concatenate([m.ravel() for m in normal_maps]))) if normal_maps else 0.0
+    pixel = baseline + pixel_fraction * (image - baseline)
+    scores = np.asarray(normal_scores, dtype=np.float64)
+    return Thresholds(image=image, pixel=pixel, method="normal-tail",
+                      details={"false_alarm_rate": false_alarm_rate, "pixel_fraction": pixel_fraction,
+                               "n_normal": int(scores.size), "normal_score_mean": float(scores.mean()),
+                               "normal_score_max": float(scores.max()), "normal_pixel_median": baseline})
