@@ -1,9 +1,10 @@
 """Automatic decision thresholds chosen from normal data alone.
 
 At fit time each detector scores normal images it did not learn from (held back, or left out of the memory
-bank). The image threshold is placed in the upper tail of those scores at a chosen false-alarm rate, using a
-Gaussian fitted to log-scores: with a few dozen normals an empirical 99th percentile is just the maximum,
-while the fitted tail extrapolates smoothly. The pixel threshold is set the same way on the normal pixels'
+bank). The image threshold is placed in the upper tail of those scores at a chosen false-alarm rate: a
+prediction bound for one new score under a Gaussian fitted to the log-scores (Student t, so that a handful
+of normals gives a wider, safer bound than a few hundred). With a few dozen normals an empirical 99th
+percentile would just be the maximum, while the fitted tail extrapolates smoothly. The pixel threshold is set the same way on the normal pixels'
 per-image maxima of the maps, scaled so the outlined region covers the defect rather than only its peak.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import norm, t
 
 from anomalens.types import Thresholds
 
@@ -24,9 +25,11 @@ def tail_threshold(normal_scores: Sequence[float], false_alarm_rate: float = DEF
     if scores.size == 0:
         raise ValueError("need at least one normal score to set a threshold")
     logs = np.log(np.maximum(scores, 1e-12))
-    # one score has no spread: fall back to a spread proportional to its level
-    spread = logs.std(ddof=1) if scores.size > 2 else 0.1
-    return float(np.exp(logs.mean() + norm.ppf(1.0 - false_alarm_rate) * spread))
+    n = logs.size
+    if n < 3:  # too few to estimate a spread: assume a 10 % spread of the level
+        return float(np.exp(logs.mean() + norm.ppf(1.0 - false_alarm_rate) * 0.1))
+    bound = t.ppf(1.0 - false_alarm_rate, df=n - 1) * logs.std(ddof=1) * np.sqrt(1.0 + 1.0 / n)
+    return float(np.exp(logs.mean() + bound))
 
 
 def thresholds_from_normal(normal_scores: Sequence[float], normal_maps: Sequence[np.ndarray],

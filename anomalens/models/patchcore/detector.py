@@ -14,17 +14,23 @@ import numpy as np
 import torch
 
 from anomalens.models.backbones import build_feature_extractor
-from anomalens.models.base import BaseDetector, View
+from anomalens.models.base import BaseDetector
 from anomalens.models.patchcore.coreset import greedy_coreset
 from anomalens.models.patchcore.torch_model import PatchCoreModel
 from anomalens.postprocessing.thresholds import thresholds_from_normal
 from anomalens.progress import track
 
 
-def dihedral_views(pixels: np.ndarray) -> list[np.ndarray]:
-    """The 8 flips/rotations of a square view (the original first)."""
-    rotations = [np.rot90(pixels, k) for k in range(4)]
-    return [np.ascontiguousarray(v) for v in rotations + [np.fliplr(r) for r in rotations]]
+def dihedral(pixels: np.ndarray, transform: int) -> np.ndarray:
+    """One of the 8 flips/rotations of a square HxWxC view; transform 0 is the identity."""
+    rotated = np.rot90(pixels, transform % 4)
+    return np.ascontiguousarray(np.fliplr(rotated) if transform >= 4 else rotated)
+
+
+def dihedral_grid(grid: torch.Tensor, transform: int) -> torch.Tensor:
+    """The same transform as ``dihedral`` applied to [V, h, w] grids of patch labels."""
+    rotated = torch.rot90(grid, transform % 4, dims=(1, 2))
+    return torch.flip(rotated, dims=(2,)) if transform >= 4 else rotated
 
 
 class PatchCore(BaseDetector):
@@ -34,6 +40,7 @@ class PatchCore(BaseDetector):
     ----------
     backbone, layers: feature extractor name and the layers whose features are concatenated.
     coreset_ratio: fraction of all normal patches kept in the memory bank (greedy k-center).
+    coreset_projection: random projection size used only to measure distances during coreset selection.
     min_bank_size: the bank keeps at least this many patches (all of them when there are fewer), so that
         few-shot banks are not thinned out.
     augment_below: with fewer normal images than this, flips and rotations of each are added to the bank.
@@ -45,7 +52,7 @@ class PatchCore(BaseDetector):
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] = ("blocks.4", "blocks.10"),
                  image_size: int = 256, coreset_ratio: float = 0.1, min_bank_size: int = 4096,
-                 neighbourhood: int = 3, smoothing_sigma: float = 4.0, augment_below: int = 8,
+                 coreset_projection: int = 32, neighbourhood: int = 3, smoothing_sigma: float = 4.0, augment_below: int = 8,
                  false_alarm_rate: float = 0.01, calibration_images: int = 60,
                  tile_size: int | None = None, tile_overlap: int = 32, batch_size: int = 8, seed: int = 0,
                  progress: bool = False):
@@ -55,6 +62,7 @@ class PatchCore(BaseDetector):
         self.layers = tuple(layers)
         self.coreset_ratio = coreset_ratio
         self.min_bank_size = min_bank_size
+        self.coreset_projection = coreset_projection
         self.neighbourhood = neighbourhood
         self.smoothing_sigma = smoothing_sigma
         self.augment_below = augment_below
@@ -71,50 +79,65 @@ class PatchCore(BaseDetector):
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, images: Iterable[np.ndarray]) -> "PatchCore":
         torch.manual_seed(self.seed)
-        views, groups = [], []
+        views, owners = [], []
         for index, image in enumerate(images):
             for view in self._views(image):
                 views.append(view)
-                groups.append(index)
-        n_images = (groups[-1] + 1) if groups else 0
+                owners.append(index)
+        n_images = (owners[-1] + 1) if owners else 0
         if n_images == 0:
             raise ValueError("fit needs at least one normal image")
-        augmented = n_images < self.augment_below
-        if augmented:
-            views = [View(v.tile, p) for v in views for p in dihedral_views(v.pixels)]
-            groups = [g for g in groups for _ in range(8)]
-            # with one shot, leave-one-out must leave out single views rather than the only image
-            if n_images == 1:
-                groups = list(range(len(views)))
 
         self.model_ = self._build_model()
-        embeddings = self._embed_all(views)  # [V, D, h, w]
+        embeddings = self._embed_all([v.pixels for v in views])  # [V, D, h, w]
         n_views, dim, height, width = embeddings.shape
-        patches = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)
-        patch_groups = torch.tensor(groups).repeat_interleave(height * width)
+        groups = self._leave_out_groups(torch.tensor(owners), n_images, height, width)
+        bank_embeddings, bank_groups = [embeddings], [groups]
+        augmented = n_images < self.augment_below
+        if augmented:
+            for transform in range(1, 8):
+                bank_embeddings.append(self._embed_all([dihedral(v.pixels, transform) for v in views]))
+                bank_groups.append(dihedral_grid(groups, transform))
+        patches = torch.cat(bank_embeddings).permute(0, 2, 3, 1).reshape(-1, dim)
+        patch_groups = torch.cat(bank_groups).reshape(-1)
 
         bank_size = min(len(patches), max(self.min_bank_size, int(round(self.coreset_ratio * len(patches)))))
-        chosen = greedy_coreset(patches, bank_size, seed=self.seed)
+        chosen = greedy_coreset(patches, bank_size, projection_dim=self.coreset_projection, seed=self.seed)
         self.model_.set_memory_bank(patches[chosen])
-        self.thresholds_ = self._calibrate(embeddings, torch.tensor(groups), patch_groups[chosen])
+        self.thresholds_ = self._calibrate(embeddings, groups, patch_groups[chosen])
         self.info_ = {"n_images": n_images, "n_views": n_views, "augmented_views": augmented,
                       "n_patches": int(len(patches)), "bank_size": int(bank_size), "feature_dim": dim,
                       "feature_grid": [height, width]}
         return self
 
-    def _embed_all(self, views: list[View]) -> torch.Tensor:
+    @staticmethod
+    def _leave_out_groups(owners: torch.Tensor, n_images: int, height: int, width: int) -> torch.Tensor:
+        """Which patches are left out together when scoring normals for calibration: [V, h, w] group ids.
+
+        Normally a whole image; with a single shot there is no other image, so each quarter of every view is
+        scored against the rest (leaving out only its own flipped copies would compare it with itself).
+        """
+        n_views = len(owners)
+        if n_images > 1:
+            return owners.view(-1, 1, 1).expand(n_views, height, width).clone()
+        rows = (torch.arange(height) >= height // 2).long().view(-1, 1)
+        cols = (torch.arange(width) >= width // 2).long().view(1, -1)
+        return (2 * rows + cols).unsqueeze(0) + 4 * torch.arange(n_views).view(-1, 1, 1)
+
+    def _embed_all(self, pixels: list[np.ndarray]) -> torch.Tensor:
         assert self.model_ is not None
         chunks = []
         with torch.inference_mode():
-            batches = list(self._batches(views))
+            batches = [pixels[i:i + self.batch_size] for i in range(0, len(pixels), self.batch_size)]
             for batch in track(batches, "extracting features", enabled=self.progress):
-                chunks.append(self.model_.embed(self._to_tensor(batch)))
+                tensor = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
+                chunks.append(self.model_.embed(tensor))
         return torch.cat(chunks)
 
-    def _calibrate(self, embeddings: torch.Tensor, view_groups: torch.Tensor, bank_groups: torch.Tensor):
-        """Score normal views against the bank without their own patches; thresholds from those scores."""
+    def _calibrate(self, embeddings: torch.Tensor, groups: torch.Tensor, bank_groups: torch.Tensor):
+        """Score normal views against the bank without their own group's patches; thresholds from those."""
         assert self.model_ is not None
-        unique_groups = torch.unique(view_groups)
+        unique_groups = torch.unique(groups)
         if len(unique_groups) > self.calibration_images:
             pick = np.linspace(0, len(unique_groups) - 1, self.calibration_images).round().astype(int)
             unique_groups = unique_groups[pick]
@@ -124,8 +147,8 @@ class PatchCore(BaseDetector):
                 excluded = bank_groups == group
                 if bool(excluded.all()):
                     continue
-                group_maps = self.model_.smoother(
-                    self.model_.patch_scores(embeddings[view_groups == group], excluded))
+                members = (groups == group).flatten(1).any(dim=1)
+                group_maps = self.model_.smoother(self.model_.patch_scores(embeddings[members], excluded))
                 scores.append(float(group_maps.max()))
                 maps.append(group_maps.numpy())
         return thresholds_from_normal(scores, maps, self.false_alarm_rate)

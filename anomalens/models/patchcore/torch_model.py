@@ -59,9 +59,10 @@ class PatchCoreModel(nn.Module):
         target = None
         for layer in self.layers:
             fmap = features[layer]
-            # averaging each patch with its neighbours gives it context without losing resolution
+            # averaging each patch with its neighbours gives it context without losing resolution; zero padding
+            # keeps border cells from over-weighting a nearby defect (they would average fewer cells)
             fmap = F.avg_pool2d(fmap, self.neighbourhood, stride=1, padding=self.neighbourhood // 2,
-                                count_include_pad=False)
+                                count_include_pad=True)
             if target is None:
                 target = fmap.shape[-2:]
             elif fmap.shape[-2:] != target:

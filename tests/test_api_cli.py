@@ -1,0 +1,232 @@
+"""The Python API (inspect, training_paths, fit) and the command line, run in-process (plus one subprocess)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from anomalens import api
+from anomalens.cli.main import main
+from anomalens.data import ImageReadError, read_image
+from anomalens.models import PatchCore, load_detector
+
+FAST = {"image_size": 64, "min_bank_size": 256, "augment_below": 4}
+METRIC_KEYS = {"image_auroc", "pixel_auroc", "pixel_aupro", "image_f1_max", "accuracy", "f1", "n_images",
+               "seconds", "per_defect_type"}
+
+
+@pytest.fixture(scope="module")
+def detector(textures) -> PatchCore:
+    return PatchCore(**FAST).fit(textures.normals([(80, 100)] * 5, first_seed=0))
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, textures, png_writer) -> dict[str, list[Path]]:
+    """Readable images (two sharing the stem 'part'), a text file named .png, an empty .png, a stray .txt."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    good = []
+    for i, name in enumerate(["a1.png", "a2.png", "part.jpg", "part.png"]):
+        png_writer(folder / name, textures.normal(80, 100, seed=40 + i))
+        good.append(folder / name)
+    spot, _ = textures.defect(textures.normal(80, 100, seed=45), "blob", center=(40, 50), size=12)
+    png_writer(folder / "spot.png", spot)
+    good.append(folder / "spot.png")
+    corrupt = folder / "m_corrupt.png"
+    corrupt.write_text("this is a text file, not a PNG\n")
+    empty = folder / "n_empty.png"
+    empty.write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image, and not listed either")
+    return {"folder": [folder], "good": good, "bad": [corrupt, empty]}
+
+
+# -- api.inspect ----------------------------------------------------------------------------------------------------
+def test_inspect_reports_bad_files_and_writes_every_good_one(detector, mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    run = api.inspect(detector, mixed_folder["folder"], out)
+
+    assert sorted(e["path"] for e in run.errors) == sorted(str(p) for p in mixed_folder["bad"])
+    assert all(e["error"] for e in run.errors)
+    assert sorted(r["path"] for r in run.results) == sorted(str(p) for p in mixed_folder["good"])
+
+    overlays = set()
+    for record in run.results:
+        image = read_image(record["path"])
+        overlay = cv2.imread(str(out / record["overlay"]), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(out / record["mask"]), cv2.IMREAD_UNCHANGED)
+        assert overlay is not None and overlay.shape == image.shape
+        assert mask is not None and mask.shape == image.shape[:2]
+        assert set(np.unique(mask)) <= {0, 255}
+        assert (mask > 0).any() == record["is_anomalous"]  # mask empty exactly when the verdict is normal
+        assert record["height"] == image.shape[0] and record["width"] == image.shape[1]
+        overlays.add(record["overlay"])
+    assert len(overlays) == len(run.results)  # part.jpg and part.png do not overwrite each other
+    by_name = {Path(r["path"]).name: r for r in run.results}
+    assert by_name["spot.png"]["is_anomalous"]
+    assert by_name["spot.png"]["image_score"] > max(by_name[n]["image_score"] for n in ("a1.png", "a2.png"))
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["summary"]["n_images"] == 5 and saved["summary"]["n_errors"] == 2
+    assert saved["summary"]["n_anomalous"] == sum(r["is_anomalous"] for r in run.results)
+    assert saved["results"] == run.results and saved["errors"] == run.errors
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert lines == run.results
+
+
+def test_inspect_raise_stops_at_the_bad_file_and_keeps_earlier_lines(detector, mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "results.jsonl").write_text('{"stale": "line from an earlier run"}\n')
+    with pytest.raises(ImageReadError) as caught:
+        api.inspect(detector, mixed_folder["folder"], out, on_error="raise")
+    assert caught.value.path == mixed_folder["bad"][0]  # files go in name order: a1, a2, m_corrupt...
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [Path(r["path"]).name for r in lines] == ["a1.png", "a2.png"]
+    assert all((out / r["overlay"]).is_file() and (out / r["mask"]).is_file() for r in lines)
+
+
+def test_inspect_without_output_folder(detector, mixed_folder):
+    run = api.inspect(detector, mixed_folder["good"][:2], None)
+    assert len(run.results) == 2 and not run.errors
+    assert "overlay" not in run.results[0]
+
+
+# -- training_paths / fit ----------------------------------------------------------------------------------------------
+def test_training_paths_shots_draw_a_reproducible_subset(tiny_mvtec, tmp_path):
+    data = tiny_mvtec
+    everything = api.training_paths(data.root, data.category)
+    assert everything == sorted(data.train)
+    subsets = [api.training_paths(data.root, data.category, shots=3, seed=seed) for seed in range(8)]
+    for seed, subset in enumerate(subsets):
+        assert len(subset) == 3 == len(set(subset)) and set(subset) <= set(everything)
+        assert subset == sorted(subset)
+        assert api.training_paths(data.root, data.category, shots=3, seed=seed) == subset
+    assert len({tuple(s) for s in subsets}) > 1  # the seed matters
+    assert api.training_paths(data.root, data.category, shots=50) == everything
+    with pytest.raises(ValueError):
+        api.training_paths(data.root, data.category, shots=0)
+    # a plain folder of good images works without a category
+    assert api.training_paths(data.root / data.category / "train" / "good") == everything
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError):
+        api.training_paths(tmp_path / "empty")
+
+
+def test_training_paths_on_demo_data(demo_data):
+    everything = api.training_paths(demo_data, "magnetic_tile")
+    assert len(everything) == 24 and all(p.suffix == ".jpg" for p in everything)
+    five = api.training_paths(demo_data, "magnetic_tile", shots=5, seed=1)
+    assert five == api.training_paths(demo_data, "magnetic_tile", shots=5, seed=1)
+    assert len(five) == 5 and set(five) <= set(everything)
+
+
+def test_api_fit_with_shots_uses_that_many_images(tiny_mvtec):
+    data = tiny_mvtec
+    detector, report = api.fit(data.root, data.category, shots=2, image_size=64, augment_below=0)
+    assert report.n_images == 2 and detector.info_["n_images"] == 2
+    (data.train[0].parent / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    detector, report = api.fit(data.root, data.category, image_size=64)
+    assert report.n_images == 8 and [Path(p).name for p, _ in report.skipped] == ["zz_broken.png"]
+
+
+# -- CLI, in-process -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli_model(tmp_path_factory, tiny_mvtec_factory):
+    """A tiny data set and a model fitted on it through the CLI (shared by the predict/evaluate tests)."""
+    base = tmp_path_factory.mktemp("cli")
+    data = tiny_mvtec_factory(base / "data")
+    model = base / "model"
+    assert main(["fit", str(data.root), "--category", data.category, "-o", str(model), "--image-size", "64"]) == 0
+    return data, model
+
+
+def test_cli_fit(tiny_mvtec, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ANOMALENS_DEBUG", raising=False)
+    data = tiny_mvtec
+    code = main(["fit", str(data.root), "--category", data.category, "-o", str(tmp_path / "model"),
+                 "--image-size", "64", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "fitted patchcore on 8 images" in out
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["params"]["image_size"] == 64 and config["params"]["seed"] == 3
+    assert config["info"]["n_images"] == 8
+    assert load_detector(tmp_path / "model").thresholds_.image == config["thresholds"]["image"]
+
+
+def test_cli_predict(cli_model, tmp_path, capsys):
+    data, model = cli_model
+    good_dir, spot_dir = data.test_good[0].parent, data.test_spot[0].parent
+    code = main(["predict", str(model), str(good_dir), str(spot_dir), "-o", str(tmp_path / "pred")])
+    out = capsys.readouterr().out
+    assert code == 0
+    saved = json.loads((tmp_path / "pred" / "results.json").read_text())
+    assert saved["summary"]["n_images"] == 6 and saved["summary"]["n_errors"] == 0
+    assert [r["path"] for r in saved["results"]] == [str(p) for p in data.test_good + data.test_spot]
+    # both folders hold 000.png ... : every image still gets its own overlay and mask
+    assert len({r["overlay"] for r in saved["results"]}) == 6
+    assert all((tmp_path / "pred" / r["mask"]).is_file() for r in saved["results"])
+    verdicts = [r["is_anomalous"] for r in saved["results"]]
+    assert verdicts == [False] * 3 + [True] * 3
+    assert f"{sum(verdicts)} of 6 images anomalous" in out
+
+
+def test_cli_evaluate_writes_metrics_json(cli_model, tmp_path):
+    data, model = cli_model
+    target = tmp_path / "metrics.json"
+    assert main(["evaluate", str(model), str(data.root), "--category", data.category, "--json", str(target)]) == 0
+    report = json.loads(target.read_text())
+    assert METRIC_KEYS <= set(report)
+    assert report["n_images"] == 6
+    assert set(report["per_defect_type"]) == {"spot"}
+    assert report["per_defect_type"]["spot"]["n_defective"] == 3
+    assert report["per_defect_type"]["spot"]["n_images"] == 6
+    assert report["image_auroc"] == 1.0 and report["accuracy"] == 1.0  # the spots are obvious
+    assert 0.8 <= report["pixel_auroc"] <= 1.0 and 0.0 < report["pixel_aupro"] <= 1.0
+    assert report["seconds"] >= 0
+
+
+@pytest.mark.parametrize("case", ["predict-missing-model", "fit-missing-root", "fit-unknown-category",
+                                  "evaluate-unknown-category", "predict-missing-input"])
+def test_cli_user_errors_are_one_line(case, cli_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ANOMALENS_DEBUG", raising=False)
+    data, model = cli_model
+    missing = tmp_path / "does-not-exist"
+    argv, mentioned = {
+        "predict-missing-model": (["predict", str(missing), str(data.test_good[0]), "-o", str(tmp_path / "o")],
+                                  str(missing)),
+        "fit-missing-root": (["fit", str(missing), "--category", "tex", "-o", str(tmp_path / "m")], str(missing)),
+        "fit-unknown-category": (["fit", str(data.root), "--category", "nope", "-o", str(tmp_path / "m")], "nope"),
+        "evaluate-unknown-category": (["evaluate", str(model), str(data.root), "--category", "nope"], "nope"),
+        "predict-missing-input": (["predict", str(model), str(missing), "-o", str(tmp_path / "o")], str(missing)),
+    }[case]
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("anomalens: error:") and mentioned in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert not (tmp_path / "m").exists()
+
+
+def test_console_script_runs_as_a_subprocess():
+    script = Path(sys.executable).with_name("anomalens")
+    assert script.is_file(), "the anomalens console script is not installed in the venv"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ANOMALENS_DEBUG", None)
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    for command in ("fit", "predict", "evaluate", "demo"):
+        assert command in done.stdout
+    failed = subprocess.run([str(script), "predict", "/nonexistent/model", "x.png", "-o", "/tmp/never"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines() == [
+        "anomalens: error: no model found in /nonexistent/model (missing config.json)"]

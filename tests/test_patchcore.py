@@ -1,0 +1,225 @@
+"""PatchCore internals: coreset selection, nearest-neighbour scoring, memory-bank size, self-calibration."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anomalens.data import mvtec_samples, read_image
+from anomalens.evaluation.metrics import image_auroc
+from anomalens.models import PatchCore
+from anomalens.models.patchcore.coreset import greedy_coreset
+from anomalens.models.patchcore.detector import dihedral, dihedral_grid
+from anomalens.models.patchcore.torch_model import QUERY_CHUNK, nearest_distances
+
+# image_size 64: blocks.4 (stride 8) gives an 8x8 grid, i.e. 64 patches per view
+PATCHES_PER_VIEW_64 = 64
+
+
+# -- greedy k-center coreset ------------------------------------------------------------------------------------
+def clustered_cloud(dim: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Five big tight clusters near the origin and one small cluster (8 of 2008 points) far away."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0.0, 3.0, size=(5, dim))
+    big = np.concatenate([c + 0.5 * rng.standard_normal((400, dim)) for c in centers])
+    far = 40.0 * np.ones(dim) / np.sqrt(dim) * 3 + 0.5 * rng.standard_normal((8, dim))
+    points = np.concatenate([big, far]).astype(np.float32)
+    is_far = np.zeros(len(points), bool)
+    is_far[-8:] = True
+    return torch.from_numpy(points), is_far
+
+
+def covering_radius(points: torch.Tensor, chosen: torch.Tensor) -> float:
+    """Largest distance from any point to its nearest chosen point."""
+    return float(torch.cdist(points.double(), points[chosen].double()).min(dim=1).values.max())
+
+
+@pytest.mark.parametrize("dim", [16, 256], ids=["raw", "projected"])  # 256 > projection_dim 128
+def test_greedy_coreset_picks_distinct_valid_indices(dim):
+    points, _ = clustered_cloud(dim)
+    chosen = greedy_coreset(points, 60, seed=3)
+    assert chosen.dtype == torch.long and chosen.shape == (60,)
+    assert len(set(chosen.tolist())) == 60
+    assert int(chosen.min()) >= 0 and int(chosen.max()) < len(points)
+    assert torch.equal(chosen, greedy_coreset(points, 60, seed=3))  # reproducible
+
+
+@pytest.mark.parametrize("size", [37, 38, 500])
+def test_greedy_coreset_returns_everything_when_size_reaches_n(size):
+    points = torch.randn(37, 8, generator=torch.Generator().manual_seed(0))
+    chosen = greedy_coreset(points, size)
+    assert sorted(chosen.tolist()) == list(range(37))
+
+
+@pytest.mark.parametrize("dim", [16, 256], ids=["raw", "projected"])
+def test_greedy_coreset_covers_better_than_random(dim):
+    points, is_far = clustered_cloud(dim)
+    size = 30
+    chosen = greedy_coreset(points, size, seed=0)
+    assert is_far[chosen.numpy()].any(), "the small far cluster must be represented"
+    greedy_radius = covering_radius(points, chosen)
+    generator = torch.Generator().manual_seed(1)
+    random_radii = [covering_radius(points, torch.randperm(len(points), generator=generator)[:size])
+                    for _ in range(20)]
+    assert greedy_radius < min(random_radii)
+    # far cluster points are covered by a centre inside their cluster, not by one of the big clusters
+    far_to_chosen = torch.cdist(points[is_far], points[chosen]).min(dim=1).values
+    far_to_big = torch.cdist(points[is_far], points[~is_far]).min()
+    assert float(far_to_chosen.max()) < 0.25 * float(far_to_big)
+
+
+# -- nearest-neighbour distances -------------------------------------------------------------------------------
+def reference_nearest(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(queries.double(), bank.double(),
+                       compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+
+
+@pytest.mark.parametrize("n_queries", [50, QUERY_CHUNK + 321])  # the second spans two query chunks
+def test_nearest_distances_matches_cdist(n_queries):
+    generator = torch.Generator().manual_seed(0)
+    bank = torch.randn(300, 24, generator=generator)
+    queries = torch.randn(n_queries, 24, generator=generator)
+    queries[:10] = bank[:10]  # exact matches: distance 0
+    got = nearest_distances(queries, bank)
+    assert got.shape == (n_queries,) and got.dtype == torch.float32
+    expected = reference_nearest(queries, bank)
+    # float32 |q|^2 - 2 q.b + |b|^2 loses ~1e-6 of |q|^2 to cancellation: ~3e-3 after the square root
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-2)
+    assert float(got[:10].max()) < 1e-2
+    # precomputed norms give the same answer
+    torch.testing.assert_close(nearest_distances(queries, bank, (bank * bank).sum(dim=1)), got)
+
+
+def test_nearest_distances_with_excluded_rows():
+    generator = torch.Generator().manual_seed(1)
+    bank = torch.randn(200, 16, generator=generator)
+    queries = torch.cat([bank[:20], torch.randn(80, 16, generator=generator)])
+    excluded = torch.zeros(200, dtype=torch.bool)
+    excluded[:50] = True  # includes each of the first 20 queries' exact match
+    got = nearest_distances(queries, bank, excluded=excluded)
+    expected = reference_nearest(queries, bank[~excluded])
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-2)
+    assert float(got[:20].min()) > 0.5  # leaving its own row out, no query finds itself
+    # all but one row excluded: every query measures against that row
+    only = torch.ones(200, dtype=torch.bool)
+    only[7] = False
+    torch.testing.assert_close(nearest_distances(queries, bank, excluded=only).double(),
+                               (queries.double() - bank[7].double()).norm(dim=1), rtol=1e-4, atol=1e-2)
+
+
+# -- fitting ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("ratio", "min_bank", "expected"), [
+    (0.5, 16, 128),      # the ratio decides: round(0.5 * 256)
+    (0.1, 100, 100),     # round(0.1 * 256) = 26 is below the floor
+    (0.1, 10_000, 256),  # the floor exceeds the patches there are: keep them all
+])
+def test_memory_bank_size_follows_ratio_and_floor(textures, tmp_path, ratio, min_bank, expected):
+    images = textures.normals([(64, 64)] * 4, first_seed=0)
+    detector = PatchCore(image_size=64, coreset_ratio=ratio, min_bank_size=min_bank, augment_below=0)
+    detector.fit(images)
+    assert detector.info_["n_patches"] == 4 * PATCHES_PER_VIEW_64
+    assert detector.model_.memory_bank.shape[0] == expected
+    assert len(torch.unique(detector.model_.memory_bank, dim=0)) == expected  # distinct patches
+    loaded = PatchCore.load(detector.save(tmp_path / "model"))
+    assert torch.equal(loaded.model_.memory_bank, detector.model_.memory_bank)
+
+
+def test_few_shot_augmentation_enlarges_the_bank(textures):
+    image = textures.normal(64, 64, seed=0)
+    plain = PatchCore(image_size=64, min_bank_size=10**6, augment_below=0).fit([image, image[::-1].copy()])
+    augmented = PatchCore(image_size=64, min_bank_size=10**6, augment_below=8).fit([image, image[::-1].copy()])
+    assert plain.info_["n_patches"] == 2 * PATCHES_PER_VIEW_64
+    assert augmented.info_["augmented_views"] and augmented.info_["n_patches"] == 16 * PATCHES_PER_VIEW_64
+    assert augmented.model_.memory_bank.shape[0] == 16 * PATCHES_PER_VIEW_64
+
+
+def test_dihedral_views_are_the_eight_symmetries():
+    pixels = np.random.default_rng(0).random((5, 5, 3)).astype(np.float32)
+    views = [dihedral(pixels, t) for t in range(8)]
+    assert np.array_equal(views[0], pixels)
+    assert len({v.tobytes() for v in views}) == 8
+    assert all(v.flags.c_contiguous and v.shape == (5, 5, 3) for v in views)
+
+
+def test_dihedral_grid_moves_labels_with_the_pixels():
+    """Patch labels must follow their pixels through each flip/rotation, or leave-out groups get mixed."""
+    pixels = np.random.default_rng(1).random((6, 6, 1)).astype(np.float32)
+    grid = torch.from_numpy(pixels[..., 0]).unsqueeze(0)
+    for transform in range(8):
+        assert np.array_equal(dihedral_grid(grid, transform)[0].numpy(), dihedral(pixels, transform)[..., 0])
+
+
+def test_fit_without_images_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least one"):
+        PatchCore(image_size=64).fit([])
+
+
+def test_leave_one_out_thresholds(textures):
+    """Thresholds come from each training image scored against a bank without its own patches.
+
+    With the whole bank kept (no coreset), image i's leave-one-out score must equal the score of a detector
+    fitted on the other images only; the threshold must sit above the training images' own (in-bank) scores
+    and above most leave-one-out scores, and held-out normals must mostly stay below it.
+    """
+    params = {"image_size": 64, "min_bank_size": 10**6, "augment_below": 0}
+    train = textures.normals([(64, 64)] * 5, first_seed=0)  # network size: maps need no resizing
+    detector = PatchCore(**params).fit(train)
+    thresholds = detector.thresholds_
+    loo = []
+    for i in range(len(train)):
+        others = PatchCore(**params).fit(train[:i] + train[i + 1:])
+        loo.append(others.predict(train[i]).image_score)
+    assert thresholds.details["n_normal"] == 5
+    assert thresholds.details["normal_score_mean"] == pytest.approx(np.mean(loo), rel=1e-4)
+    assert thresholds.details["normal_score_max"] == pytest.approx(max(loo), rel=1e-4)
+
+    in_bank = [detector.predict(image).image_score for image in train]
+    assert all(s < thresholds.image for s in in_bank)
+    assert all(own < left_out for own, left_out in zip(in_bank, loo))  # leaving out really removes patches
+    assert sum(s < thresholds.image for s in loo) >= 4
+    held_out = [detector.predict(textures.normal(64, 64, seed=50 + k)).image_score for k in range(6)]
+    assert sum(s < thresholds.image for s in held_out) >= 5, (held_out, thresholds.image)
+
+
+def test_calibration_images_caps_the_scored_images(textures):
+    train = textures.normals([(64, 64)] * 5, first_seed=0)
+    detector = PatchCore(image_size=64, augment_below=0, calibration_images=3).fit(train)
+    assert detector.thresholds_.details["n_normal"] == 3
+
+
+def test_demo_tiles_good_ones_pass_and_defects_rank_higher(demo_data):
+    """Realism check on the shipped magnetic tile photos (24 normal training images, 14 test images)."""
+    train = [read_image(s.path) for s in mvtec_samples(demo_data, "magnetic_tile", "train")]
+    test = mvtec_samples(demo_data, "magnetic_tile", "test")
+    detector = PatchCore(image_size=128, min_bank_size=1024).fit(train)
+    predictions = [detector.predict(read_image(s.path)) for s in test]
+    labels = np.array([s.label for s in test])
+    scores = np.array([p.image_score for p in predictions])
+    assert image_auroc(labels, scores) >= 0.8
+    assert not any(p.is_anomalous for p, s in zip(predictions, test) if s.label == 0)
+    assert any(p.is_anomalous for p, s in zip(predictions, test) if s.label == 1)
+
+
+# -- regressions of bugs found in review --------------------------------------------------------------------------------------------------------
+def test_single_shot_without_augmentation_fits(textures):
+    detector = PatchCore(image_size=64, augment_below=0).fit([textures.normal(96, 96, seed=0)])
+    assert detector.thresholds_ is not None and detector.thresholds_.image > 0
+
+
+def test_defect_near_corner_is_localised(textures):
+    detector = PatchCore(image_size=128, min_bank_size=512, augment_below=4)
+    detector.fit(textures.normals([(160, 160)] * 5, first_seed=0))
+    image, truth = textures.defect(textures.normal(160, 160, seed=70), "blob", center=(25, 25), size=12)
+    prediction = detector.predict(image)
+    assert prediction.is_anomalous  # found: this part holds
+    ay, ax = np.unravel_index(int(np.argmax(prediction.anomaly_map)), prediction.anomaly_map.shape)
+    ys, xs = np.nonzero(truth)
+    assert np.sqrt(((ys - ay) ** 2 + (xs - ax) ** 2).min()) <= 4.0, (ay, ax)
+
+
+def test_single_shot_threshold_passes_good_demo_tiles(demo_data):
+    train = mvtec_samples(demo_data, "magnetic_tile", "train")
+    detector = PatchCore(image_size=128, min_bank_size=1024).fit([read_image(train[0].path)])
+    good = [s for s in mvtec_samples(demo_data, "magnetic_tile", "test") if s.label == 0]
+    flagged = [s.path.name for s in good if detector.predict(read_image(s.path)).is_anomalous]
+    assert len(flagged) <= 1, (flagged, detector.thresholds_.image)
