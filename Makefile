@@ -21,5 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
 
+bench: $(STAMP)
+	$(PYTHON) bench/patchcore_magnetic_tile.py --json bench/results/patchcore_magnetic_tile.json
+
 clean:
 	rm -rf $(VENV) demo_results

@@ -7,9 +7,16 @@ Quick start::
     prediction = detector.predict(read_image("part.png"))
     prediction.is_anomalous, prediction.image_score, prediction.anomaly_map
 """
-from anomalens.data import read_image
-from anomalens.models import PatchCore, create_detector, load_detector
-from anomalens.types import Prediction, Thresholds
+import os
+
+# Line PCs share their few cores with cameras and PLC software; OpenMP threads that spin while waiting then
+# slow inference by 10x or more. Passive waiting costs little on an idle machine. Only a default, and only
+# effective when torch has not been imported yet.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from anomalens.data import read_image  # noqa: E402
+from anomalens.models import PatchCore, create_detector, load_detector  # noqa: E402
+from anomalens.types import Prediction, Thresholds  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["PatchCore", "Prediction", "Thresholds", "create_detector", "load_detector", "read_image"]

@@ -102,7 +102,8 @@ def test_prediction_has_input_shape_and_types(fitted, textures, shape):
     assert np.isfinite(amap).all()
     assert amap.std() > 0  # a real map, not a constant fill
     assert prediction.mask.dtype == np.bool_ and prediction.mask.shape == shape
-    assert prediction.image_score == pytest.approx(float(amap.max()))
+    # the score summarises the map's highest values: at most its maximum, above its typical level
+    assert float(np.median(amap)) < prediction.image_score <= float(amap.max()) + 1e-5
     assert isinstance(prediction.is_anomalous, bool)
 
 

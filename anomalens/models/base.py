@@ -66,8 +66,9 @@ class BaseDetector(ABC):
     name: ClassVar[str] = ""
 
     def __init__(self, image_size: int = 256, tile_size: int | None = None, tile_overlap: int = 32,
-                 batch_size: int = 8, seed: int = 0, progress: bool = False):
+                 score_top_fraction: float = 0.015, batch_size: int = 8, seed: int = 0, progress: bool = False):
         self.image_size = image_size
+        self.score_top_fraction = score_top_fraction
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.batch_size = batch_size
@@ -108,23 +109,41 @@ class BaseDetector(ABC):
             yield views[start:start + self.batch_size]
 
     # -- prediction -------------------------------------------------------------------------------------------
-    def anomaly_map(self, image: np.ndarray) -> np.ndarray:
-        """Anomaly map at the input image's resolution (float32 HxW)."""
+    def view_scores(self, view_maps: torch.Tensor) -> torch.Tensor:
+        """Image-level score of each [B,S,S] view map: the mean of its highest ``score_top_fraction`` pixels.
+
+        A mean over the top pixels is steadier than the single maximum, which one noisy patch can set; a
+        tiled frame scores as its worst tile, so a small defect is not diluted by a large frame.
+        """
+        flat = view_maps.flatten(1)
+        if self.score_top_fraction <= 0:
+            return flat.max(dim=1).values
+        count = max(1, round(self.score_top_fraction * flat.shape[1]))
+        return flat.topk(count, dim=1).values.mean(dim=1)
+
+    def score_and_map(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        """Image score and the anomaly map at the input image's resolution (float32 HxW)."""
         self._check_fitted()
         views = self._views(image)
-        maps: list[np.ndarray] = []
+        maps: list[torch.Tensor] = []
         with torch.inference_mode():
             for batch in self._batches(views):
-                maps += list(self._score_views(self._to_tensor(batch)).cpu().numpy())
+                maps.append(self._score_views(self._to_tensor(batch)))
+        view_maps = torch.cat(maps)
+        score = float(self.view_scores(view_maps).max())
         height, width = image.shape[:2]
+        arrays = list(view_maps.cpu().numpy())
         if len(views) == 1:
-            return cv2.resize(maps[0], (width, height), interpolation=cv2.INTER_LINEAR)
-        return stitch_maps(maps, [v.tile for v in views], (height, width))
+            return score, cv2.resize(arrays[0], (width, height), interpolation=cv2.INTER_LINEAR)
+        return score, stitch_maps(arrays, [v.tile for v in views], (height, width))
+
+    def anomaly_map(self, image: np.ndarray) -> np.ndarray:
+        """Anomaly map at the input image's resolution (float32 HxW)."""
+        return self.score_and_map(image)[1]
 
     def predict(self, image: np.ndarray) -> Prediction:
-        amap = self.anomaly_map(image)
+        score, amap = self.score_and_map(image)
         assert self.thresholds_ is not None
-        score = float(amap.max())
         anomalous = score >= self.thresholds_.image
         mask = (amap >= self.thresholds_.pixel) if anomalous else np.zeros(amap.shape, dtype=bool)
         return Prediction(score, amap, anomalous, mask, self.thresholds_)

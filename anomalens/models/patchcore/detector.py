@@ -50,14 +50,15 @@ class PatchCore(BaseDetector):
 
     name = "patchcore"
 
-    def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] = ("blocks.4", "blocks.10"),
-                 image_size: int = 256, coreset_ratio: float = 0.1, min_bank_size: int = 4096,
+    def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] = ("blocks.4", "blocks.10", "blocks.14"),
+                 image_size: int = 256, coreset_ratio: float = 0.02, min_bank_size: int = 4096,
                  coreset_projection: int = 32, neighbourhood: int = 3, smoothing_sigma: float = 4.0, augment_below: int = 8,
                  false_alarm_rate: float = 0.01, calibration_images: int = 60,
-                 tile_size: int | None = None, tile_overlap: int = 32, batch_size: int = 8, seed: int = 0,
-                 progress: bool = False):
+                 tile_size: int | None = None, tile_overlap: int = 32, score_top_fraction: float = 0.015,
+                 batch_size: int = 8, seed: int = 0, progress: bool = False):
         super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
-                         batch_size=batch_size, seed=seed, progress=progress)
+                         score_top_fraction=score_top_fraction, batch_size=batch_size, seed=seed,
+                         progress=progress)
         self.backbone = backbone
         self.layers = tuple(layers)
         self.coreset_ratio = coreset_ratio
@@ -149,7 +150,7 @@ class PatchCore(BaseDetector):
                     continue
                 members = (groups == group).flatten(1).any(dim=1)
                 group_maps = self.model_.smoother(self.model_.patch_scores(embeddings[members], excluded))
-                scores.append(float(group_maps.max()))
+                scores.append(float(self.view_scores(group_maps).max()))
                 maps.append(group_maps.numpy())
         return thresholds_from_normal(scores, maps, self.false_alarm_rate)
 

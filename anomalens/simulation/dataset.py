@@ -1,0 +1,231 @@
+"""Write a synthetic-defect data set in the MVTec layout from a category's good images.
+
+Layout written under ``out_root/category``::
+
+    train/good/<original file>            good images kept for training (copied byte for byte)
+    test/good/<original file>             held-out good images (copied byte for byte)
+    test/<kind>/<NNN>.png                 simulated defective images (NNN = running number over all kinds)
+    ground_truth/<kind>/<NNN>_mask.png    their masks, 0/255 single-channel PNG
+    simulation.json                       seed, kinds, split, and per image: base and donor paths, params
+
+The defects are made from the *held-out* good images only (cycling through them), never from the images
+left in ``train/good``: a detector fitted on ``train/good`` must not have memorised the very surface the
+defect was placed on, or its scores on the simulated set would be optimistic. Donor images (``source`` of
+``nsa`` and ``texture``) are drawn from all other usable good images. Kinds are cycled in the given order,
+so every kind gets ``n / len(kinds)`` images (``+-1``); when a kind cannot make a visible defect in an
+image the simulator falls back to another kind and the image goes to that kind's folder.
+
+Each defect ``i`` is drawn with ``numpy.random.default_rng([seed, i])``, so one image can be reproduced on
+its own from ``simulation.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from anomalens.data import ImageReadError, mvtec_samples, read_image, to_uint8_rgb
+from anomalens.progress import track
+
+from ._common import MIN_SIDE
+from .simulator import KINDS, simulate
+
+__all__ = ["METADATA_FILE", "write_simulated_dataset"]
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "simulation.json"
+_USES_SOURCE = {"nsa", "texture"}
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(".png", array)
+    if not ok:  # pragma: no cover - encoding a uint8 array does not fail
+        raise OSError(f"could not encode PNG for '{path}'")
+    path.write_bytes(data.tobytes())
+
+
+def _prepare_output(cat_out: Path, cat_in: Path, overwrite: bool) -> None:
+    src, dst = cat_in.resolve(), cat_out.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise ValueError(f"output folder '{cat_out}' overlaps the input category folder '{cat_in}'")
+    if cat_out.exists() and (not cat_out.is_dir() or any(cat_out.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"output folder '{cat_out}' already exists and is not empty (use overwrite)")
+        if not (cat_out / METADATA_FILE).is_file():
+            raise FileExistsError(
+                f"refusing to overwrite '{cat_out}': it has no {METADATA_FILE}, so it was not written by "
+                f"the simulator"
+            )
+        shutil.rmtree(cat_out)
+    cat_out.mkdir(parents=True, exist_ok=True)
+
+
+def write_simulated_dataset(
+    data_root: str | os.PathLike[str],
+    category: str,
+    out_root: str | os.PathLike[str],
+    n: int,
+    kinds: Sequence[str],
+    seed: int,
+    progress: bool = False,
+    *,
+    holdout: float = 0.2,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Make ``n`` simulated defective images from ``data_root/category/train/good`` and write an MVTec set.
+
+    Args:
+        data_root: MVTec-layout root of the real data.
+        category: category folder under ``data_root``.
+        out_root: root of the data set to write (``out_root/category`` must not exist or be empty, unless
+            ``overwrite`` and it holds a previous ``simulation.json``).
+        n: number of defective images.
+        kinds: anomaly kinds to cycle through (see :data:`anomalens.simulation.KINDS`).
+        seed: seed of the whole run (split, and defect ``i`` uses ``default_rng([seed, i])``).
+        progress: draw a progress bar.
+        holdout: share of the usable good images moved to ``test/good`` and used as defect bases (at least
+            one image, and at least one is kept for ``train/good``).
+        overwrite: replace a previous simulated set at the same place.
+
+    Unreadable good images (and images under 16 px in a side) are skipped with a warning and listed in the
+    summary and in ``simulation.json``.
+
+    Returns:
+        summary: ``out_dir``, ``category``, ``n_defects``, ``per_kind`` (counts by the kind actually made),
+        ``n_train_good``, ``n_test_good``, ``skipped`` (``[{"path", "error"}]``), ``failed`` and
+        ``metadata`` (path of ``simulation.json``).
+
+    Raises:
+        ValueError: bad ``n``/``kinds``/``holdout``, fewer than two usable good images, output overlapping the
+            input. FileNotFoundError: missing data set folders. FileExistsError: output not empty.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    kinds = [str(k) for k in kinds]
+    if not kinds:
+        raise ValueError(f"kinds must name at least one anomaly kind ({', '.join(KINDS)})")
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown anomaly kind(s) {', '.join(unknown)}; choose from: {', '.join(KINDS)}")
+    if not 0.0 < float(holdout) < 1.0:
+        raise ValueError(f"holdout must be between 0 and 1 (exclusive), got {holdout}")
+
+    data_root, out_root = Path(data_root), Path(out_root)
+    goods = [s.path for s in mvtec_samples(data_root, category, "train") if s.label == 0]
+    if not goods:
+        raise ValueError(f"no good images in '{data_root / category / 'train' / 'good'}'")
+
+    skipped: list[dict[str, str]] = []
+    usable: list[Path] = []
+    for path in goods:
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            logger.warning("skipping unreadable good image: %s", exc)
+            skipped.append({"path": str(path), "error": str(exc)})
+            continue
+        h, w = image.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            reason = f"image is {h}x{w} pixels, smaller than {MIN_SIDE} in a side"
+            logger.warning("skipping good image '%s': %s", path, reason)
+            skipped.append({"path": str(path), "error": reason})
+            continue
+        usable.append(path)
+    if len(usable) < 2:
+        raise ValueError(
+            f"need at least 2 usable good images in '{data_root / category / 'train' / 'good'}' "
+            f"(one to train on, one to hold out), found {len(usable)}"
+        )
+
+    cat_out = out_root / category
+    _prepare_output(cat_out, data_root / category, overwrite)
+
+    order = np.random.default_rng([int(seed), 2**31 - 1]).permutation(len(usable))
+    n_hold = int(np.clip(round(holdout * len(usable)), 1, len(usable) - 1))
+    held = [usable[i] for i in sorted(order[:n_hold])]
+    train = [usable[i] for i in sorted(order[n_hold:])]
+    for folder, paths in (("train", train), ("test", held)):
+        dest = cat_out / folder / "good"
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copyfile(path, dest / path.name)
+
+    @lru_cache(maxsize=8)
+    def load(path: Path) -> np.ndarray:
+        return read_image(path)
+
+    width = max(3, len(str(n - 1)))
+    records: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    per_kind: Counter[str] = Counter()
+    for i in track(range(n), "simulating defects", total=n, enabled=progress):
+        kind = kinds[i % len(kinds)]
+        base = held[i % len(held)]
+        rng = np.random.default_rng([int(seed), i])
+        donor = None
+        if kind in _USES_SOURCE:
+            others = [p for p in usable if p != base]
+            donor = others[int(rng.integers(len(others)))]
+        try:
+            sim = simulate(load(base), kind, rng, None if donor is None else load(donor))
+        except (RuntimeError, ValueError) as exc:
+            logger.warning("could not simulate %s defect %d on '%s': %s", kind, i, base, exc)
+            failed.append({"index": i, "kind": kind, "base": str(base), "error": str(exc)})
+            continue
+        name = f"{i:0{width}d}"
+        image_rel = Path("test") / sim.kind / f"{name}.png"
+        mask_rel = Path("ground_truth") / sim.kind / f"{name}_mask.png"
+        _write_png(cat_out / image_rel, cv2.cvtColor(to_uint8_rgb(sim.image), cv2.COLOR_RGB2BGR))
+        _write_png(cat_out / mask_rel, sim.mask.astype(np.uint8) * 255)
+        per_kind[sim.kind] += 1
+        records.append({
+            "index": i,
+            "image": image_rel.as_posix(),
+            "mask": mask_rel.as_posix(),
+            "kind": sim.kind,
+            "requested_kind": kind,
+            "base": str(base),
+            "source": None if donor is None else str(donor),
+            "rng_seed": [int(seed), i],
+            "mask_pixels": int(sim.mask.sum()),
+            "params": sim.params,
+        })
+
+    metadata = {
+        "generator": "anomalens.simulation",
+        "data_root": str(data_root),
+        "category": category,
+        "seed": int(seed),
+        "n": int(n),
+        "kinds": kinds,
+        "holdout": float(holdout),
+        "train_good": [str(p) for p in train],
+        "test_good": [str(p) for p in held],
+        "defects": records,
+        "skipped": skipped,
+        "failed": failed,
+    }
+    meta_path = cat_out / METADATA_FILE
+    meta_path.write_text(json.dumps(metadata, indent=2))
+    return {
+        "out_dir": str(cat_out),
+        "category": category,
+        "n_defects": len(records),
+        "per_kind": dict(sorted(per_kind.items())),
+        "n_train_good": len(train),
+        "n_test_good": len(held),
+        "skipped": skipped,
+        "failed": failed,
+        "metadata": str(meta_path),
+    }
