@@ -19,6 +19,7 @@ from rich.table import Table
 
 from anomalens import api
 from anomalens.data import mvtec_samples
+from anomalens.cli.simulate import add_parser as add_simulate_parser
 from anomalens.evaluation.evaluate import evaluate
 from anomalens.models import DETECTORS, load_detector
 
@@ -172,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", required=True)
     p.add_argument("--json", help="write all metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
+
+    add_simulate_parser(sub)
 
     p = sub.add_parser("demo", help="fit, inspect and evaluate on the data that ships with anomalens")
     p.add_argument("-o", "--output", default="demo_results")

@@ -15,7 +15,7 @@ console = Console()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    kinds = list(dict.fromkeys(args.kinds)) if args.kinds else list(KINDS)
+    kinds = args.kinds or list(KINDS)  # cycled in this order; repeating a kind weights it
     summary = write_simulated_dataset(
         args.data_root,
         args.category,
@@ -68,7 +68,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="root of the data set to write")
     p.add_argument("--n", type=_positive_int, default=50, help="number of defective images (default 50)")
     p.add_argument("--kind", dest="kinds", action="append", choices=KINDS, metavar="KIND",
-                   help=f"anomaly kind, repeatable ({', '.join(KINDS)}; default: all, cycled)")
+                   help=f"anomaly kind, repeatable; kinds are cycled in the given order, so repeating one "
+                   f"weights it ({', '.join(KINDS)}; default: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--holdout", type=_fraction, default=0.2,
                    help="share of good images moved to test/good and used as defect bases (default 0.2)")

@@ -66,7 +66,7 @@ class BaseDetector(ABC):
     name: ClassVar[str] = ""
 
     def __init__(self, image_size: int = 256, tile_size: int | None = None, tile_overlap: int = 32,
-                 score_top_fraction: float = 0.015, batch_size: int = 8, seed: int = 0, progress: bool = False):
+                 score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False):
         self.image_size = image_size
         self.score_top_fraction = score_top_fraction
         self.tile_size = tile_size

@@ -4,8 +4,7 @@ At fit time each detector scores normal images it did not learn from (held back,
 bank). The image threshold is placed in the upper tail of those scores at a chosen false-alarm rate: a
 prediction bound for one new score under a Gaussian fitted to the log-scores (Student t, so that a handful
 of normals gives a wider, safer bound than a few hundred). With a few dozen normals an empirical 99th
-percentile would just be the maximum, while the fitted tail extrapolates smoothly. The pixel threshold is set the same way on the normal pixels'
-per-image maxima of the maps, scaled so the outlined region covers the defect rather than only its peak.
+percentile would just be the maximum, while the fitted tail extrapolates smoothly.
 """
 from __future__ import annotations
 
@@ -34,11 +33,13 @@ def tail_threshold(normal_scores: Sequence[float], false_alarm_rate: float = DEF
 
 def thresholds_from_normal(normal_scores: Sequence[float], normal_maps: Sequence[np.ndarray],
                            false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
-                           pixel_fraction: float = 0.5) -> Thresholds:
+                           pixel_fraction: float = 1.0) -> Thresholds:
     """Image and pixel thresholds from scores and maps of held-back normal images.
 
     The pixel threshold sits ``pixel_fraction`` of the way from the typical normal pixel level (median of
-    normal maps) up to the image threshold, so a region's outline follows the defect's extent.
+    normal maps) up to the image threshold. At 1.0 (the default) a pixel is outlined when its own score
+    reaches the image threshold: on magnetic tile this gave the best pixel F1 of the fractions 0.25-1.5
+    (0.305 against 0.256 at 0.5); lower fractions outline large areas of normal surface around a defect.
     """
     image = tail_threshold(normal_scores, false_alarm_rate)
     baseline = float(np.median(np.concatenate([m.ravel() for m in normal_maps]))) if normal_maps else 0.0

@@ -14,7 +14,7 @@ Kinds (:data:`KINDS`): ``nsa`` (Poisson-blended patch of another good image), ``
 and :func:`save_example_grid` a contact sheet.
 """
 from .dataset import write_simulated_dataset
-from .grid import example_grid, save_example_grid
+from .grid import example_grid, examples_from_folder, save_example_grid
 from .shapes import SHAPES, blob_mask, ellipse_mask, polygon_mask, random_shape, scratch_mask
 from .simulator import KINDS, SimulatedAnomaly, simulate
 from .texture import fractal_noise, perlin_mask, perlin_noise
@@ -26,6 +26,7 @@ __all__ = [
     "blob_mask",
     "ellipse_mask",
     "example_grid",
+    "examples_from_folder",
     "fractal_noise",
     "perlin_mask",
     "perlin_noise",

@@ -172,11 +172,11 @@ def write_simulated_dataset(
     for i in track(range(n), "simulating defects", total=n, enabled=progress):
         kind = kinds[i % len(kinds)]
         base = held[i % len(held)]
-        rng = np.random.default_rng([int(seed), i])
         donor = None
-        if kind in _USES_SOURCE:
+        if kind in _USES_SOURCE:  # own stream, so that default_rng([seed, i]) alone reproduces simulate()
             others = [p for p in usable if p != base]
-            donor = others[int(rng.integers(len(others)))]
+            donor = others[int(np.random.default_rng([int(seed), i, 1]).integers(len(others)))]
+        rng = np.random.default_rng([int(seed), i])
         try:
             sim = simulate(load(base), kind, rng, None if donor is None else load(donor))
         except (RuntimeError, ValueError) as exc:

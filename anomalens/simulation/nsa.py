@@ -2,8 +2,8 @@
 
 One draw:
 
-1. patch box: height and width each uniform in ``[5 %, 25 %]`` of the image's shorter side (at least 6 px),
-   so patches range from small spots to about a sixteenth of a square image;
+1. patch box: height and width each uniform in ``[5 %, 25 %]`` of the image's shorter side (at least 10 px:
+   OpenCV erodes the clone mask by 3 px), so patches range from small spots to about 5 % of a square image;
 2. shape: an ellipse, random polygon or smoothed blob filling that box (:mod:`.shapes`);
 3. the patch is cut at a random place of ``source`` (another good image; without one, the image itself at
    a location that does not overlap the destination), and with probability 1/2 resized by a factor
@@ -54,9 +54,9 @@ def _survives_erosion(mask: np.ndarray) -> bool:
 
 
 def _full_ellipse(h: int, w: int) -> np.ndarray:
-    canvas = np.zeros((h, w), np.uint8)
-    cv2.ellipse(canvas, ((w - 1) / 2.0, (h - 1) / 2.0), ((w - 1) / 2.0, (h - 1) / 2.0), 0, 0, 360, 1, thickness=-1)
-    return canvas > 0
+    y = (np.arange(h) - (h - 1) / 2.0) / (h / 2.0)
+    x = (np.arange(w) - (w - 1) / 2.0) / (w / 2.0)
+    return y[:, None] ** 2 + x[None, :] ** 2 <= 1.0
 
 
 def _one_draw(

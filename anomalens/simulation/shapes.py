@@ -108,7 +108,7 @@ def scratch_mask(height: int, width: int, rng: np.random.Generator, thickness: i
     if thickness is None:
         thickness = int(rng.integers(1, 4))
     thickness = max(1, int(thickness))
-    m = thickness // 2 + 1  # keep the stroke inside the box
+    m = min(thickness // 2 + 1, (min(height, width) - 1) // 2)  # keep the stroke inside the box
     w1, h1 = width - 1 - m, height - 1 - m
     if rng.random() < 0.5:  # left side -> right side
         p0 = (m, rng.uniform(m, h1))

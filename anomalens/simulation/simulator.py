@@ -43,7 +43,7 @@ KINDS: tuple[str, ...] = tuple(_GENERATORS)
 _FALLBACKS = ("stain", "texture")
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compare fields explicitly
 class SimulatedAnomaly:
     """A good image with one simulated defect.
 
@@ -85,7 +85,9 @@ def simulate(
     if kind not in _GENERATORS:
         raise ValueError(f"unknown anomaly kind {kind!r}; choose from: {', '.join(KINDS)}")
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(0)), got {type(rng).__name__}")
+        raise TypeError(
+            f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(0)), got {type(rng).__name__}"
+        )
     good = as_image(image, "image")
     donor = None if source is None else as_image(source, "source image")
     gray = is_gray(good)

@@ -140,7 +140,8 @@ def foreign_texture(
 ) -> tuple[np.ndarray, dict]:
     """Turn a (good) image into a foreign texture of ``shape``: rotated, flipped, block-shuffled, recoloured."""
     height, width = int(shape[0]), int(shape[1])
-    tex = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if image.shape[0] > height else cv2.INTER_LINEAR)
+    shrink = image.shape[0] > height
+    tex = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     angle = float(rng.uniform(0.0, 360.0))
     tex = np.stack([_rotate(np.ascontiguousarray(tex[:, :, c]), angle) for c in range(3)], axis=2)
     flip = bool(rng.random() < 0.5)

@@ -54,7 +54,7 @@ class PatchCore(BaseDetector):
                  image_size: int = 256, coreset_ratio: float = 0.02, min_bank_size: int = 4096,
                  coreset_projection: int = 32, neighbourhood: int = 3, smoothing_sigma: float = 4.0, augment_below: int = 8,
                  false_alarm_rate: float = 0.01, calibration_images: int = 60,
-                 tile_size: int | None = None, tile_overlap: int = 32, score_top_fraction: float = 0.015,
+                 tile_size: int | None = None, tile_overlap: int = 32, score_top_fraction: float = 0.05,
                  batch_size: int = 8, seed: int = 0, progress: bool = False):
         super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
                          score_top_fraction=score_top_fraction, batch_size=batch_size, seed=seed,
