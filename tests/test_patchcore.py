@@ -161,7 +161,7 @@ def test_leave_one_out_thresholds(textures):
     fitted on the other images only; the threshold must sit above the training images' own (in-bank) scores
     and above most leave-one-out scores, and held-out normals must mostly stay below it.
     """
-    params = {"image_size": 64, "min_bank_size": 10**6, "augment_below": 0}
+    params = {"image_size": 64, "min_bank_size": 10**6, "augment_below": 0, "calibration": "normal"}
     train = textures.normals([(64, 64)] * 5, first_seed=0)  # network size: maps need no resizing
     detector = PatchCore(**params).fit(train)
     thresholds = detector.thresholds_
@@ -191,7 +191,7 @@ def test_demo_tiles_good_ones_pass_and_defects_rank_higher(demo_data):
     """Realism check on the shipped magnetic tile photos (24 normal training images, 14 test images)."""
     train = [read_image(s.path) for s in mvtec_samples(demo_data, "magnetic_tile", "train")]
     test = mvtec_samples(demo_data, "magnetic_tile", "test")
-    detector = PatchCore(image_size=128, min_bank_size=1024).fit(train)
+    detector = PatchCore(image_size=128, min_bank_size=1024, calibration="normal").fit(train)
     predictions = [detector.predict(read_image(s.path)) for s in test]
     labels = np.array([s.label for s in test])
     scores = np.array([p.image_score for p in predictions])
@@ -219,7 +219,7 @@ def test_defect_near_corner_is_localised(textures):
 
 def test_single_shot_threshold_passes_good_demo_tiles(demo_data):
     train = mvtec_samples(demo_data, "magnetic_tile", "train")
-    detector = PatchCore(image_size=128, min_bank_size=1024).fit([read_image(train[0].path)])
+    detector = PatchCore(image_size=128, min_bank_size=1024, calibration="normal").fit([read_image(train[0].path)])
     good = [s for s in mvtec_samples(demo_data, "magnetic_tile", "test") if s.label == 0]
     flagged = [s.path.name for s in good if detector.predict(read_image(s.path)).is_anomalous]
     assert len(flagged) <= 1, (flagged, detector.thresholds_.image)

@@ -1,10 +1,13 @@
-"""Automatic decision thresholds chosen from normal data alone.
+"""Automatic decision thresholds, chosen with no real defect labels.
 
 At fit time each detector scores normal images it did not learn from (held back, or left out of the memory
 bank). The image threshold is placed in the upper tail of those scores at a chosen false-alarm rate: a
 prediction bound for one new score under a Gaussian fitted to the log-scores (Student t, so that a handful
 of normals gives a wider, safer bound than a few hundred). With a few dozen normals an empirical 99th
 percentile would just be the maximum, while the fitted tail extrapolates smoothly.
+
+With simulated anomalies (``thresholds_from_simulation``) the same normal scores are set against scores of
+the same images with synthetic defects put in, and the threshold is the best cut between the two.
 """
 from __future__ import annotations
 
@@ -49,3 +52,47 @@ def thresholds_from_normal(normal_scores: Sequence[float], normal_maps: Sequence
                       details={"false_alarm_rate": false_alarm_rate, "pixel_fraction": pixel_fraction,
                                "n_normal": int(scores.size), "normal_score_mean": float(scores.mean()),
                                "normal_score_max": float(scores.max()), "normal_pixel_median": baseline})
+
+
+def best_balanced_threshold(normal_scores: Sequence[float], anomaly_scores: Sequence[float]) -> float:
+    """Threshold that maximises balanced accuracy (mean of the normal and anomalous hit rates).
+
+    Balanced accuracy does not depend on how many anomalies were simulated per normal image. Among equally
+    good cut points the middle one is taken, half-way between the neighbouring scores.
+    """
+    normal = np.sort(np.asarray(normal_scores, dtype=np.float64))
+    anomalous = np.sort(np.asarray(anomaly_scores, dtype=np.float64))
+    values = np.unique(np.concatenate([normal, anomalous]))
+    cuts = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
+    true_negative_rate = np.searchsorted(normal, cuts, side="left") / normal.size
+    true_positive_rate = 1.0 - np.searchsorted(anomalous, cuts, side="left") / anomalous.size
+    balanced = (true_negative_rate + true_positive_rate) / 2
+    best = np.flatnonzero(balanced == balanced.max())
+    return float(cuts[best[len(best) // 2]])
+
+
+def thresholds_from_simulation(normal_scores: Sequence[float], normal_maps: Sequence[np.ndarray],
+                               anomaly_scores: Sequence[float], anomaly_maps: Sequence[np.ndarray],
+                               anomaly_masks: Sequence[np.ndarray],
+                               false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> Thresholds:
+    """Thresholds from held-out normals and simulated anomalies put into them (no real defect labels).
+
+    Image: the best balanced-accuracy cut between normal and simulated-anomaly scores. Pixel: the best pixel
+    F1 on the simulated masks, capped at the image threshold so an anomalous verdict always has a region.
+    The normal-only threshold is kept in ``details`` for comparison.
+    """
+    from anomalens.evaluation.metrics import f1_max
+
+    image = best_balanced_threshold(normal_scores, anomaly_scores)
+    masks = np.concatenate([m.ravel() for m in anomaly_masks]).astype(np.int8)
+    values = np.concatenate([m.ravel() for m in anomaly_maps])
+    pixel_f1, pixel = f1_max(masks, values) if masks.any() else (float("nan"), image)
+    normal_only = thresholds_from_normal(normal_scores, normal_maps, false_alarm_rate)
+    anomalies = np.asarray(anomaly_scores, dtype=np.float64)
+    normals = np.asarray(normal_scores, dtype=np.float64)
+    return Thresholds(image=image, pixel=min(float(pixel), image), method="simulated-anomalies",
+                      details={**normal_only.details, "normal_tail_image_threshold": normal_only.image,
+                               "n_simulated": int(anomalies.size),
+                               "simulated_detected": float((anomalies >= image).mean()),
+                               "normal_passed": float((normals < image).mean()),
+                               "simulated_pixel_f1": float(pixel_f1)})

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 
 from anomalens.models.backbones import build_feature_extractor
-from anomalens.models.base import BaseDetector
+from anomalens.models.base import BaseDetector, View
 from anomalens.models.patchcore.coreset import greedy_coreset
 from anomalens.models.patchcore.torch_model import PatchCoreModel
-from anomalens.postprocessing.thresholds import thresholds_from_normal
+from anomalens.postprocessing.thresholds import thresholds_from_normal, thresholds_from_simulation
 from anomalens.progress import track
+from anomalens.simulation import KINDS, simulate
+from anomalens.types import Thresholds
 
 
 def dihedral(pixels: np.ndarray, transform: int) -> np.ndarray:
@@ -46,6 +48,9 @@ class PatchCore(BaseDetector):
     augment_below: with fewer normal images than this, flips and rotations of each are added to the bank.
     false_alarm_rate: expected share of normal images flagged at the automatic threshold.
     calibration_images: at most this many normal images are scored (leave-one-out) to set thresholds.
+    calibration: "simulated" sets thresholds between those normal scores and scores of the same images with
+        simulated defects (``simulated_per_image`` each, kinds cycled); "normal" uses the normal scores alone
+        (a false-alarm-rate bound).
     """
 
     name = "patchcore"
@@ -54,6 +59,7 @@ class PatchCore(BaseDetector):
                  image_size: int = 256, coreset_ratio: float = 0.02, min_bank_size: int = 4096,
                  coreset_projection: int = 32, neighbourhood: int = 3, smoothing_sigma: float = 4.0, augment_below: int = 8,
                  false_alarm_rate: float = 0.01, calibration_images: int = 60,
+                 calibration: str = "simulated", simulated_per_image: int = 2,
                  tile_size: int | None = None, tile_overlap: int = 32, score_top_fraction: float = 0.05,
                  batch_size: int = 8, seed: int = 0, progress: bool = False):
         super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
@@ -69,6 +75,8 @@ class PatchCore(BaseDetector):
         self.augment_below = augment_below
         self.false_alarm_rate = false_alarm_rate
         self.calibration_images = calibration_images
+        self.calibration = calibration
+        self.simulated_per_image = simulated_per_image
         self.model_: PatchCoreModel | None = None
         self.info_: dict[str, Any] = {}
 
@@ -105,7 +113,7 @@ class PatchCore(BaseDetector):
         bank_size = min(len(patches), max(self.min_bank_size, int(round(self.coreset_ratio * len(patches)))))
         chosen = greedy_coreset(patches, bank_size, projection_dim=self.coreset_projection, seed=self.seed)
         self.model_.set_memory_bank(patches[chosen])
-        self.thresholds_ = self._calibrate(embeddings, groups, patch_groups[chosen])
+        self.thresholds_ = self._calibrate(views, embeddings, groups, patch_groups[chosen])
         self.info_ = {"n_images": n_images, "n_views": n_views, "augmented_views": augmented,
                       "n_patches": int(len(patches)), "bank_size": int(bank_size), "feature_dim": dim,
                       "feature_grid": [height, width]}
@@ -135,24 +143,42 @@ class PatchCore(BaseDetector):
                 chunks.append(self.model_.embed(tensor))
         return torch.cat(chunks)
 
-    def _calibrate(self, embeddings: torch.Tensor, groups: torch.Tensor, bank_groups: torch.Tensor):
-        """Score normal views against the bank without their own group's patches; thresholds from those."""
+    def _calibrate(self, views: list[View], embeddings: torch.Tensor, groups: torch.Tensor,
+                   bank_groups: torch.Tensor) -> Thresholds:
+        """Score normal views against the bank without their own group's patches, and (by default) the same
+        views with simulated defects put in; thresholds from those scores."""
         assert self.model_ is not None
         unique_groups = torch.unique(groups)
         if len(unique_groups) > self.calibration_images:
             pick = np.linspace(0, len(unique_groups) - 1, self.calibration_images).round().astype(int)
             unique_groups = unique_groups[pick]
-        scores, maps = [], []
+        rng = np.random.default_rng(self.seed)
+        normal_scores, normal_maps, anomaly_scores, anomaly_maps, anomaly_masks = [], [], [], [], []
         with torch.inference_mode():
-            for group in unique_groups:
+            for step, group in enumerate(unique_groups):
                 excluded = bank_groups == group
                 if bool(excluded.all()):
                     continue
-                members = (groups == group).flatten(1).any(dim=1)
-                group_maps = self.model_.smoother(self.model_.patch_scores(embeddings[members], excluded))
-                scores.append(float(self.view_scores(group_maps).max()))
-                maps.append(group_maps.numpy())
-        return thresholds_from_normal(scores, maps, self.false_alarm_rate)
+                members = torch.nonzero((groups == group).flatten(1).any(dim=1)).flatten()
+                maps = self.model_.smoother(self.model_.patch_scores(embeddings[members], excluded))
+                normal_scores.append(float(self.view_scores(maps).max()))
+                normal_maps.append(maps.numpy())
+                if self.calibration != "simulated":
+                    continue
+                for repeat in range(self.simulated_per_image):
+                    index = int(members[repeat % len(members)])
+                    donor = views[(index + 1 + repeat) % len(views)].pixels
+                    kind = KINDS[(step * self.simulated_per_image + repeat) % len(KINDS)]
+                    anomaly = simulate(views[index].pixels, kind, rng, source=donor)
+                    pixels = torch.from_numpy(anomaly.image).permute(2, 0, 1)[None]
+                    amap = self.model_.smoother(self.model_.patch_scores(self.model_.embed(pixels), excluded))
+                    anomaly_scores.append(float(self.view_scores(amap).max()))
+                    anomaly_maps.append(amap.numpy())
+                    anomaly_masks.append(anomaly.mask[None])
+        if self.calibration == "simulated" and anomaly_scores:
+            return thresholds_from_simulation(normal_scores, normal_maps, anomaly_scores, anomaly_maps,
+                                              anomaly_masks, self.false_alarm_rate)
+        return thresholds_from_normal(normal_scores, normal_maps, self.false_alarm_rate)
 
     # -- inference and persistence -----------------------------------------------------------------------
     def _score_views(self, batch: torch.Tensor) -> torch.Tensor:
