@@ -49,9 +49,9 @@ def fit_detector(detector: BaseDetector, paths: Sequence[Path], on_error: OnErro
     """Fit on the readable images among ``paths``; unreadable ones are reported, not fatal (unless asked)."""
     skipped: list[tuple[str, str]] = []
     start = time.perf_counter()
-    images = [image for _, image in iter_images(paths, on_error=on_error, errors=skipped)]
-    detector.fit(images)
-    return FitReport(len(images), time.perf_counter() - start, [(str(p), m) for p, m in skipped])
+    # a generator, so that only network-sized views of the images are held in memory during the fit
+    detector.fit(image for _, image in iter_images(paths, on_error=on_error, errors=skipped))
+    return FitReport(len(paths) - len(skipped), time.perf_counter() - start, [(str(p), m) for p, m in skipped])
 
 
 def fit(data_root: str | Path, category: str | None = None, model: str = "patchcore", shots: int | None = None,

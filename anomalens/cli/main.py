@@ -35,12 +35,15 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-size", type=int, help="cut large frames into tiles of this size")
     parser.add_argument("--tile-overlap", type=int, help="overlap between tiles in pixels (default 32)")
     parser.add_argument("--coreset-ratio", type=float, help="share of normal patches kept in the memory bank")
+    parser.add_argument("--calibration", choices=("simulated", "normal"),
+                        help="threshold from normals vs simulated defects (default), or from normals alone "
+                             "at a 1%% false-alarm rate")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def _model_params(args: argparse.Namespace) -> dict[str, Any]:
     names = {"backbone": "backbone", "image_size": "image_size", "tile_size": "tile_size",
-             "tile_overlap": "tile_overlap", "coreset_ratio": "coreset_ratio"}
+             "tile_overlap": "tile_overlap", "coreset_ratio": "coreset_ratio", "calibration": "calibration"}
     params = {param: getattr(args, arg) for arg, param in names.items() if getattr(args, arg) is not None}
     return {**params, "seed": args.seed, "progress": True}
 

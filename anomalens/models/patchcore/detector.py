@@ -35,6 +35,11 @@ def dihedral_grid(grid: torch.Tensor, transform: int) -> torch.Tensor:
     return torch.flip(rotated, dims=(2,)) if transform >= 4 else rotated
 
 
+def as_patches(embeddings: torch.Tensor) -> torch.Tensor:
+    """[V, D, h, w] feature maps -> [V*h*w, D] rows, one per patch."""
+    return embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
+
+
 class PatchCore(BaseDetector):
     """Memory-bank anomaly detector (PatchCore) on a frozen ImageNet backbone.
 
@@ -101,14 +106,15 @@ class PatchCore(BaseDetector):
         embeddings = self._embed_all([v.pixels for v in views])  # [V, D, h, w]
         n_views, dim, height, width = embeddings.shape
         groups = self._leave_out_groups(torch.tensor(owners), n_images, height, width)
-        bank_embeddings, bank_groups = [embeddings], [groups]
+        patches = [as_patches(embeddings)]  # one copy of the features: the largest array of a fit
+        patch_groups = [groups.reshape(-1)]
         augmented = n_images < self.augment_below
         if augmented:
             for transform in range(1, 8):
-                bank_embeddings.append(self._embed_all([dihedral(v.pixels, transform) for v in views]))
-                bank_groups.append(dihedral_grid(groups, transform))
-        patches = torch.cat(bank_embeddings).permute(0, 2, 3, 1).reshape(-1, dim)
-        patch_groups = torch.cat(bank_groups).reshape(-1)
+                patches.append(as_patches(self._embed_all([dihedral(v.pixels, transform) for v in views])))
+                patch_groups.append(dihedral_grid(groups, transform).reshape(-1))
+        patches = torch.cat(patches) if augmented else patches[0]
+        patch_groups = torch.cat(patch_groups)
 
         bank_size = min(len(patches), max(self.min_bank_size, int(round(self.coreset_ratio * len(patches)))))
         chosen = greedy_coreset(patches, bank_size, projection_dim=self.coreset_projection, seed=self.seed)

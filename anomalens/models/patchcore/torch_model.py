@@ -12,7 +12,7 @@ from torch import nn
 from anomalens.models.anomaly_map import MapSmoother
 from anomalens.models.backbones import FeatureExtractor
 
-QUERY_CHUNK = 4096
+QUERY_CHUNK = 1024
 
 
 def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, bank_norms: torch.Tensor | None = None,
