@@ -68,13 +68,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _results_table(results: list[dict[str, Any]]) -> Table:
+def _results_table(results: list[dict[str, Any]], truth: dict[str, str] | None = None) -> Table:
+    """One row per image; ``truth`` (path -> defect type, "good" for normal) adds a ground-truth column."""
     table = Table(title="inspection results")
-    for column in ("image", "verdict", "score", "score / threshold", "area %"):
+    for column in ("image", *(("truth",) if truth else ()), "verdict", "score", "score / threshold", "area %"):
         table.add_column(column)
     for r in results:
         style = "red" if r["is_anomalous"] else "green"
-        table.add_row(Path(r["path"]).name, f"[{style}]{r['verdict']}[/]", f"{r['image_score']:.4f}",
+        known = (truth.get(r["path"], "?"),) if truth else ()
+        table.add_row(Path(r["path"]).name, *known, f"[{style}]{r['verdict']}[/]", f"{r['image_score']:.4f}",
                       f"{r['normalized_score']:.2f}", f"{100 * r['anomalous_area_fraction']:.2f}")
     return table
 
@@ -142,7 +144,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.rule("2. inspecting test images")
     samples = mvtec_samples(DEMO_DATA, "magnetic_tile", "test")
     run = api.inspect(detector, [s.path for s in samples], out / "predictions", progress=True)
-    console.print(_results_table(run.results))
+    console.print(_results_table(run.results, {str(s.path): s.defect_type for s in samples}))
     console.rule("3. how good is it on these images")
     metrics = evaluate(detector, samples)
     console.print(_metrics_table(metrics))
