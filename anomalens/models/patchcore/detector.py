@@ -35,11 +35,6 @@ def dihedral_grid(grid: torch.Tensor, transform: int) -> torch.Tensor:
     return torch.flip(rotated, dims=(2,)) if transform >= 4 else rotated
 
 
-def as_patches(embeddings: torch.Tensor) -> torch.Tensor:
-    """[V, D, h, w] feature maps -> [V*h*w, D] rows, one per patch."""
-    return embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
-
-
 class PatchCore(BaseDetector):
     """Memory-bank anomaly detector (PatchCore) on a frozen ImageNet backbone.
 
@@ -103,15 +98,17 @@ class PatchCore(BaseDetector):
             raise ValueError("fit needs at least one normal image")
 
         self.model_ = self._build_model()
-        embeddings = self._embed_all([v.pixels for v in views])  # [V, D, h, w]
-        n_views, dim, height, width = embeddings.shape
+        # features are kept once, as patch rows [V, h, w, D]: the largest array of a fit
+        patch_grid = self._embed_all([v.pixels for v in views])
+        n_views, height, width, dim = patch_grid.shape
+        embeddings = patch_grid.permute(0, 3, 1, 2)  # [V, D, h, w] view for scoring, no copy
         groups = self._leave_out_groups(torch.tensor(owners), n_images, height, width)
-        patches = [as_patches(embeddings)]  # one copy of the features: the largest array of a fit
+        patches = [patch_grid.view(-1, dim)]
         patch_groups = [groups.reshape(-1)]
         augmented = n_images < self.augment_below
         if augmented:
             for transform in range(1, 8):
-                patches.append(as_patches(self._embed_all([dihedral(v.pixels, transform) for v in views])))
+                patches.append(self._embed_all([dihedral(v.pixels, transform) for v in views]).view(-1, dim))
                 patch_groups.append(dihedral_grid(groups, transform).reshape(-1))
         patches = torch.cat(patches) if augmented else patches[0]
         patch_groups = torch.cat(patch_groups)
@@ -140,14 +137,19 @@ class PatchCore(BaseDetector):
         return (2 * rows + cols).unsqueeze(0) + 4 * torch.arange(n_views).view(-1, 1, 1)
 
     def _embed_all(self, pixels: list[np.ndarray]) -> torch.Tensor:
+        """Patch features of all views as [V, h, w, D], written batch by batch into one array."""
         assert self.model_ is not None
-        chunks = []
+        out: torch.Tensor | None = None
         with torch.inference_mode():
-            batches = [pixels[i:i + self.batch_size] for i in range(0, len(pixels), self.batch_size)]
-            for batch in track(batches, "extracting features", enabled=self.progress):
-                tensor = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
-                chunks.append(self.model_.embed(tensor))
-        return torch.cat(chunks)
+            starts = range(0, len(pixels), self.batch_size)
+            for start in track(starts, "extracting features", enabled=self.progress):
+                batch = torch.from_numpy(np.stack(pixels[start:start + self.batch_size])).permute(0, 3, 1, 2)
+                features = self.model_.embed(batch.contiguous()).permute(0, 2, 3, 1)
+                if out is None:
+                    out = torch.empty((len(pixels), *features.shape[1:]))
+                out[start:start + len(features)] = features
+        assert out is not None
+        return out
 
     def _calibrate(self, views: list[View], embeddings: torch.Tensor, groups: torch.Tensor,
                    bank_groups: torch.Tensor) -> Thresholds:
