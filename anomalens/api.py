@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from anomalens.data import collect_images, folder_samples, iter_images, mvtec_samples, to_uint8_rgb
 from anomalens.data.datasets import Sample
+from anomalens.explanation import explain
 from anomalens.models import BaseDetector, create_detector
+from anomalens.postprocessing.findings import extract_findings
 from anomalens.progress import track
 from anomalens.reports.visualize import mask_png, overlay, write_png
 
@@ -104,8 +106,10 @@ def inspect(detector: BaseDetector, inputs: Sequence[str | Path] | Sequence[Samp
         path = item.path if isinstance(item, Sample) else Path(item)
         tic = time.perf_counter()
         prediction = detector.predict(image)
+        findings = extract_findings(prediction, image)
         record: dict[str, Any] = {"path": str(path), **prediction.to_dict(),
-                                  "milliseconds": round(1000 * (time.perf_counter() - tic), 2)}
+                                  "milliseconds": round(1000 * (time.perf_counter() - tic), 2),
+                                  "findings": findings.to_dict(), "explanation": explain(findings)}
         if out is not None:
             stem = _unique_stem(path, used)
             write_png(out / f"{stem}_overlay.png", overlay(to_uint8_rgb(image), prediction))

@@ -71,13 +71,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def _results_table(results: list[dict[str, Any]], truth: dict[str, str] | None = None) -> Table:
     """One row per image; ``truth`` (path -> defect type, "good" for normal) adds a ground-truth column."""
     table = Table(title="inspection results")
-    for column in ("image", *(("truth",) if truth else ()), "verdict", "score", "score / threshold", "area %"):
+    for column in ("image", *(("truth",) if truth else ()), "verdict", "score", "score / threshold", "area %",
+                   "regions", "where"):
         table.add_column(column)
     for r in results:
         style = "red" if r["is_anomalous"] else "green"
         known = (truth.get(r["path"], "?"),) if truth else ()
+        regions = r["findings"]["regions"]
+        where = ", ".join(region["position"] for region in regions[:2]) or "-"
         table.add_row(Path(r["path"]).name, *known, f"[{style}]{r['verdict']}[/]", f"{r['image_score']:.4f}",
-                      f"{r['normalized_score']:.2f}", f"{100 * r['anomalous_area_fraction']:.2f}")
+                      f"{r['normalized_score']:.2f}", f"{100 * r['anomalous_area_fraction']:.2f}",
+                      str(r["findings"]["count"]), where)
     return table
 
 

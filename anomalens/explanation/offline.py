@@ -1,0 +1,191 @@
+"""The default explainer: sentences built only from measured findings, no model needed.
+
+Nothing is said that the findings do not hold: no defect type, no cause, only the verdict, the number of
+regions, where they are (3x3 grid of the image), how large, their shape, how they look next to their
+surroundings, and their severity band (see :mod:`anomalens.postprocessing.findings`).
+
+Both functions take a :class:`~anomalens.postprocessing.findings.Findings` or its ``to_dict()`` (as stored in
+``results.json``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from anomalens.postprocessing.findings import Findings
+
+ORDINALS = ("first", "second", "third")
+MAX_DESCRIBED = 3
+CAN_ANSWER = ("is there an anomaly, where is it, how many regions are there, how large are they, "
+              "and how severe are they")
+
+
+def _as_dict(findings: Findings | dict[str, Any]) -> dict[str, Any]:
+    return findings.to_dict() if isinstance(findings, Findings) else findings
+
+
+def _score(f: dict[str, Any]) -> str:
+    value = f.get("normalized_score")
+    return f"score {value:.2f} of the threshold" if value is not None else "score above any threshold"
+
+
+def _percent(fraction: float | None) -> str:
+    if fraction is None:
+        return "an unknown part"
+    percent = 100 * fraction
+    return f"{percent:.1f}%" if percent >= 0.1 else "less than 0.1%"
+
+
+def _place(cell: str) -> str:
+    """Grid cell name as a phrase: "at the bottom left", "in the center"."""
+    return "in the center" if cell == "center" else f"at the {cell}"
+
+
+def _join(words: list[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def where_phrase(region: dict[str, Any]) -> str:
+    """ "at the top left, extending to the top and top right" (main cell first, then the others by share)."""
+    main = region["position"]
+    others = [p for p in region.get("positions", []) if p != main]
+    phrase = _place(main)
+    return f"{phrase}, extending to the {_join(others)}" if others else phrase
+
+
+def _looks(region: dict[str, Any]) -> list[str]:
+    words = []
+    brightness = region.get("brightness")
+    if brightness in ("darker", "brighter"):
+        words.append(f"is {brightness} than its surroundings")
+    elif brightness == "similar":
+        words.append("has about the same brightness as its surroundings")
+    if "other colour" in region.get("appearance", []):
+        words.append("differs in colour from them" if words else "differs in colour from its surroundings")
+    return words
+
+
+def describe_region(region: dict[str, Any], label: str | None = None) -> str:
+    """One sentence for one region.
+
+    With a ``label`` ("The strongest"): "The strongest, at the bottom left, covers 3.1% of the image, is darker
+    than its surroundings and is elongated (severity: high)."; without: "It is at the bottom left, covers ...".
+    """
+    clauses = [f"covers {_percent(region.get('area_fraction'))} of the image", *_looks(region)]
+    if region.get("shape"):
+        clauses.append(f"is {region['shape']}")
+    start = f"{label}, {where_phrase(region)}," if label else f"It is {where_phrase(region)},"
+    return f"{start} {_join(clauses)} (severity: {region['severity']})."
+
+
+def _regions_word(count: int) -> str:
+    return f"{count} region" if count == 1 else f"{count} regions"
+
+
+def explain(findings: Findings | dict[str, Any]) -> str:
+    """A few sentences grounded only in ``findings``."""
+    f = _as_dict(findings)
+    if not f["is_anomalous"]:
+        return f"No, the image looks normal ({_score(f)})."
+    regions = f.get("regions", [])
+    count = len(regions)
+    head = (f"Yes, there is an anomaly in the image: {_regions_word(count)}, covering "
+            f"{_percent(f.get('total_area_fraction'))} of the image ({_score(f)}, severity: {f['severity']}).")
+    sentences = [head]
+    if count == 1:
+        sentences.append(describe_region(regions[0]))
+    else:
+        for i, region in enumerate(regions[:MAX_DESCRIBED]):
+            label = "The strongest" if i == 0 else f"The {ORDINALS[i]}"
+            sentences.append(describe_region(region, label))
+        if count > MAX_DESCRIBED:
+            rest = count - MAX_DESCRIBED
+            sentences.append(f"{rest} more {'region is' if rest == 1 else 'regions are'} not described here.")
+    return " ".join(sentences)
+
+
+def _where(f: dict[str, Any]) -> str:
+    regions = f.get("regions", [])
+    if not f["is_anomalous"] or not regions:
+        return "There is no anomaly in the image, so there is nothing to locate."
+    if len(regions) == 1:
+        return f"The anomaly is {where_phrase(regions[0])} of the image."
+    parts = [f"region {i + 1} {where_phrase(r)}" for i, r in enumerate(regions)]
+    return f"There are {len(regions)} anomalous regions, strongest first: " + "; ".join(parts) + "."
+
+
+def _how_many(f: dict[str, Any]) -> str:
+    count = len(f.get("regions", []))
+    if not f["is_anomalous"] or count == 0:
+        return "There are no anomalous regions: the image looks normal."
+    return f"There {'is' if count == 1 else 'are'} {_regions_word(count)} with an anomaly."
+
+
+def _how_large(f: dict[str, Any]) -> str:
+    regions = f.get("regions", [])
+    if not f["is_anomalous"] or not regions:
+        return "There is no anomaly in the image, so it has no size."
+    if len(regions) == 1:
+        r = regions[0]
+        return (f"The anomalous region covers {_percent(r['area_fraction'])} of the image "
+                f"({r['area_pixels']} pixels).")
+    parts = [f"region {i + 1}: {_percent(r['area_fraction'])} ({r['area_pixels']} pixels)"
+             for i, r in enumerate(regions)]
+    return (f"Together the {len(regions)} regions cover {_percent(f.get('total_area_fraction'))} of the image: "
+            + "; ".join(parts) + ".")
+
+
+def _how_severe(f: dict[str, Any]) -> str:
+    regions = f.get("regions", [])
+    if not f["is_anomalous"] or not regions:
+        return f"Nothing: the image looks normal ({_score(f)})."
+    bands = ("severity bands by peak score in units of the image threshold: below 1.25 low, below 1.6 "
+             "medium, below 2.2 high, otherwise critical")
+    if len(regions) == 1:
+        r = regions[0]
+        peak = f"{r['relative_peak']:.2f}" if r.get("relative_peak") is not None else "above any"
+        return f"The severity is {r['severity']} (peak {peak} times the threshold; {bands})."
+    parts = [f"region {i + 1}: {r['severity']}" for i, r in enumerate(regions)]
+    return f"The worst severity is {f['severity']}: " + "; ".join(parts) + f" ({bands})."
+
+
+def _yes_no(f: dict[str, Any]) -> str:
+    if not f["is_anomalous"]:
+        return f"No, the image looks normal ({_score(f)})."
+    count = len(f.get("regions", []))
+    return f"Yes, there is an anomaly in the image: {_regions_word(count)} ({_score(f)})."
+
+
+def _summary(f: dict[str, Any]) -> str:
+    if not f["is_anomalous"]:
+        return f"The image looks normal ({_score(f)})."
+    regions = f.get("regions", [])
+    where = f", the strongest {where_phrase(regions[0])}" if regions else ""
+    return (f"The image is anomalous: {_regions_word(len(regions))}{where} "
+            f"(severity: {f['severity']}).")
+
+
+RULES = (
+    (r"\bwhere\b|\blocat|\bposition", _where),
+    (r"\bhow many\b|\bnumber of\b|\bcount\b", _how_many),
+    (r"\bhow (large|big|much)\b|\bsize\b|\barea\b|\bextent\b", _how_large),
+    (r"\bsever|\bserious|\bhow bad\b", _how_severe),
+    (r"anomal|defect|damage|flaw|\bfault", _yes_no),
+)
+
+
+def answer(question: str, findings: Findings | dict[str, Any]) -> str:
+    """Answer one of AnomalyGPT's standard questions by keyword rules (case-insensitive).
+
+    "Is there any anomaly in the image?" -> yes / no; "Where ...?" -> grid positions; "How many ...?" ->
+    region count; "How large ...?" -> areas; "How severe ...?" -> severity. Anything else gets a one-line
+    summary and the list of questions that can be answered.
+    """
+    f = _as_dict(findings)
+    text = question.lower()
+    for pattern, respond in RULES:
+        if re.search(pattern, text):
+            return respond(f)
+    return f"{_summary(f)} I can answer: {CAN_ANSWER}."

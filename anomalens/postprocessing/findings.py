@@ -1,0 +1,295 @@
+"""Structured findings: what a :class:`~anomalens.types.Prediction` says in terms a person can check.
+
+:func:`extract_findings` turns the prediction's mask into regions (8-connected components) and describes each
+one by its place in a 3x3 grid over the image, its size, shape, score and severity, and how it looks next to its
+surroundings (darker / brighter / similar, other colour). Everything here is measured; nothing is guessed about
+the kind or cause of a defect.
+
+Severity bands, from ``relative_peak`` = region peak score / image threshold (the anomaly map and the image score
+share one scale):
+
+* ``relative_peak < 1.25``: "low"
+* ``1.25 <= relative_peak < 1.6``: "medium"
+* ``1.6 <= relative_peak < 2.2``: "high"
+* ``relative_peak >= 2.2`` (or no positive threshold): "critical"
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from skimage import measure
+
+from anomalens.types import Prediction
+
+SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((1.25, "low"), (1.6, "medium"), (2.2, "high"))
+SEVERITY_ORDER = ("none", "low", "medium", "high", "critical")
+GRID_NAMES = (("top left", "top", "top right"),
+              ("left", "center", "right"),
+              ("bottom left", "bottom", "bottom right"))
+CELL_SHARE = 0.10            # a grid cell counts for a region holding at least this share of its pixels
+ELONGATED_RATIO = 3.0        # major / minor axis length at and above which a region is "elongated"
+BRIGHTNESS_DELTA = 0.04      # |region - surroundings| mean gray difference (on [0, 1]) for darker / brighter
+CHROMA_DELTA = 0.05          # distance of mean chromaticity (r, g, b) / (r + g + b) for "other colour"
+MIN_CHROMA_SUM = 0.05        # darker means than this (sum of r, g, b) carry no reliable colour
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def severity_for(relative_peak: float) -> str:
+    """Severity band for a peak score in units of the image threshold (see the module docstring)."""
+    if not math.isfinite(relative_peak):
+        return "critical" if relative_peak > 0 else "low"
+    for upper, name in SEVERITY_BANDS:
+        if relative_peak < upper:
+            return name
+    return "critical"
+
+
+def _num(value: float | None, digits: int = 6) -> float | None:
+    """Rounded float, or None where the value is missing or not finite (JSON has no NaN / inf)."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return round(float(value), digits)
+
+
+@dataclass
+class Region:
+    """One connected anomalous region. Coordinates are pixels; ``box`` is (x0, y0, x1, y1), x1/y1 exclusive."""
+
+    index: int
+    box: tuple[int, int, int, int]
+    area_pixels: int
+    area_fraction: float
+    centroid: tuple[float, float]
+    peak_score: float
+    mean_score: float
+    relative_peak: float
+    severity: str
+    positions: list[str]
+    position: str
+    shape: str
+    elongation: float
+    orientation_degrees: float
+    brightness: str
+    appearance: list[str]
+    mean_intensity: float | None
+    surround_intensity: float | None
+    intensity_difference: float | None
+    colour_difference: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": int(self.index),
+            "box": [int(v) for v in self.box],
+            "area_pixels": int(self.area_pixels),
+            "area_fraction": _num(self.area_fraction),
+            "centroid": [_num(self.centroid[0], 2), _num(self.centroid[1], 2)],
+            "peak_score": _num(self.peak_score),
+            "mean_score": _num(self.mean_score),
+            "relative_peak": _num(self.relative_peak, 4),
+            "severity": self.severity,
+            "positions": list(self.positions),
+            "position": self.position,
+            "shape": self.shape,
+            "elongation": _num(self.elongation, 3),
+            "orientation_degrees": _num(self.orientation_degrees, 2),
+            "brightness": self.brightness,
+            "appearance": list(self.appearance),
+            "mean_intensity": _num(self.mean_intensity, 4),
+            "surround_intensity": _num(self.surround_intensity, 4),
+            "intensity_difference": _num(self.intensity_difference, 4),
+            "colour_difference": _num(self.colour_difference, 4),
+        }
+
+
+@dataclass
+class Findings:
+    """The verdict and its regions, strongest (highest peak score) first."""
+
+    verdict: str
+    is_anomalous: bool
+    image_score: float
+    normalized_score: float
+    regions: list[Region] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.regions)
+
+    @property
+    def total_area_fraction(self) -> float:
+        return float(sum(r.area_fraction for r in self.regions))
+
+    @property
+    def severity(self) -> str:
+        """The worst region's severity, or "none" without regions."""
+        if not self.regions:
+            return "none"
+        return max((r.severity for r in self.regions), key=SEVERITY_ORDER.index)
+
+    @property
+    def largest(self) -> Region | None:
+        return max(self.regions, key=lambda r: r.area_pixels) if self.regions else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "is_anomalous": bool(self.is_anomalous),
+            "image_score": _num(self.image_score),
+            "normalized_score": _num(self.normalized_score, 4),
+            "count": self.count,
+            "total_area_fraction": _num(self.total_area_fraction),
+            "severity": self.severity,
+            "regions": [r.to_dict() for r in self.regions],
+        }
+
+
+def _cells(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Grid row of every image row and grid column of every image column (thirds, by pixel centre)."""
+    height, width = shape
+    rows = np.minimum(2, ((np.arange(height) + 0.5) * 3 / height).astype(int))
+    cols = np.minimum(2, ((np.arange(width) + 0.5) * 3 / width).astype(int))
+    return rows, cols
+
+
+def _cell_of(x: float, y: float, shape: tuple[int, int]) -> str:
+    height, width = shape
+    row = min(2, max(0, int((y + 0.5) * 3 / height)))
+    col = min(2, max(0, int((x + 0.5) * 3 / width)))
+    return GRID_NAMES[row][col]
+
+
+def _positions(coords: np.ndarray, centre_cell: str, cell_rows: np.ndarray, cell_cols: np.ndarray) -> list[str]:
+    counts = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(counts, (cell_rows[coords[:, 0]], cell_cols[coords[:, 1]]), 1)
+    shares = counts / max(1, len(coords))
+    chosen = [(shares[r, c], GRID_NAMES[r][c]) for r in range(3) for c in range(3)
+              if shares[r, c] >= CELL_SHARE or GRID_NAMES[r][c] == centre_cell]
+    # stable: equal shares keep reading order (top left ... bottom right)
+    return [name for _, name in sorted(chosen, key=lambda item: -item[0])]
+
+
+def _shape(props: Any) -> tuple[str, float, float]:
+    """("elongated" | "compact", major/minor axis ratio, orientation in degrees).
+
+    Axis lengths come from the region's second moments plus the 1/12 variance of a unit pixel, so that a
+    one-pixel-thin line still has a finite ratio. The orientation is the major axis' angle to the image's
+    horizontal, counter-clockwise as the image is displayed (y up), in [0, 180).
+    """
+    big, small = (max(float(v), 0.0) for v in props.inertia_tensor_eigvals)
+    ratio = math.sqrt((big + 1 / 12) / (small + 1 / 12))
+    # skimage: angle between the row axis and the major axis; rows run downwards on screen
+    degrees = (90.0 + math.degrees(float(props.orientation))) % 180.0
+    return ("elongated" if ratio >= ELONGATED_RATIO else "compact"), ratio, degrees
+
+
+def _gray_and_rgb(image: np.ndarray | None, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    if image is None:
+        return None
+    rgb = np.asarray(image, dtype=np.float32)
+    if rgb.ndim == 2:
+        rgb = rgb[..., None]
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    rgb = rgb[..., :3]
+    if rgb.shape[:2] != shape:
+        rgb = cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return rgb @ LUMA, rgb
+
+
+def _chromaticity(mean_rgb: np.ndarray) -> np.ndarray | None:
+    total = float(mean_rgb.sum())
+    return mean_rgb / total if total >= MIN_CHROMA_SUM else None
+
+
+def _appearance(region: np.ndarray, anomalous: np.ndarray, pixels: tuple[np.ndarray, np.ndarray] | None,
+                area: int) -> tuple[str, list[str], float | None, float | None, float | None, float | None]:
+    """Brightness word, cue list and the measured numbers, region vs. a ring of normal surroundings."""
+    if pixels is None:
+        return "unknown", [], None, None, None, None
+    gray, rgb = pixels
+    radius = max(3, int(round(0.5 * math.sqrt(area))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    ring = cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~anomalous
+    if not ring.any():
+        ring = ~anomalous
+    inside = float(gray[region].mean())
+    if not ring.any():
+        return "unknown", [], inside, None, None, None
+    around = float(gray[ring].mean())
+    difference = inside - around
+    brightness = "darker" if difference <= -BRIGHTNESS_DELTA else "brighter" if difference >= BRIGHTNESS_DELTA \
+        else "similar"
+    cues = [brightness]
+    colour = None
+    chroma_in, chroma_out = _chromaticity(rgb[region].mean(axis=0)), _chromaticity(rgb[ring].mean(axis=0))
+    if chroma_in is not None and chroma_out is not None:
+        colour = float(np.linalg.norm(chroma_in - chroma_out))
+        if colour >= CHROMA_DELTA:
+            cues.append("other colour")
+    return brightness, cues, inside, around, difference, colour
+
+
+def _fallback_mask(anomaly_map: np.ndarray) -> np.ndarray:
+    """For an anomalous verdict with an empty mask: the half-height blob around the map's maximum."""
+    peak, median = float(anomaly_map.max()), float(np.median(anomaly_map))
+    above = anomaly_map >= median + 0.5 * (peak - median)
+    labels = measure.label(above, connectivity=2)
+    y, x = np.unravel_index(int(np.argmax(anomaly_map)), anomaly_map.shape)
+    return labels == labels[y, x]
+
+
+def extract_findings(prediction: Prediction, image: np.ndarray | None = None, min_area_fraction: float = 0.0005,
+                     min_area_pixels: int = 16) -> Findings:
+    """Regions of ``prediction.mask`` with their place, size, shape, score, severity and appearance.
+
+    ``image`` is the inspected image (float32 HxWx3 in [0, 1]; resized to the map when its size differs, and
+    optional: without it the appearance is "unknown"). Regions smaller than ``max(min_area_pixels,
+    min_area_fraction * H * W)`` are dropped, except that an anomalous verdict always keeps at least its
+    largest region (and, should the mask be empty, the half-height blob around the anomaly map's maximum),
+    so that "anomalous" never comes without a place. A normal verdict has no regions.
+    """
+    findings = Findings(verdict="anomalous" if prediction.is_anomalous else "normal",
+                        is_anomalous=bool(prediction.is_anomalous), image_score=float(prediction.image_score),
+                        normalized_score=float(prediction.normalized_score))
+    if not prediction.is_anomalous:
+        return findings
+    anomaly_map = np.asarray(prediction.anomaly_map, dtype=np.float32)
+    shape = anomaly_map.shape[:2]
+    mask = np.asarray(prediction.mask, dtype=bool)
+    if not mask.any():
+        mask = _fallback_mask(anomaly_map)
+    labels = measure.label(mask, connectivity=2)
+    props = measure.regionprops(labels)
+    minimum = max(float(min_area_pixels), min_area_fraction * shape[0] * shape[1])
+    kept = [p for p in props if p.area >= minimum] or [max(props, key=lambda p: p.area)]
+    pixels = _gray_and_rgb(image, shape)
+    cell_rows, cell_cols = _cells(shape)
+    threshold = float(prediction.thresholds.image)
+    regions = []
+    for p in kept:
+        region = labels == p.label
+        scores = anomaly_map[region]
+        peak = float(scores.max())
+        relative = peak / threshold if threshold > 0 else math.inf
+        y0, x0, y1, x1 = (int(v) for v in p.bbox)
+        cy, cx = (float(v) for v in p.centroid)
+        centre_cell = _cell_of(cx, cy, shape)
+        kind, ratio, degrees = _shape(p)
+        brightness, cues, inside, around, difference, colour = _appearance(region, mask, pixels, int(p.area))
+        regions.append(Region(
+            index=0, box=(x0, y0, x1, y1), area_pixels=int(p.area),
+            area_fraction=float(p.area) / float(shape[0] * shape[1]), centroid=(cx, cy), peak_score=peak,
+            mean_score=float(scores.mean()), relative_peak=relative, severity=severity_for(relative),
+            positions=_positions(p.coords, centre_cell, cell_rows, cell_cols), position=centre_cell, shape=kind,
+            elongation=ratio, orientation_degrees=degrees, brightness=brightness, appearance=cues,
+            mean_intensity=inside, surround_intensity=around, intensity_difference=difference,
+            colour_difference=colour))
+    regions.sort(key=lambda r: (-r.peak_score, -r.area_pixels))
+    for i, r in enumerate(regions):
+        r.index = i
+    findings.regions = regions
+    return findings

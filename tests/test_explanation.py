@@ -1,0 +1,119 @@
+"""The offline explainer (explain, answer) on hand-built findings, and findings/explanations in api.inspect."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from anomalens import api
+from anomalens.cli.main import _results_table
+from anomalens.explanation import answer, explain
+from anomalens.models import PatchCore
+from anomalens.postprocessing.findings import extract_findings
+from anomalens.types import Prediction, Thresholds
+
+H, W = 90, 120
+THRESHOLDS = Thresholds(image=1.0, pixel=0.5, method="test")
+
+
+def findings_for(boxes: list[tuple[slice, slice, float]], image: np.ndarray | None = None, score: float = 1.7):
+    """Findings of an anomalous prediction with one square region per (rows, cols, peak)."""
+    amap = np.full((H, W), 0.1, np.float32)
+    for rows, cols, peak in boxes:
+        amap[rows, cols] = peak
+    mask = amap >= THRESHOLDS.pixel
+    image = np.full((H, W, 3), 0.5, np.float32) if image is None else image
+    return extract_findings(Prediction(score, amap, bool(mask.any()), mask, THRESHOLDS), image)
+
+
+@pytest.fixture
+def normal():
+    amap = np.full((H, W), 0.1, np.float32)
+    return extract_findings(Prediction(0.82, amap, False, np.zeros((H, W), bool), THRESHOLDS))
+
+
+@pytest.fixture
+def two():
+    """A strong dark elongated bar at the bottom left and a weaker square at the top right."""
+    image = np.full((H, W, 3), 0.5, np.float32)
+    image[75:79, 5:35] = 0.1
+    return findings_for([(slice(75, 79), slice(5, 35), 1.8), (slice(8, 16), slice(95, 103), 1.1)], image)
+
+
+def test_explain_anomalous(two):
+    text = explain(two)
+    assert text.startswith("Yes, there is an anomaly in the image: 2 regions")
+    assert "bottom left" in text and "top right" in text
+    assert "darker than its surroundings" in text and "elongated" in text
+    assert "severity: high" in text and "severity: low" in text
+    # the strongest region is described first
+    assert text.index("bottom left") < text.index("top right")
+    assert explain(two.to_dict()) == text
+
+
+def test_explain_one_region_and_normal(normal):
+    one = findings_for([(slice(40, 50), slice(50, 60), 3.0)])
+    text = explain(one)
+    assert "1 region," in text and "It is in the center" in text and "severity: critical" in text
+    assert "compact" in text and "about the same brightness" in text
+    assert explain(normal) == "No, the image looks normal (score 0.82 of the threshold)."
+
+
+def test_explain_never_names_a_defect_type(two):
+    text = explain(two).lower()
+    for word in ("scratch", "crack", "stain", "dent", "contamination", "hole", "because"):
+        assert word not in text
+
+
+def test_answer_standard_questions(two, normal):
+    assert answer("Is there any anomaly in the image?", two).startswith("Yes")
+    assert answer("is there any defect?", two).startswith("Yes")
+    assert answer("Is there any anomaly in the image?", normal).startswith("No")
+    where = answer("Where?", two)
+    assert "at the bottom left" in where and "at the top right" in where
+    assert where.index("bottom left") < where.index("top right")
+    assert answer("Where is the anomaly?", findings_for([(slice(40, 50), slice(50, 60), 3.0)])) == \
+        "The anomaly is in the center of the image."
+    assert "nothing to locate" in answer("WHERE is the defect located?", normal)
+    assert "2 regions" in answer("How many?", two)
+    assert "There is 1 region" in answer("how many anomalies are there",
+                                         findings_for([(slice(40, 50), slice(50, 60), 3.0)]))
+    assert "no anomalous regions" in answer("How many?", normal)
+    size = answer("How large is it?", two)
+    assert "120 pixels" in size and "64 pixels" in size and "1.7%" in size
+    assert "high" in answer("How severe is it?", two)
+    other = answer("What colour is the sky?", two)
+    assert "anomalous" in other and "I can answer" in other
+
+
+def test_inspect_writes_findings_and_explanations(textures, png_writer, tmp_path):
+    detector = PatchCore(image_size=64, min_bank_size=256, augment_below=4, calibration="normal")
+    detector.fit(textures.normals([(64, 80)] * 4, first_seed=0))
+    good = tmp_path / "in" / "good.png"
+    spot = tmp_path / "in" / "spot.png"
+    png_writer(good, textures.normal(64, 80, seed=50))
+    image, _ = textures.defect(textures.normal(64, 80, seed=51), "blob", center=(48, 14), size=9)
+    png_writer(spot, image)
+    run = api.inspect(detector, [good, spot], tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert len(saved) == 2
+    for record in saved:
+        findings = record["findings"]
+        assert findings["is_anomalous"] == record["is_anomalous"]
+        assert findings["verdict"] == record["verdict"]
+        assert (findings["count"] > 0) == record["is_anomalous"]
+        assert record["explanation"].startswith("Yes" if record["is_anomalous"] else "No")
+    # the planted blob is found, and its strongest region's box holds the blob's centre (x=14, y=48)
+    assert saved[1]["is_anomalous"] and not saved[0]["is_anomalous"]
+    x0, y0, x1, y1 = saved[1]["findings"]["regions"][0]["box"]
+    assert x0 <= 14 < x1 and y0 <= 48 < y1
+    assert saved[1]["findings"]["regions"][0]["position"] in saved[1]["explanation"]
+    line = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
+    assert "findings" in line and "explanation" in line
+    console = Console(width=200, record=True)
+    console.print(_results_table(run.results))
+    table = console.export_text()
+    assert "regions" in table and "where" in table
+    assert saved[1]["findings"]["regions"][0]["position"] in table
