@@ -70,7 +70,7 @@ class InspectionRun:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        n_anomalous = sum(r["is_anomalous"] for r in self.results)
+        n_anomalous = sum(r["anomalous"] for r in self.results)
         return {"summary": {"n_images": len(self.results), "n_anomalous": n_anomalous,
                             "n_errors": len(self.errors), "seconds": round(self.seconds, 3)},
                 "results": self.results, "errors": self.errors}
@@ -90,7 +90,9 @@ def inspect(detector: BaseDetector, inputs: Sequence[str | Path] | Sequence[Samp
     """Predict every image; write overlay and mask PNGs and results incrementally to ``out_dir``.
 
     ``results.jsonl`` gains one line per image as soon as it is done, so a run that is stopped keeps what it
-    finished; ``results.json`` holds the whole run at the end.
+    finished. At the end ``results.json`` holds the list of per-image records (the result contract: ``image``,
+    ``anomalous``, ``score``, ``regions`` with ``grid``/``bbox``/``area_fraction``/``severity``, and
+    ``explanation`` with ``text`` and ``source``) and ``summary.json`` the counts and unreadable files.
     """
     paths = collect_images(inputs) if inputs and not isinstance(inputs[0], Sample) else list(inputs)
     out = Path(out_dir) if out_dir is not None else None
@@ -107,9 +109,12 @@ def inspect(detector: BaseDetector, inputs: Sequence[str | Path] | Sequence[Samp
         tic = time.perf_counter()
         prediction = detector.predict(image)
         findings = extract_findings(prediction, image)
-        record: dict[str, Any] = {"path": str(path), **prediction.to_dict(),
+        summary = findings.to_dict()
+        record: dict[str, Any] = {"image": str(path), **prediction.to_dict(),
                                   "milliseconds": round(1000 * (time.perf_counter() - tic), 2),
-                                  "findings": findings.to_dict(), "explanation": explain(findings)}
+                                  "region_count": summary["count"], "severity": summary["severity"],
+                                  "regions": summary["regions"],
+                                  "explanation": {"text": explain(findings), "source": "offline"}}
         if out is not None:
             stem = _unique_stem(path, used)
             write_png(out / f"{stem}_overlay.png", overlay(to_uint8_rgb(image), prediction))
@@ -121,5 +126,7 @@ def inspect(detector: BaseDetector, inputs: Sequence[str | Path] | Sequence[Samp
     errors = [{"path": str(getattr(p, "path", p)), "error": m} for p, m in failures]
     run = InspectionRun(results, errors, time.perf_counter() - start)
     if out is not None:
-        (out / "results.json").write_text(json.dumps(run.to_dict(), indent=2))
+        (out / "results.json").write_text(json.dumps(run.results, indent=2))
+        (out / "summary.json").write_text(json.dumps({k: v for k, v in run.to_dict().items() if k != "results"},
+                                                     indent=2))
     return run

@@ -49,9 +49,9 @@ class Prediction:
     def to_dict(self) -> dict:
         """JSON-ready summary (the maps themselves are written as images, not into JSON)."""
         return {
-            "image_score": round(float(self.image_score), 6),
+            "score": round(float(self.image_score), 6),
             "normalized_score": round(float(self.normalized_score), 4),
-            "is_anomalous": bool(self.is_anomalous),
+            "anomalous": bool(self.is_anomalous),
             "verdict": "anomalous" if self.is_anomalous else "normal",
             "anomalous_area_fraction": round(float(self.mask.mean()), 6) if self.mask.size else 0.0,
             "height": int(self.anomaly_map.shape[0]),

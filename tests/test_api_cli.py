@@ -53,28 +53,28 @@ def test_inspect_reports_bad_files_and_writes_every_good_one(detector, mixed_fol
 
     assert sorted(e["path"] for e in run.errors) == sorted(str(p) for p in mixed_folder["bad"])
     assert all(e["error"] for e in run.errors)
-    assert sorted(r["path"] for r in run.results) == sorted(str(p) for p in mixed_folder["good"])
+    assert sorted(r["image"] for r in run.results) == sorted(str(p) for p in mixed_folder["good"])
 
     overlays = set()
     for record in run.results:
-        image = read_image(record["path"])
+        image = read_image(record["image"])
         overlay = cv2.imread(str(out / record["overlay"]), cv2.IMREAD_UNCHANGED)
         mask = cv2.imread(str(out / record["mask"]), cv2.IMREAD_UNCHANGED)
         assert overlay is not None and overlay.shape == image.shape
         assert mask is not None and mask.shape == image.shape[:2]
         assert set(np.unique(mask)) <= {0, 255}
-        assert (mask > 0).any() == record["is_anomalous"]  # mask empty exactly when the verdict is normal
+        assert (mask > 0).any() == record["anomalous"]  # mask empty exactly when the verdict is normal
         assert record["height"] == image.shape[0] and record["width"] == image.shape[1]
         overlays.add(record["overlay"])
     assert len(overlays) == len(run.results)  # part.jpg and part.png do not overwrite each other
-    by_name = {Path(r["path"]).name: r for r in run.results}
-    assert by_name["spot.png"]["is_anomalous"]
-    assert by_name["spot.png"]["image_score"] > max(by_name[n]["image_score"] for n in ("a1.png", "a2.png"))
+    by_name = {Path(r["image"]).name: r for r in run.results}
+    assert by_name["spot.png"]["anomalous"]
+    assert by_name["spot.png"]["score"] > max(by_name[n]["score"] for n in ("a1.png", "a2.png"))
 
-    saved = json.loads((out / "results.json").read_text())
+    saved = json.loads((out / "summary.json").read_text())
     assert saved["summary"]["n_images"] == 5 and saved["summary"]["n_errors"] == 2
-    assert saved["summary"]["n_anomalous"] == sum(r["is_anomalous"] for r in run.results)
-    assert saved["results"] == run.results and saved["errors"] == run.errors
+    assert saved["summary"]["n_anomalous"] == sum(r["anomalous"] for r in run.results)
+    assert json.loads((out / "results.json").read_text()) == run.results and saved["errors"] == run.errors
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert lines == run.results
 
@@ -87,7 +87,7 @@ def test_inspect_raise_stops_at_the_bad_file_and_keeps_earlier_lines(detector, m
         api.inspect(detector, mixed_folder["folder"], out, on_error="raise")
     assert caught.value.path == mixed_folder["bad"][0]  # files go in name order: a1, a2, m_corrupt...
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [Path(r["path"]).name for r in lines] == ["a1.png", "a2.png"]
+    assert [Path(r["image"]).name for r in lines] == ["a1.png", "a2.png"]
     assert all((out / r["overlay"]).is_file() and (out / r["mask"]).is_file() for r in lines)
 
 
@@ -171,13 +171,14 @@ def test_cli_predict(cli_model, tmp_path, capsys):
     code = main(["predict", str(model), str(good_dir), str(spot_dir), "-o", str(tmp_path / "pred")])
     out = capsys.readouterr().out
     assert code == 0
+    summary = json.loads((tmp_path / "pred" / "summary.json").read_text())["summary"]
+    assert summary["n_images"] == 6 and summary["n_errors"] == 0
     saved = json.loads((tmp_path / "pred" / "results.json").read_text())
-    assert saved["summary"]["n_images"] == 6 and saved["summary"]["n_errors"] == 0
-    assert [r["path"] for r in saved["results"]] == [str(p) for p in data.test_good + data.test_spot]
+    assert [r["image"] for r in saved] == [str(p) for p in data.test_good + data.test_spot]
     # both folders hold 000.png ... : every image still gets its own overlay and mask
-    assert len({r["overlay"] for r in saved["results"]}) == 6
-    assert all((tmp_path / "pred" / r["mask"]).is_file() for r in saved["results"])
-    verdicts = [r["is_anomalous"] for r in saved["results"]]
+    assert len({r["overlay"] for r in saved}) == 6
+    assert all((tmp_path / "pred" / r["mask"]).is_file() for r in saved)
+    verdicts = [r["anomalous"] for r in saved]
     assert verdicts == [False] * 3 + [True] * 3
     assert f"{sum(verdicts)} of 6 images anomalous" in out
 

@@ -97,23 +97,24 @@ def test_inspect_writes_findings_and_explanations(textures, png_writer, tmp_path
     image, _ = textures.defect(textures.normal(64, 80, seed=51), "blob", center=(48, 14), size=9)
     png_writer(spot, image)
     run = api.inspect(detector, [good, spot], tmp_path / "out")
-    saved = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(saved) == 2
-    for record in saved:
-        findings = record["findings"]
-        assert findings["is_anomalous"] == record["is_anomalous"]
-        assert findings["verdict"] == record["verdict"]
-        assert (findings["count"] > 0) == record["is_anomalous"]
-        assert record["explanation"].startswith("Yes" if record["is_anomalous"] else "No")
+    for record in saved:  # the result contract: image, anomalous, score, regions, explanation {text, source}
+        assert {"image", "anomalous", "score", "regions", "explanation"} <= set(record)
+        assert record["region_count"] == len(record["regions"])
+        assert (len(record["regions"]) > 0) == record["anomalous"]
+        assert all({"grid", "bbox", "area_fraction", "severity"} <= set(r) for r in record["regions"])
+        assert record["explanation"]["source"] == "offline"
+        assert record["explanation"]["text"].startswith("Yes" if record["anomalous"] else "No")
     # the planted blob is found, and its strongest region's box holds the blob's centre (x=14, y=48)
-    assert saved[1]["is_anomalous"] and not saved[0]["is_anomalous"]
-    x0, y0, x1, y1 = saved[1]["findings"]["regions"][0]["box"]
+    assert saved[1]["anomalous"] and not saved[0]["anomalous"]
+    x0, y0, x1, y1 = saved[1]["regions"][0]["bbox"]
     assert x0 <= 14 < x1 and y0 <= 48 < y1
-    assert saved[1]["findings"]["regions"][0]["position"] in saved[1]["explanation"]
+    assert saved[1]["regions"][0]["position"] in saved[1]["explanation"]["text"]
     line = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
-    assert "findings" in line and "explanation" in line
+    assert "regions" in line and "explanation" in line
     console = Console(width=200, record=True)
     console.print(_results_table(run.results))
     table = console.export_text()
     assert "regions" in table and "where" in table
-    assert saved[1]["findings"]["regions"][0]["position"] in table
+    assert saved[1]["regions"][0]["position"] in table

@@ -170,8 +170,8 @@ def test_to_dict_is_json_and_works_without_an_image():
         findings = extract_findings(prediction(mask), image)
         data = json.loads(json.dumps(findings.to_dict(), allow_nan=False))
         assert data["count"] == 2 and data["verdict"] == "anomalous"
-        assert set(data["regions"][0]) >= {"box", "area_pixels", "area_fraction", "centroid", "peak_score",
-                                           "mean_score", "severity", "relative_peak", "positions", "position",
+        assert set(data["regions"][0]) >= {"bbox", "area_pixels", "area_fraction", "centroid", "peak_score",
+                                           "mean_score", "severity", "relative_peak", "grid", "position",
                                            "shape", "elongation", "orientation_degrees", "appearance",
                                            "mean_intensity", "surround_intensity", "intensity_difference"}
     assert extract_findings(prediction(mask), None).regions[0].appearance == []

@@ -75,13 +75,12 @@ def _results_table(results: list[dict[str, Any]], truth: dict[str, str] | None =
                    "regions", "where"):
         table.add_column(column)
     for r in results:
-        style = "red" if r["is_anomalous"] else "green"
-        known = (truth.get(r["path"], "?"),) if truth else ()
-        regions = r["findings"]["regions"]
-        where = ", ".join(region["position"] for region in regions[:2]) or "-"
-        table.add_row(Path(r["path"]).name, *known, f"[{style}]{r['verdict']}[/]", f"{r['image_score']:.4f}",
+        style = "red" if r["anomalous"] else "green"
+        known = (truth.get(r["image"], "?"),) if truth else ()
+        where = ", ".join(region["position"] for region in r["regions"][:2]) or "-"
+        table.add_row(Path(r["image"]).name, *known, f"[{style}]{r['verdict']}[/]", f"{r['score']:.4f}",
                       f"{r['normalized_score']:.2f}", f"{100 * r['anomalous_area_fraction']:.2f}",
-                      str(r["findings"]["count"]), where)
+                      str(r["region_count"]), where)
     return table
 
 
@@ -93,7 +92,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         console.print(f"[yellow]skipped[/] {error['path']}: {error['error']}")
     summary = run.to_dict()["summary"]
     console.print(f"{summary['n_anomalous']} of {summary['n_images']} images anomalous; "
-                  f"results in {args.output}/results.json")
+                  f"results in {args.output}/results.json, counts in summary.json")
     return 0
 
 

@@ -50,7 +50,7 @@ def _join(words: list[str]) -> str:
 def where_phrase(region: dict[str, Any]) -> str:
     """ "at the top left, extending to the top and top right" (main cell first, then the others by share)."""
     main = region["position"]
-    others = [p for p in region.get("positions", []) if p != main]
+    others = [p for p in region.get("grid", []) if p != main]
     phrase = _place(main)
     return f"{phrase}, extending to the {_join(others)}" if others else phrase
 
@@ -87,7 +87,7 @@ def _regions_word(count: int) -> str:
 def explain(findings: Findings | dict[str, Any]) -> str:
     """A few sentences grounded only in ``findings``."""
     f = _as_dict(findings)
-    if not f["is_anomalous"]:
+    if not f["anomalous"]:
         return f"No, the image looks normal ({_score(f)})."
     regions = f.get("regions", [])
     count = len(regions)
@@ -108,7 +108,7 @@ def explain(findings: Findings | dict[str, Any]) -> str:
 
 def _where(f: dict[str, Any]) -> str:
     regions = f.get("regions", [])
-    if not f["is_anomalous"] or not regions:
+    if not f["anomalous"] or not regions:
         return "There is no anomaly in the image, so there is nothing to locate."
     if len(regions) == 1:
         return f"The anomaly is {where_phrase(regions[0])} of the image."
@@ -118,14 +118,14 @@ def _where(f: dict[str, Any]) -> str:
 
 def _how_many(f: dict[str, Any]) -> str:
     count = len(f.get("regions", []))
-    if not f["is_anomalous"] or count == 0:
+    if not f["anomalous"] or count == 0:
         return "There are no anomalous regions: the image looks normal."
     return f"There {'is' if count == 1 else 'are'} {_regions_word(count)} with an anomaly."
 
 
 def _how_large(f: dict[str, Any]) -> str:
     regions = f.get("regions", [])
-    if not f["is_anomalous"] or not regions:
+    if not f["anomalous"] or not regions:
         return "There is no anomaly in the image, so it has no size."
     if len(regions) == 1:
         r = regions[0]
@@ -139,7 +139,7 @@ def _how_large(f: dict[str, Any]) -> str:
 
 def _how_severe(f: dict[str, Any]) -> str:
     regions = f.get("regions", [])
-    if not f["is_anomalous"] or not regions:
+    if not f["anomalous"] or not regions:
         return f"Nothing: the image looks normal ({_score(f)})."
     bands = ("severity bands by peak score in units of the image threshold: below 1.25 low, below 1.6 "
              "medium, below 2.2 high, otherwise critical")
@@ -152,14 +152,14 @@ def _how_severe(f: dict[str, Any]) -> str:
 
 
 def _yes_no(f: dict[str, Any]) -> str:
-    if not f["is_anomalous"]:
+    if not f["anomalous"]:
         return f"No, the image looks normal ({_score(f)})."
     count = len(f.get("regions", []))
     return f"Yes, there is an anomaly in the image: {_regions_word(count)} ({_score(f)})."
 
 
 def _summary(f: dict[str, Any]) -> str:
-    if not f["is_anomalous"]:
+    if not f["anomalous"]:
         return f"The image looks normal ({_score(f)})."
     regions = f.get("regions", [])
     where = f", the strongest {where_phrase(regions[0])}" if regions else ""

@@ -83,7 +83,7 @@ class Region:
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": int(self.index),
-            "box": [int(v) for v in self.box],
+            "bbox": [int(v) for v in self.box],
             "area_pixels": int(self.area_pixels),
             "area_fraction": _num(self.area_fraction),
             "centroid": [_num(self.centroid[0], 2), _num(self.centroid[1], 2)],
@@ -91,7 +91,7 @@ class Region:
             "mean_score": _num(self.mean_score),
             "relative_peak": _num(self.relative_peak, 4),
             "severity": self.severity,
-            "positions": list(self.positions),
+            "grid": list(self.positions),
             "position": self.position,
             "shape": self.shape,
             "elongation": _num(self.elongation, 3),
@@ -137,8 +137,8 @@ class Findings:
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,
-            "is_anomalous": bool(self.is_anomalous),
-            "image_score": _num(self.image_score),
+            "anomalous": bool(self.is_anomalous),
+            "score": _num(self.image_score),
             "normalized_score": _num(self.normalized_score, 4),
             "count": self.count,
             "total_area_fraction": _num(self.total_area_fraction),
