@@ -84,8 +84,9 @@ def _regions_word(count: int) -> str:
     return f"{count} region" if count == 1 else f"{count} regions"
 
 
-def explain(findings: Findings | dict[str, Any]) -> str:
-    """A few sentences grounded only in ``findings``."""
+def explain(findings: Findings | dict[str, Any], seen_before: list[str] | None = None) -> str:
+    """A few sentences grounded only in ``findings`` and, when given, past cases from the defect history
+    (``Case.seen_before()`` sentences), which are quoted, never generalised."""
     f = _as_dict(findings)
     if not f["anomalous"]:
         return f"No, the image looks normal ({_score(f)})."
@@ -103,6 +104,8 @@ def explain(findings: Findings | dict[str, Any]) -> str:
         if count > MAX_DESCRIBED:
             rest = count - MAX_DESCRIBED
             sentences.append(f"{rest} more {'region is' if rest == 1 else 'regions are'} not described here.")
+    for past in seen_before or []:
+        sentences.append(past[0].upper() + past[1:] + ".")
     return " ".join(sentences)
 
 

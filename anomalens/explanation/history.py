@@ -1,0 +1,156 @@
+"""A local history of past defects, fed by operator feedback, searched for cases like a new finding.
+
+SQLite (one file, no server) holds each confirmed or corrected finding with its type, description, cause and
+action, the region's measured facts as JSON and, when available, the region's embedding as raw float32 bytes
+(no pickle). A new finding is matched by cosine similarity of embeddings and/or by TF-IDF similarity of text,
+and the matches are offered to explainers as "seen before: ... cause was ..., fixed by ...".
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics.pairwise import cosine_similarity
+
+Status = Literal["confirmed", "corrected", "false_alarm"]
+STATUSES = ("confirmed", "corrected", "false_alarm")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    image TEXT NOT NULL,
+    status TEXT NOT NULL,
+    defect_type TEXT,
+    description TEXT NOT NULL DEFAULT '',
+    cause TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL DEFAULT '',
+    region_json TEXT NOT NULL DEFAULT '{}',
+    embedding BLOB
+)
+"""
+
+
+@dataclass
+class Case:
+    """One past finding as an operator judged it."""
+
+    image: str
+    status: Status
+    defect_type: str | None = None
+    description: str = ""
+    cause: str = ""
+    action: str = ""
+    region: dict[str, Any] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+    id: int | None = None
+    created_at: float | None = None
+
+    @property
+    def text(self) -> str:
+        return " ".join(t for t in (self.defect_type or "", self.description, self.cause, self.action) if t)
+
+    def seen_before(self) -> str:
+        """One sentence for explainers and prompts."""
+        if self.status == "false_alarm":
+            return f"seen before: a similar finding on {Path(self.image).name} was a false alarm"
+        parts = [f"seen before: {self.defect_type or 'a defect'}"]
+        if self.region.get("position"):
+            parts[0] += f" at the {self.region['position']}"
+        if self.cause:
+            parts.append(f"cause was {self.cause}")
+        if self.action:
+            parts.append(f"fixed by {self.action}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "created_at": self.created_at, "image": self.image, "status": self.status,
+                "defect_type": self.defect_type, "description": self.description, "cause": self.cause,
+                "action": self.action, "region": self.region, "seen_before": self.seen_before()}
+
+
+class DefectHistory:
+    """Past defects in an SQLite file (``":memory:"`` for a throw-away store)."""
+
+    def __init__(self, path: str | Path = ":memory:"):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute(SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, case: Case) -> int:
+        if case.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {case.status!r}")
+        blob = None if case.embedding is None else np.asarray(case.embedding, dtype=np.float32).tobytes()
+        cursor = self._db.execute(
+            "INSERT INTO cases (created_at, image, status, defect_type, description, cause, action, region_json,"
+            " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (case.created_at or time.time(), case.image, case.status, case.defect_type, case.description,
+             case.cause, case.action, json.dumps(case.region), blob))
+        self._db.commit()
+        return int(cursor.lastrowid)
+
+    def record_feedback(self, record: dict[str, Any], region_index: int, status: Status,
+                        defect_type: str | None = None, cause: str = "", action: str = "", description: str = "",
+                        embedding: np.ndarray | None = None) -> int:
+        """Store an operator's judgement of one region of an inspection record (``results.json`` entry).
+
+        ``confirmed`` keeps the predicted type unless one is given; ``corrected`` needs the right type.
+        """
+        regions = record.get("regions", [])
+        if not 0 <= region_index < len(regions):
+            raise ValueError(f"the result has {len(regions)} regions; no region {region_index}")
+        region = regions[region_index]
+        if status == "corrected" and not defect_type:
+            raise ValueError("a correction needs the right defect type")
+        text = description or record.get("explanation", {}).get("text", "")
+        return self.add(Case(image=str(record.get("image", "")), status=status,
+                             defect_type=defect_type or region.get("defect_type"), description=text, cause=cause,
+                             action=action, region=region, embedding=embedding))
+
+    def cases(self, include_false_alarms: bool = True) -> list[Case]:
+        rows = self._db.execute("SELECT id, created_at, image, status, defect_type, description, cause, action,"
+                                " region_json, embedding FROM cases ORDER BY id").fetchall()
+        found = [Case(id=r[0], created_at=r[1], image=r[2], status=r[3], defect_type=r[4], description=r[5],
+                      cause=r[6], action=r[7], region=json.loads(r[8]),
+                      embedding=None if r[9] is None else np.frombuffer(r[9], dtype=np.float32).copy())
+                 for r in rows]
+        return [c for c in found if include_false_alarms or c.status != "false_alarm"]
+
+    def similar(self, embedding: np.ndarray | None = None, text: str | None = None, k: int = 3,
+                include_false_alarms: bool = True) -> list[tuple[Case, float]]:
+        """The ``k`` past cases most like a new finding: mean of embedding and text similarity where both exist."""
+        if embedding is None and not text:
+            raise ValueError("give an embedding, a text, or both")
+        cases = self.cases(include_false_alarms)
+        if not cases:
+            return []
+        scores = np.zeros(len(cases))
+        weights = np.zeros(len(cases))
+        if embedding is not None:
+            query = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
+            for i, case in enumerate(cases):
+                if case.embedding is not None and case.embedding.size == query.size:
+                    scores[i] += float(cosine_similarity(query, case.embedding.reshape(1, -1))[0, 0])
+                    weights[i] += 1
+        if text:
+            corpus = [c.text for c in cases]
+            if any(corpus):
+                vectorizer = TfidfVectorizer().fit(corpus + [text])
+                text_scores = cosine_similarity(vectorizer.transform([text]), vectorizer.transform(corpus))[0]
+                scores += text_scores
+                weights += 1
+        ranked = [(cases[i], float(scores[i] / weights[i])) for i in np.argsort(-scores / np.maximum(weights, 1))
+                  if weights[i] > 0]
+        return ranked[:k]

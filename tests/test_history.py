@@ -1,0 +1,78 @@
+"""The defect history: storage, operator feedback, retrieval of similar past cases, persistence."""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from anomalens.explanation import explain
+from anomalens.explanation.history import Case, DefectHistory
+
+RECORD = {"image": "line3/part17.png", "anomalous": True,
+          "regions": [{"position": "bottom left", "grid": ["bottom left"], "defect_type": "crack"}],
+          "explanation": {"text": "Yes, there is an anomaly ...", "source": "offline"}}
+
+
+def unit(vector):
+    vector = np.asarray(vector, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_similar_by_embedding_ranks_the_nearest_case_first():
+    history = DefectHistory()
+    history.add(Case("a.png", "confirmed", "blowhole", cause="gas in the mould", embedding=unit([1, 0, 0])))
+    history.add(Case("b.png", "confirmed", "crack", cause="thermal stress", embedding=unit([0, 1, 0])))
+    history.add(Case("c.png", "confirmed", "fray", embedding=unit([0, 0, 1])))
+    matches = history.similar(embedding=unit([0.1, 0.9, 0.05]), k=2)
+    assert [case.defect_type for case, _ in matches] == ["crack", "blowhole"]
+    assert matches[0][1] > matches[1][1]
+    assert matches[0][0].seen_before() == "seen before: crack, cause was thermal stress"
+
+
+def test_similar_by_text_uses_descriptions_causes_and_actions():
+    history = DefectHistory()
+    history.add(Case("a.png", "confirmed", "stain", description="oil stain near the edge", cause="leaking bearing",
+                     action="replace the bearing seal"))
+    history.add(Case("b.png", "confirmed", "hole", description="round hole", cause="needle break"))
+    best, score = history.similar(text="dark oil stain on fabric", k=1)[0]
+    assert best.defect_type == "stain" and score > 0
+
+
+def test_feedback_confirm_correct_and_false_alarm():
+    history = DefectHistory()
+    confirmed = history.record_feedback(RECORD, 0, "confirmed", cause="tool wear", action="replace the cutter")
+    corrected = history.record_feedback(RECORD, 0, "corrected", defect_type="break")
+    history.record_feedback(RECORD, 0, "false_alarm")
+    cases = {c.id: c for c in history.cases()}
+    assert cases[confirmed].defect_type == "crack" and cases[confirmed].region["position"] == "bottom left"
+    assert cases[confirmed].seen_before() == ("seen before: crack at the bottom left, cause was tool wear, "
+                                              "fixed by replace the cutter")
+    assert cases[corrected].defect_type == "break"
+    assert len(history.cases(include_false_alarms=False)) == 2
+    with pytest.raises(ValueError, match="right defect type"):
+        history.record_feedback(RECORD, 0, "corrected")
+    with pytest.raises(ValueError, match="no region 3"):
+        history.record_feedback(RECORD, 3, "confirmed")
+    with pytest.raises(ValueError, match="status"):
+        history.add(Case("x.png", "maybe"))  # type: ignore[arg-type]
+
+
+def test_history_persists_in_sqlite_without_pickle(tmp_path):
+    path = tmp_path / "history" / "defects.sqlite"
+    first = DefectHistory(path)
+    first.add(Case("a.png", "confirmed", "blowhole", embedding=unit([3, 4])))
+    first.close()
+    again = DefectHistory(path)
+    (case,) = again.cases()
+    assert case.defect_type == "blowhole" and np.allclose(case.embedding, [0.6, 0.8])
+    raw = sqlite3.connect(path).execute("SELECT embedding FROM cases").fetchone()[0]
+    assert raw == np.asarray([0.6, 0.8], dtype=np.float32).tobytes()  # raw floats, not a pickle
+
+
+def test_offline_explanation_quotes_past_cases():
+    findings = {"anomalous": True, "normalized_score": 1.5, "severity": "high", "total_area_fraction": 0.01,
+                "regions": [{"position": "top", "grid": ["top"], "area_fraction": 0.01, "severity": "high"}]}
+    text = explain(findings, seen_before=["seen before: crack at the top, cause was thermal stress"])
+    assert text.endswith("Seen before: crack at the top, cause was thermal stress.")
+    assert "Seen before" not in explain(findings)
