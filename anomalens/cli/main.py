@@ -19,6 +19,7 @@ from rich.table import Table
 
 from anomalens import api
 from anomalens.data import mvtec_samples
+from anomalens.cli.chat import add_parser as add_chat_parser
 from anomalens.cli.simulate import add_parser as add_simulate_parser
 from anomalens.evaluation.evaluate import evaluate
 from anomalens.models import DETECTORS, load_detector
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     add_simulate_parser(sub)
+    add_chat_parser(sub)
 
     p = sub.add_parser("demo", help="fit, inspect and evaluate on the data that ships with anomalens")
     p.add_argument("-o", "--output", default="demo_results")

@@ -1,0 +1,72 @@
+"""``anomalens chat MODEL_DIR IMAGE``: talk about one inspection result (offline unless an LLM is configured)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from anomalens.data import read_image
+from anomalens.explanation.chat import ChatBackend, ChatSession
+from anomalens.explanation.history import DefectHistory
+from anomalens.models import load_detector
+from anomalens.postprocessing.findings import extract_findings
+
+console = Console()
+QUIT = {"quit", "exit", "q", "bye"}
+
+
+def _backend(args: argparse.Namespace) -> ChatBackend | None:
+    """The configured LLM, if any (--llm or ANOMALENS_LLM_* environment variables)."""
+    if not args.llm:
+        return None
+    from anomalens.explanation.llm import LLMConfig, LLMExplainer
+
+    config = LLMConfig.from_env()
+    if args.llm != "env":
+        config = config.model_copy(update={"base_url": args.llm})
+    return LLMExplainer(config)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    detector = load_detector(args.model_dir)
+    image = read_image(args.image)
+    findings = extract_findings(detector.predict(image), image)
+    seen_before: list[str] = []
+    if args.history:
+        text = " ".join(r.position for r in findings.regions)
+        seen_before = [case.seen_before() for case, _ in DefectHistory(args.history).similar(text=text or "defect")]
+    session = ChatSession(findings, _backend(args), seen_before)
+    console.print(f"[bold]anomalens:[/] {session.opening()}")
+    questions: Any = args.question or _prompt_lines()
+    for question in questions:
+        if question.strip().lower() in QUIT:
+            break
+        if not question.strip():
+            continue
+        reply, source = session.ask(question)
+        if args.question:
+            console.print(f"[bold]you:[/] {question}")
+        console.print(f"[bold]anomalens[/] ({source}): {reply}")
+    return 0
+
+
+def _prompt_lines():
+    while True:
+        try:
+            yield input("you: ")
+        except EOFError:
+            return
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("chat", help="ask questions about one inspected image")
+    p.add_argument("model_dir")
+    p.add_argument("image")
+    p.add_argument("--question", action="append", help="ask this and exit (repeatable); otherwise interactive")
+    p.add_argument("--history", help="SQLite defect history to quote similar past cases from")
+    p.add_argument("--llm", nargs="?", const="env", help="use an LLM: a base URL of an OpenAI-compatible "
+                                                        "server, or no value to read ANOMALENS_LLM_* variables")
+    p.set_defaults(func=cmd_chat)
+    return p
