@@ -86,13 +86,17 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 
 
 def inspect(detector: BaseDetector, inputs: Sequence[str | Path] | Sequence[Sample], out_dir: str | Path | None,
-            on_error: OnError = "skip", progress: bool = False) -> InspectionRun:
+            on_error: OnError = "skip", progress: bool = False, taxonomy: Any = None) -> InspectionRun:
     """Predict every image; write overlay and mask PNGs and results incrementally to ``out_dir``.
 
     ``results.jsonl`` gains one line per image as soon as it is done, so a run that is stopped keeps what it
     finished. At the end ``results.json`` holds the list of per-image records (the result contract: ``image``,
     ``anomalous``, ``score``, ``regions`` with ``grid``/``bbox``/``area_fraction``/``severity``, and
     ``explanation`` with ``text`` and ``source``) and ``summary.json`` the counts and unreadable files.
+
+    With ``taxonomy`` (an :class:`anomalens.explanation.taxonomy.Taxonomy`) every region also gets
+    ``defect_type`` (a type of the taxonomy, or "unknown") and ``type_confidence`` (in [0, 1]), classified from
+    the region's own connected component of the prediction mask.
     """
     paths = collect_images(inputs) if inputs and not isinstance(inputs[0], Sample) else list(inputs)
     out = Path(out_dir) if out_dir is not None else None
@@ -115,6 +119,12 @@ def inspect(detector: BaseDetector, inputs: Sequence[str | Path] | Sequence[Samp
                                   "region_count": summary["count"], "severity": summary["severity"],
                                   "regions": summary["regions"],
                                   "explanation": {"text": explain(findings), "source": "offline"}}
+        if taxonomy is not None and findings.regions:
+            from anomalens.explanation.taxonomy import region_masks
+
+            for index, region_mask in region_masks(prediction, findings):
+                label, confidence, _ = taxonomy.classify(image, region_mask)
+                record["regions"][index].update(defect_type=label, type_confidence=round(confidence, 4))
         if out is not None:
             stem = _unique_stem(path, used)
             write_png(out / f"{stem}_overlay.png", overlay(to_uint8_rgb(image), prediction))

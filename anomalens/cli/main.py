@@ -20,6 +20,8 @@ from rich.table import Table
 from anomalens import api
 from anomalens.data import mvtec_samples
 from anomalens.cli.chat import add_parser as add_chat_parser
+from anomalens.cli.classify import add_parser as add_classify_parser
+from anomalens.cli.classify import load_taxonomy
 from anomalens.cli.simulate import add_parser as add_simulate_parser
 from anomalens.evaluation.evaluate import evaluate
 from anomalens.models import DETECTORS, load_detector
@@ -87,7 +89,8 @@ def _results_table(results: list[dict[str, Any]], truth: dict[str, str] | None =
 
 def cmd_predict(args: argparse.Namespace) -> int:
     detector = load_detector(args.model_dir)
-    run = api.inspect(detector, args.inputs, args.output, _on_error(args), progress=True)
+    taxonomy = load_taxonomy(args.taxonomy) if args.taxonomy else None
+    run = api.inspect(detector, args.inputs, args.output, _on_error(args), progress=True, taxonomy=taxonomy)
     console.print(_results_table(run.results))
     for error in run.errors:
         console.print(f"[yellow]skipped[/] {error['path']}: {error['error']}")
@@ -174,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="folder for overlays, masks and results.json")
+    p.add_argument("--taxonomy", help="defect types: a saved taxonomy or a folder per type of labelled examples")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="measure a model on a labelled MVTec-layout test set")
@@ -185,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate_parser(sub)
     add_chat_parser(sub)
+    add_classify_parser(sub)
 
     p = sub.add_parser("demo", help="fit, inspect and evaluate on the data that ships with anomalens")
     p.add_argument("-o", "--output", default="demo_results")

@@ -155,7 +155,8 @@ def _cells(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def _cell_of(x: float, y: float, shape: tuple[int, int]) -> str:
+def grid_cell(x: float, y: float, shape: tuple[int, int]) -> str:
+    """The 3x3 grid word ("top left" ... "bottom right") of pixel (x, y) in an image of this (H, W)."""
     height, width = shape
     row = min(2, max(0, int((y + 0.5) * 3 / height)))
     col = min(2, max(0, int((x + 0.5) * 3 / width)))
@@ -277,7 +278,7 @@ def extract_findings(prediction: Prediction, image: np.ndarray | None = None, mi
         relative = peak / threshold if threshold > 0 else math.inf
         y0, x0, y1, x1 = (int(v) for v in p.bbox)
         cy, cx = (float(v) for v in p.centroid)
-        centre_cell = _cell_of(cx, cy, shape)
+        centre_cell = grid_cell(cx, cy, shape)
         kind, ratio, degrees = _shape(p)
         brightness, cues, inside, around, difference, colour = _appearance(region, mask, pixels, int(p.area))
         regions.append(Region(
