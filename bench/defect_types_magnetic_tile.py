@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from anomalens.data import mvtec_samples, read_image, read_mask
-from anomalens.explanation.taxonomy import UNKNOWN, Taxonomy
+from anomalens.explanation.taxonomy import UNKNOWN, Taxonomy, region_masks
+from anomalens.postprocessing.findings import extract_findings
 
 TYPES = ("blowhole", "break", "crack", "fray", "uneven")
 
@@ -106,38 +107,47 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.detector:
         from anomalens import api
-        from anomalens.postprocessing.findings import extract_findings
-        from skimage import measure
 
         tic = time.perf_counter()
         detector, _ = api.fit(args.data, args.category, "patchcore")
         print(f"\nPatchCore fitted in {time.perf_counter() - tic:.1f} s")
-        vectors, det_truth, missed = [], [], 0
-        for s in query:
-            image = images[s.path]
-            prediction = detector.predict(image)
-            findings = extract_findings(prediction, image)
-            if not findings.regions:
-                missed += 1
-                continue
-            largest = findings.largest
-            mask = np.asarray(prediction.mask, bool)
-            labels = measure.label(mask, connectivity=2)
-            x0, y0, x1, y1 = largest.box
-            window = labels[y0:y1, x0:x1]
-            ids, counts = np.unique(window[window > 0], return_counts=True)
-            region = labels == ids[np.argmax(counts)] if len(ids) else None
-            if region is None:  # the fallback blob of an empty mask: use its box
-                region = np.zeros(mask.shape, bool)
-                region[y0:y1, x0:x1] = True
-            vectors.append(base.embed(image, region))
-            det_truth.append(s.defect_type)
+
+        def detector_vectors(group):
+            """Embeddings of the largest region the detector outlines in each image (None when it finds none)."""
+            out = []
+            for s in group:
+                image = images[s.path]
+                prediction = detector.predict(image)
+                findings = extract_findings(prediction, image)
+                if not findings.regions:
+                    out.append(None)
+                    continue
+                masks = dict(region_masks(prediction, findings))
+                out.append(base.embed(image, masks[findings.largest.index]))
+            return out
+
+        query_found = detector_vectors(query)
+        vectors = [v for v in query_found if v is not None]
+        det_truth = [t for v, t in zip(query_found, truth) if v is not None]
+        missed = len(query) - len(vectors)
         print(f"detector regions: {len(vectors)} of {len(query)} images called anomalous ({missed} missed)")
         report["detector_region"] = {"n_missed": missed}
         for name, taxonomy in methods.items():
             result = evaluate(taxonomy, vectors, det_truth)
             report["detector_region"][name] = result
-            show(f"detector region, {name}", result)
+            show(f"detector region, taxonomy from ground-truth regions, {name}", result)
+        # the same kind of region on both sides: the taxonomy learned from the detector's regions of the examples
+        support_found = detector_vectors(support)
+        kept = [(v, s) for v, s in zip(support_found, support) if v is not None]
+        from_detector = Taxonomy(method="knn", k=args.k)
+        from_detector.fit_embeddings(np.stack([v for v, _ in kept]), [s.defect_type for _, s in kept],
+                                     [str(s.path) for _, s in kept])
+        report["detector_region_detector_taxonomy"] = {"n_examples": len(kept)}
+        for name, taxonomy in {"prototype": from_detector.with_method("prototype"),
+                               f"knn (k={args.k}, default)": from_detector}.items():
+            result = evaluate(taxonomy, vectors, det_truth)
+            report["detector_region_detector_taxonomy"][name] = result
+            show(f"detector region, taxonomy from the detector's regions of the examples, {name}", result)
 
     report["seconds"] = round(time.perf_counter() - start, 1)
     print(f"\ntotal {report['seconds']} s")
