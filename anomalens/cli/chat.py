@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from typing import Any
 
 from rich.console import Console
@@ -17,16 +17,30 @@ console = Console()
 QUIT = {"quit", "exit", "q", "bye"}
 
 
-def _backend(args: argparse.Namespace) -> ChatBackend | None:
-    """The configured LLM, if any (--llm or ANOMALENS_LLM_* environment variables)."""
+class _GroundedLLM:
+    """The LLM explainer's chat, grounded in this result's findings (it falls back to offline answers itself)."""
+
+    def __init__(self, explainer: Any, findings: Any):
+        self.explainer, self.findings = explainer, findings
+
+    def chat(self, messages: list[dict[str, Any]]) -> str:
+        return self.explainer.chat(messages, findings=self.findings)
+
+    @property
+    def last_chat(self) -> dict[str, Any]:
+        return self.explainer.last_chat
+
+
+def _backend(args: argparse.Namespace, findings: Any) -> ChatBackend | None:
+    """The configured LLM, if any: --llm URL (an OpenAI-compatible server) or ANOMALENS_LLM_* variables."""
     if not args.llm:
         return None
     from anomalens.explanation.llm import LLMConfig, LLMExplainer
 
-    config = LLMConfig.from_env()
-    if args.llm != "env":
-        config = config.model_copy(update={"base_url": args.llm})
-    return LLMExplainer(config)
+    overrides = {} if args.llm == "env" else {
+        "provider": "openai-compatible", "base_url": args.llm,
+        "model": os.environ.get("ANOMALENS_LLM_MODEL", "local")}
+    return _GroundedLLM(LLMExplainer(LLMConfig.from_env(**overrides)), findings)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -37,7 +51,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.history:
         text = " ".join(r.position for r in findings.regions)
         seen_before = [case.seen_before() for case, _ in DefectHistory(args.history).similar(text=text or "defect")]
-    session = ChatSession(findings, _backend(args), seen_before)
+    session = ChatSession(findings, _backend(args, findings), seen_before)
     console.print(f"[bold]anomalens:[/] {session.opening()}")
     questions: Any = args.question or _prompt_lines()
     for question in questions:

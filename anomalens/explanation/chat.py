@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class ChatBackend(Protocol):
+    """Answers the conversation so far; may set ``last_chat = {"source": ..., "reason": ...}`` when it fell back."""
+
     def chat(self, messages: list[dict[str, Any]]) -> str: ...
 
 
@@ -49,7 +51,7 @@ class ChatSession:
         if self.backend is not None:
             try:
                 reply = self.backend.chat(self.messages).strip() or None
-                source = "llm" if reply else "offline"
+                source = getattr(self.backend, "last_chat", {}).get("source", "llm") if reply else "offline"
             except Exception as error:  # a failing model must not end the conversation
                 log.warning("LLM failed, answering offline: %s", error)
         if reply is None:

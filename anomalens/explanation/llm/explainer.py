@@ -1,0 +1,131 @@
+"""LLM explanations grounded in the measured findings, with the offline explainer as the safety net.
+
+:meth:`LLMExplainer.explain` asks the model for the JSON of :class:`~anomalens.explanation.llm.schema.LLMExplanation`,
+parses and validates it, and runs the grounding check. A reply that contradicts the findings (or does not
+parse) is sent back once with the problems listed; a second failure, like an unreachable server or a
+time-out, gives the offline explanation with ``source: "offline"`` and the reason.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from anomalens.explanation import offline
+from anomalens.explanation.llm.client import LLMClient, LLMUnavailable
+from anomalens.explanation.llm.config import LLMConfig
+from anomalens.explanation.llm.grounding import check, check_text
+from anomalens.explanation.llm.images import vision_images
+from anomalens.explanation.llm.prompts import chat_system_message, explain_messages, retry_message
+from anomalens.explanation.llm.schema import LLMExplanation, ReplyError, parse_reply
+from anomalens.postprocessing.findings import Findings
+
+log = logging.getLogger(__name__)
+
+
+def _as_dict(findings: Findings | dict[str, Any]) -> dict[str, Any]:
+    return findings.to_dict() if isinstance(findings, Findings) else findings
+
+
+def compose_text(reply: LLMExplanation) -> str:
+    """The checked reply as a few sentences."""
+    sentences = [reply.description.rstrip(".") + "."]
+    if reply.positions:
+        sentences.append(f"Where: {', '.join(reply.positions)}.")
+    if reply.defect_type and reply.defect_type.lower() != "none":
+        sentences.append(f"Likely defect type: {reply.defect_type.rstrip('.')}.")
+    if reply.likely_causes:
+        sentences.append(f"Possible causes: {'; '.join(c.rstrip('.') for c in reply.likely_causes)}.")
+    if reply.recommended_action:
+        sentences.append(f"Recommended action: {reply.recommended_action.rstrip('.')}.")
+    return " ".join(sentences)
+
+
+class LLMExplainer:
+    """Explanations and chat through any OpenAI-compatible chat API (see :class:`LLMConfig`).
+
+    ``client`` replaces the :class:`LLMClient` built from ``config``; ``prompts_dir`` overrides templates.
+    """
+
+    def __init__(self, config: LLMConfig | None = None, client: LLMClient | None = None,
+                 prompts_dir: str | None = None) -> None:
+        self.config = config if config is not None else (client.config if client else LLMConfig.from_env())
+        self.client = client or LLMClient(self.config)
+        self.prompts_dir = prompts_dir
+        self.last_findings: dict[str, Any] | None = None
+        self.last_chat: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"LLMExplainer({self.client!r})"
+
+    def _evaluate(self, text: str, findings: dict[str, Any]) -> tuple[LLMExplanation | None, list[str]]:
+        try:
+            reply = parse_reply(text)
+        except ReplyError as exc:
+            return None, [str(exc)]
+        return reply, check(reply, findings)
+
+    def explain(self, findings: Findings | dict[str, Any], image: np.ndarray | None = None,
+                prediction: Any = None, reference: np.ndarray | None = None) -> dict[str, Any]:
+        """``{"text", "source": "llm" | "offline", "reason", "llm", "attempts", "problems"}``.
+
+        ``image`` (and the mask of ``prediction``, and a normal ``reference``) are sent as PNG images only to
+        models that take images. ``llm`` holds the parsed fields of the last reply (None when unparseable),
+        ``problems`` the contradictions found in each attempt.
+        """
+        f = _as_dict(findings)
+        self.last_findings = f
+        attempts = 0
+        history: list[list[str]] = []
+        reply: LLMExplanation | None = None
+        try:
+            images = vision_images(image, prediction, reference) \
+                if (image is not None or reference is not None) and self.client.supports_images else []
+            messages = explain_messages(f, images, self.prompts_dir)
+            for attempt in range(2):
+                text = self.client.complete(messages, json_mode=self.config.json_mode)
+                attempts += 1
+                reply, problems = self._evaluate(text, f)
+                history.append(problems)
+                if not problems:
+                    return {"text": compose_text(reply), "source": "llm",
+                            "reason": "grounded" if attempt == 0 else "grounded after one retry",
+                            "llm": reply.model_dump(), "attempts": attempts, "problems": history,
+                            "model": self.config.model}
+                log.info("LLM reply rejected (attempt %d): %s", attempts, "; ".join(problems))
+                messages = [*messages, {"role": "assistant", "content": text}, retry_message(problems)]
+            reason = "the LLM's answer contradicted the findings after one retry: " + "; ".join(history[-1])
+        except LLMUnavailable as exc:
+            reason = f"LLM unavailable: {exc}"
+        return {"text": offline.explain(f), "source": "offline", "reason": reason,
+                "llm": reply.model_dump() if reply is not None else None, "attempts": attempts,
+                "problems": history, "model": self.config.model}
+
+    def chat(self, messages: list[dict[str, Any]], findings: Findings | dict[str, Any] | None = None) -> str:
+        """The assistant's next turn in a conversation about ``findings`` (default: the last explained ones).
+
+        ``messages`` are the user / assistant turns so far (a system message with the findings is added).
+        A reply that contradicts the findings, or an unavailable LLM, gives ``offline.answer`` to the last user
+        question instead; ``self.last_chat`` records the source and reason.
+        """
+        f = _as_dict(findings) if findings is not None else self.last_findings
+        question = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+        turns = [m for m in messages if m.get("role") != "system"]
+        if f is None:
+            text = self.client.complete(turns)   # nothing to ground in, nothing to fall back to
+            self.last_chat = {"source": "llm", "reason": "no findings given"}
+            return text
+        try:
+            text = self.client.complete([chat_system_message(f, self.prompts_dir), *turns])
+        except LLMUnavailable as exc:
+            self.last_chat = {"source": "offline", "reason": f"LLM unavailable: {exc}"}
+            return offline.answer(question, f)
+        problems = check_text(text, f)
+        if problems or not text.strip():
+            self.last_chat = {"source": "offline", "reason": "; ".join(problems) or "empty reply"}
+            return offline.answer(question, f)
+        self.last_chat = {"source": "llm", "reason": "grounded"}
+        return text.strip()
+
+

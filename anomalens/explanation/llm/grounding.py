@@ -1,0 +1,118 @@
+"""Does an LLM's answer contradict the measured findings?
+
+:func:`check` compares the structured reply with the findings: the verdict, the number of regions, the grid
+positions (only cells some region covers may be named), a description or defect type that denies the defect of
+an anomalous image (or claims one on a normal image), counts and grid words inside the description.
+:func:`check_text` applies the text-level part to any sentence (used on chat replies and final texts).
+Each contradiction is one plain sentence, ready to be sent back to the model.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from anomalens.explanation.llm.schema import GRID_WORDS, LLMExplanation
+from anomalens.postprocessing.findings import Findings
+
+_DENIALS = re.compile(
+    r"\b(no|not any|without|zero)\s+(visible\s+|apparent\s+|obvious\s+)?"
+    r"(defects?|anomal(y|ies)|damage|flaws?|faults?|issues?|problems?)\b"
+    r"|\b(is|are|looks?|appears?)\s+not\s+(anomalous|defective|damaged)\b|\bnon[- ]?defective\b"
+    r"|\b(defect|anomaly|flaw)[- ]free\b|\blooks?\s+(normal|fine|good|ok)\b|\bis\s+normal\b"
+    r"|\bnothing\s+(wrong|unusual|abnormal)\b|\bno\s+action\b|^\s*(none|normal|n/?a|no)\s*\.?\s*$",
+    re.IGNORECASE)
+_AFFIRMS = re.compile(
+    r"\b(is|looks|appears)\s+(anomalous|defective|damaged)\b|\b(defects?|anomal(y|ies))\s+(found|detected|present)\b"
+    r"|\b(there\s+(is|are))\s+(an?\s+|\d+\s+|some\s+)?(defects?|anomal(y|ies)|scratch(es)?|cracks?)\b",
+    re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"<[^<>]{2,}>")   # "<at most 10 words>" copied from the prompt
+_NONE_TYPES = {"", "none", "no defect", "no anomaly", "normal", "n/a", "na", "null", "nothing", "-", "not applicable"}
+_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+            "ten": 10, "single": 1, "a single": 1}
+_COUNTED = re.compile(
+    r"\b(a single|single|one|two|three|four|five|six|seven|eight|nine|ten|\d+)\s+(\w+\s+)?"
+    r"(regions?|defects?|anomal(y|ies)|spots?|areas?|scratch(es)?|cracks?|stains?|marks?|blobs?)\b",
+    re.IGNORECASE)
+_EDGES = {"top", "bottom", "left", "right"}  # "on the left" is fine for a region at the bottom left
+_GRID = re.compile(r"\b(" + "|".join(sorted((re.escape(w) for w in GRID_WORDS), key=len, reverse=True))
+                   + r"|centre|middle)\b", re.IGNORECASE)
+
+
+def _as_dict(findings: Findings | dict[str, Any]) -> dict[str, Any]:
+    return findings.to_dict() if isinstance(findings, Findings) else findings
+
+
+def allowed_positions(findings: Findings | dict[str, Any]) -> list[str]:
+    """Grid words covered by some region, in the regions' order (strongest first)."""
+    words: list[str] = []
+    for region in _as_dict(findings).get("regions", []):
+        for word in [region.get("position"), *region.get("grid", [])]:
+            if word and word not in words:
+                words.append(word)
+    return words
+
+
+def check_text(text: str, findings: Findings | dict[str, Any]) -> list[str]:
+    """Contradictions between a free text and the findings: denial or claim of a defect against the verdict,
+    a stated number of regions other than the count, grid words where no region is."""
+    f = _as_dict(findings)
+    problems: list[str] = []
+    anomalous = bool(f["anomalous"])
+    count = len(f.get("regions", []))
+    if anomalous and _DENIALS.search(text or ""):
+        problems.append(f"the text {text!r} denies a defect, but the image is anomalous with {count} "
+                        f"region{'s' if count != 1 else ''}")
+    if not anomalous and _AFFIRMS.search(text or ""):
+        problems.append(f"the text {text!r} claims a defect, but the image is normal")
+    if anomalous:
+        for match in _COUNTED.finditer(text or ""):
+            number = match.group(1).lower()
+            value = int(number) if number.isdigit() else _NUMBERS.get(number)
+            if value is not None and value != count:
+                problems.append(f"the text says {match.group(0)!r}, but there "
+                                f"{'is 1 region' if count == 1 else f'are {count} regions'}")
+        allowed = set(allowed_positions(f))
+        for match in _GRID.finditer(text or ""):
+            word = {"centre": "center", "middle": "center"}.get(match.group(1).lower(), match.group(1).lower())
+            edge_ok = word in _EDGES and any(word in a.split() for a in allowed)
+            if word not in allowed and not edge_ok:
+                problems.append(f"the text names the {word}, but no region is there (regions at: "
+                                f"{', '.join(allowed_positions(f))})")
+    return problems
+
+
+def check(reply: LLMExplanation, findings: Findings | dict[str, Any]) -> list[str]:
+    """Every way ``reply`` contradicts ``findings`` (empty when it is consistent)."""
+    f = _as_dict(findings)
+    problems: list[str] = []
+    anomalous = bool(f["anomalous"])
+    count = len(f.get("regions", []))
+    verdict = "anomalous" if anomalous else "normal"
+    if reply.anomalous != anomalous:
+        problems.append(f"\"anomalous\" is {str(reply.anomalous).lower()}, but the detector's verdict is {verdict}")
+    if reply.count != count:
+        problems.append(f"\"count\" is {reply.count}, but the findings have {count} region{'s' if count != 1 else ''}")
+    allowed = allowed_positions(f)
+    if anomalous:
+        wrong = [p for p in reply.positions if p not in allowed]
+        if wrong:
+            problems.append(f"\"positions\" has {', '.join(repr(p) for p in wrong)}, but the regions are only at: "
+                            f"{', '.join(allowed)}")
+        if not reply.positions:
+            problems.append(f"\"positions\" is empty, but the regions are at: {', '.join(allowed)}")
+        if reply.defect_type.strip().lower() in _NONE_TYPES - {""}:
+            problems.append(f"\"defect_type\" is {reply.defect_type!r}, but the image is anomalous")
+    else:
+        if reply.positions:
+            problems.append(f"\"positions\" is {reply.positions}, but the image is normal (no regions): use []")
+        if reply.defect_type.strip().lower() not in _NONE_TYPES:
+            problems.append(f"\"defect_type\" is {reply.defect_type!r}, but the image is normal: use \"none\"")
+    fields = {"description": reply.description, "defect_type": reply.defect_type,
+              "recommended_action": reply.recommended_action,
+              **{f"likely_causes[{i}]": c for i, c in enumerate(reply.likely_causes)}}
+    for name, value in fields.items():
+        if _PLACEHOLDER.search(value or ""):
+            problems.append(f"\"{name}\" is the template's placeholder {value!r}: write the real content")
+    for problem in check_text(reply.description, f):
+        problems.append("\"description\": " + problem)
+    return problems

@@ -1,0 +1,313 @@
+"""LLM explanations: unit tests without a model, and @pytest.mark.llm tests against a real llama.cpp server
+running SmolLM2-135M (tests/llm_server.py) through the official openai SDK."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from anomalens.explanation import offline
+from anomalens.explanation.llm import (LLMClient, LLMConfig, LLMExplainer, LLMExplanation, LLMUnavailable,
+                                       ReplyError, check, check_text, extract_json, findings_text, parse_reply)
+from anomalens.explanation.llm.prompts import explain_messages, load_template, render
+from anomalens.postprocessing.findings import extract_findings
+from anomalens.types import Prediction, Thresholds
+from llm_server import free_port, llm_server  # noqa: F401  (session fixture)
+
+H, W = 90, 120
+THRESHOLDS = Thresholds(image=1.0, pixel=0.5, method="test")
+
+
+def findings_for(boxes, score: float = 1.7, dark: bool = True):
+    """Findings of a prediction with one rectangle per (rows, cols, peak); no boxes gives a normal image."""
+    amap = np.full((H, W), 0.1, np.float32)
+    image = np.full((H, W, 3), 0.5, np.float32)
+    for rows, cols, peak in boxes:
+        amap[rows, cols] = peak
+        image[rows, cols] = 0.15 if dark else 0.9
+    mask = amap >= THRESHOLDS.pixel
+    anomalous = bool(mask.any())
+    prediction = Prediction(score if anomalous else 0.7, amap, anomalous, mask, THRESHOLDS)
+    return extract_findings(prediction, image), image, prediction
+
+
+@pytest.fixture
+def one_bottom_left():
+    return findings_for([(slice(70, 80), slice(8, 22), 1.9)])[0]
+
+
+@pytest.fixture
+def normal_findings():
+    return findings_for([])[0]
+
+
+def good_reply(**changes):
+    data = {"anomalous": True, "count": 1, "positions": ["bottom left"], "description": "Dark compact spot",
+            "defect_type": "stain", "likely_causes": ["contamination"], "recommended_action": "clean and re-inspect"}
+    data.update(changes)
+    return LLMExplanation.model_validate(data)
+
+
+# ---------------------------------------------------------------- grounding, schema, parsing (no model)
+
+def test_grounded_reply_passes(one_bottom_left):
+    assert check(good_reply(), one_bottom_left) == []
+
+
+def test_grounding_catches_wrong_count(one_bottom_left):
+    problems = check(good_reply(count=3), one_bottom_left)
+    assert len(problems) == 1 and '"count" is 3' in problems[0] and "1 region" in problems[0]
+
+
+def test_grounding_catches_wrong_position(one_bottom_left):
+    problems = check(good_reply(positions=["top right"]), one_bottom_left)
+    assert any("'top right'" in p and "bottom left" in p for p in problems)
+    assert check(good_reply(description="Dark spot at the top right"), one_bottom_left)
+    assert check(good_reply(description="Dark spot on the left"), one_bottom_left) == []  # edge of bottom left
+
+
+def test_grounding_catches_wrong_verdict(one_bottom_left, normal_findings):
+    problems = check(good_reply(anomalous=False), one_bottom_left)
+    assert any("verdict is anomalous" in p for p in problems)
+    assert any("denies a defect" in p for p in check(good_reply(description="No defects visible"), one_bottom_left))
+    normal_problems = check(good_reply(), normal_findings)
+    assert any("verdict is normal" in p for p in normal_problems)
+    assert any('"count" is 1' in p for p in normal_problems)
+    assert any("positions" in p for p in normal_problems)
+    ok = LLMExplanation(anomalous=False, count=0, positions=[], description="Surface looks normal",
+                        defect_type="none", likely_causes=[], recommended_action="pass the part")
+    assert check(ok, normal_findings) == []
+
+
+def test_grounding_catches_copied_placeholders(one_bottom_left):
+    assert any("placeholder" in p for p in check(good_reply(description="<at most 10 words>"), one_bottom_left))
+
+
+def test_grounding_catches_counts_in_the_description(one_bottom_left):
+    assert any("two scratches" in p.lower() for p in check(good_reply(description="Two scratches near the left"),
+                                                   one_bottom_left))
+
+
+def test_check_text_accepts_the_offline_explanation():
+    findings = findings_for([(slice(75, 79), slice(5, 35), 1.8), (slice(8, 16), slice(95, 103), 1.1)])[0]
+    assert check_text(offline.explain(findings), findings) == []
+    assert check_text("There is no anomaly in the image.", findings)
+
+
+def test_schema_rejects_an_eleven_word_description():
+    with pytest.raises(ValueError, match="11 words"):
+        good_reply(description="one two three four five six seven eight nine ten eleven")
+    assert good_reply(description="one two three four five six seven eight nine ten").description
+
+
+def test_tolerant_json_parsing():
+    chatty = ('Sure! Here is the analysis:\n```json\n{"anomalous": "true", "count": "1", "positions": '
+              '"Bottom-Left corner", "description": "A dark {odd} stain", "defect_type": "stain",'
+              ' "likely_causes": "oil", "recommended_action": "clean",}\n```\nHope this helps {really}.')
+    reply = parse_reply(chatty)
+    assert reply.anomalous is True and reply.count == 1
+    assert reply.positions == ["bottom left"] and reply.likely_causes == ["oil"]
+    assert reply.description == "A dark {odd} stain"
+    assert extract_json('text {not json} then {"a": {"b": 1}} tail') == {"a": {"b": 1}}
+    with pytest.raises(ReplyError, match="no JSON"):
+        parse_reply("I think the image is fine.")
+    with pytest.raises(ReplyError, match="count"):
+        parse_reply('{"anomalous": true, "description": "x"}')
+
+
+# ---------------------------------------------------------------- config, prompts (no model)
+
+def test_config_never_exposes_the_key(monkeypatch):
+    secret = "sk-test-SECRET-0123456789"
+    monkeypatch.setenv("MY_LLM_KEY", secret)
+    env = {"ANOMALENS_LLM_PROVIDER": "openai", "ANOMALENS_LLM_MODEL": "gpt-4o-mini",
+           "ANOMALENS_LLM_API_KEY_ENV": "MY_LLM_KEY", "ANOMALENS_LLM_VISION": "auto",
+           "ANOMALENS_LLM_TIMEOUT_S": "12.5", "ANOMALENS_LLM_MAX_RETRIES": "1"}
+    config = LLMConfig.from_env(env)
+    assert config.api_key() == secret  # read from the environment when needed
+    assert (config.timeout_s, config.max_retries, config.vision) == (12.5, 1, None)
+    client = LLMClient(config)
+    for shown in (repr(config), str(config), json.dumps(config.model_dump()), config.model_dump_json(),
+                  repr(client), repr(LLMExplainer(config))):
+        assert secret not in shown
+    assert "MY_LLM_KEY" in repr(config)
+    with pytest.raises(ValueError) as info:
+        LLMConfig(model="m", api_key_env=secret)           # a key pasted where a name belongs
+    assert secret not in str(info.value)
+    with pytest.raises(ValueError):
+        LLMConfig(model="m", api_key=secret)                # no field for keys at all
+
+
+def test_config_providers():
+    assert LLMConfig.from_env({"ANOMALENS_LLM_PROVIDER": "ollama", "ANOMALENS_LLM_MODEL": "smollm2:135m"}
+                              ).resolved_base_url == "http://127.0.0.1:11434/v1"
+    assert LLMConfig(provider="ollama", model="x").api_key({}) == "no-key-required"
+    with pytest.raises(ValueError, match="api_version"):
+        LLMConfig(provider="azure", model="deployment", base_url="https://x.openai.azure.com")
+    with pytest.raises(ValueError, match="base_url"):
+        LLMConfig(provider="openai-compatible", model="x")
+    with pytest.raises(ValueError, match="OPENAI_API_KEY"):
+        LLMConfig(model="gpt-4o-mini").api_key({})
+    with pytest.raises(ValueError, match="ANOMALENS_LLM_MODEL"):
+        LLMConfig.from_env({})
+
+
+def test_missing_key_is_unavailable_not_a_crash(one_bottom_left, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = LLMExplainer(LLMConfig(model="gpt-4o-mini")).explain(one_bottom_left)
+    assert result["source"] == "offline" and "OPENAI_API_KEY" in result["reason"]
+    assert result["text"] == offline.explain(one_bottom_left)
+
+
+def test_prompt_override_directory(tmp_path, monkeypatch, one_bottom_left):
+    assert "$findings" in load_template("explain.txt")
+    (tmp_path / "explain.txt").write_text("CUSTOM $count regions\n$findings", encoding="utf-8")
+    messages = explain_messages(one_bottom_left, prompts_dir=tmp_path)
+    assert messages[1]["content"].startswith("CUSTOM 1 regions\nverdict: anomalous")
+    assert messages[0]["content"] == render("system.txt")          # not overridden: the packaged one
+    monkeypatch.setenv("ANOMALENS_PROMPTS_DIR", str(tmp_path))
+    assert load_template("explain.txt").startswith("CUSTOM")
+    assert "bottom left" in findings_text(one_bottom_left) and "darker" in findings_text(one_bottom_left)
+
+
+class ScriptedClient(LLMClient):
+    """Replies from a list, records the messages it was sent."""
+
+    def __init__(self, replies, vision=False):
+        super().__init__(LLMConfig(provider="openai-compatible", model="scripted", base_url="http://x/v1",
+                                   vision=vision))
+        self.replies, self.sent = list(replies), []
+
+    def complete(self, messages, max_tokens=None, temperature=None, json_mode=False):
+        self.sent.append(messages)
+        return self.replies.pop(0)
+
+
+def test_retry_once_with_the_contradictions_then_accept(one_bottom_left):
+    wrong = json.dumps(good_reply(count=2).model_dump())
+    right = "Here you go: " + json.dumps(good_reply().model_dump())
+    client = ScriptedClient([wrong, right])
+    result = LLMExplainer(client=client).explain(one_bottom_left)
+    assert result["source"] == "llm" and result["attempts"] == 2 and result["llm"]["count"] == 1
+    follow_up = client.sent[1][-1]["content"]
+    assert '"count" is 2' in follow_up and client.sent[1][-2] == {"role": "assistant", "content": wrong}
+
+
+def test_second_contradiction_falls_back_to_offline(one_bottom_left):
+    client = ScriptedClient(["no json at all", json.dumps(good_reply(anomalous=False).model_dump())])
+    result = LLMExplainer(client=client).explain(one_bottom_left)
+    assert result["source"] == "offline" and result["attempts"] == 2
+    assert "contradicted" in result["reason"] and "verdict is anomalous" in result["reason"]
+    assert result["text"] == offline.explain(one_bottom_left)
+
+
+def test_vision_models_get_the_composite_and_the_reference():
+    findings, image, prediction = findings_for([(slice(70, 80), slice(8, 22), 1.9)])
+    client = ScriptedClient([json.dumps(good_reply().model_dump())], vision=True)
+    LLMExplainer(client=client).explain(findings, image=image, prediction=prediction, reference=image)
+    parts = client.sent[0][1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "image_url"]
+    assert all(p["image_url"]["url"].startswith("data:image/png;base64,") for p in parts[1:])
+
+
+# ---------------------------------------------------------------- a real SmolLM2 server (llama.cpp)
+
+VARIED = [
+    ("one dark blob bottom left", [(slice(70, 80), slice(8, 22), 1.9)], True),
+    ("one bright blob center", [(slice(40, 50), slice(55, 65), 1.3)], False),
+    ("top right square", [(slice(5, 20), slice(95, 115), 2.5)], True),
+    ("horizontal bar at the top", [(slice(10, 14), slice(5, 115), 1.7)], False),
+    ("vertical bar on the left", [(slice(5, 85), slice(10, 13), 1.4)], True),
+    ("two regions", [(slice(75, 79), slice(5, 35), 1.8), (slice(8, 16), slice(95, 103), 1.1)], True),
+    ("three regions", [(slice(5, 12), slice(5, 12), 2.4), (slice(40, 48), slice(55, 63), 1.5),
+                       (slice(75, 85), slice(100, 112), 1.2)], False),
+    ("big central patch", [(slice(25, 65), slice(35, 85), 3.0)], True),
+    ("small bottom right", [(slice(78, 84), slice(108, 114), 1.1)], False),
+    ("normal image", [], True),
+]
+
+
+def server_config(server, **changes) -> LLMConfig:
+    values = {"provider": "openai-compatible", "model": server.model, "base_url": server.base_url,
+              "timeout_s": 60, "max_retries": 0, "max_tokens": 160}
+    values.update(changes)
+    return LLMConfig(**values)
+
+
+def assert_never_contradicts(result, findings):
+    if result["source"] == "llm":
+        assert check(LLMExplanation.model_validate(result["llm"]), findings) == []
+        assert check_text(result["llm"]["description"], findings) == []
+    else:
+        assert result["reason"] and result["text"] == offline.explain(findings)
+        assert check_text(result["text"], findings) == []
+
+
+@pytest.mark.llm
+def test_plain_completion_returns_text(llm_server):
+    client = LLMClient(server_config(llm_server, max_tokens=20))
+    text = client.complete([{"role": "user", "content": "Say hello in one short sentence."}])
+    assert isinstance(text, str) and text.strip()
+
+
+@pytest.mark.llm
+def test_text_only_server_is_detected_without_crashing(llm_server):
+    client = LLMClient(server_config(llm_server))
+    assert client.supports_images is False
+    findings, image, prediction = findings_for([(slice(70, 80), slice(8, 22), 1.9)])
+    result = LLMExplainer(client=client).explain(findings, image=image, prediction=prediction)
+    assert result["source"] in ("llm", "offline")
+    assert_never_contradicts(result, findings)
+
+
+@pytest.mark.llm
+def test_explainer_on_anomalous_findings_is_grounded(llm_server):
+    findings = findings_for([(slice(75, 79), slice(5, 35), 1.8), (slice(8, 16), slice(95, 103), 1.1)])[0]
+    result = LLMExplainer(server_config(llm_server, vision=False)).explain(findings)
+    print("\nSmolLM2 result:", json.dumps(result, indent=2))
+    assert set(result) >= {"text", "source", "reason", "llm", "attempts"}
+    assert 1 <= result["attempts"] <= 2
+    assert_never_contradicts(result, findings)
+
+
+@pytest.mark.llm
+def test_chat_turn_is_grounded_or_offline(llm_server):
+    findings = findings_for([(slice(70, 80), slice(8, 22), 1.9)])[0]
+    explainer = LLMExplainer(server_config(llm_server, vision=False, max_tokens=60))
+    text = explainer.chat([{"role": "user", "content": "Where is the anomaly?"}], findings)
+    assert text.strip() and explainer.last_chat["source"] in ("llm", "offline")
+    if explainer.last_chat["source"] == "offline":
+        assert text == offline.answer("Where is the anomaly?", findings)
+
+
+@pytest.mark.llm
+def test_rejection_rate_over_varied_findings(llm_server):
+    explainer = LLMExplainer(server_config(llm_server, vision=False))
+    first_rejected = final_offline = 0
+    for name, boxes, dark in VARIED:
+        findings = findings_for(boxes, dark=dark)[0]
+        result = explainer.explain(findings)
+        assert_never_contradicts(result, findings)
+        first_rejected += bool(result["problems"] and result["problems"][0])
+        final_offline += result["source"] == "offline"
+        print(f"\n[{name}] source={result['source']} attempts={result['attempts']} reason={result['reason']}")
+    print(f"\nSmolLM2 rejection rate: first answers rejected {first_rejected}/{len(VARIED)}, "
+          f"fell back to offline after the retry {final_offline}/{len(VARIED)}")
+
+
+def test_server_down_gives_offline_quickly(one_bottom_left):
+    config = LLMConfig(provider="openai-compatible", model="x", base_url=f"http://127.0.0.1:{free_port()}/v1",
+                       timeout_s=2, max_retries=0)
+    pytest.importorskip("openai")
+    start = time.monotonic()
+    result = LLMExplainer(config).explain(one_bottom_left)
+    assert time.monotonic() - start < 10
+    assert result["source"] == "offline" and "connection" in result["reason"].lower()
+    assert result["text"] == offline.explain(one_bottom_left)
+    explainer = LLMExplainer(config)
+    assert explainer.chat([{"role": "user", "content": "How many regions are there?"}], one_bottom_left) == \
+        offline.answer("How many regions are there?", one_bottom_left)
+    with pytest.raises(LLMUnavailable, match="connection"):
+        LLMClient(config).supports_images
