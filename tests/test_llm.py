@@ -311,3 +311,17 @@ def test_server_down_gives_offline_quickly(one_bottom_left):
         offline.answer("How many regions are there?", one_bottom_left)
     with pytest.raises(LLMUnavailable, match="connection"):
         LLMClient(config).supports_images
+
+
+def test_chat_answers_must_state_the_fact_asked_for():
+    from anomalens.explanation.llm.grounding import check_answer
+
+    findings = {"anomalous": True, "regions": [{"position": "top left", "grid": ["top left", "top"]},
+                                               {"position": "bottom", "grid": ["bottom"]}]}
+    assert check_answer("How many?", "There are 2 regions.", findings) == []
+    assert check_answer("How many regions?", "The anomaly is in the image of a detector.", findings)
+    assert check_answer("Where is it?", "At the top left and at the bottom.", findings) == []
+    assert check_answer("Where is it?", "It is located in the image of a defect detector.", findings)
+    assert check_answer("Is there any anomaly in the image?", "Yes, two regions.", findings) == []
+    assert check_answer("Is there any anomaly in the image?", "The anomaly is not an anomaly.", findings)
+    assert check_answer("Is there any anomaly?", "No.", {"anomalous": False, "regions": []}) == []

@@ -15,7 +15,7 @@ import numpy as np
 from anomalens.explanation import offline
 from anomalens.explanation.llm.client import LLMClient, LLMUnavailable
 from anomalens.explanation.llm.config import LLMConfig
-from anomalens.explanation.llm.grounding import check, check_text
+from anomalens.explanation.llm.grounding import check, check_answer
 from anomalens.explanation.llm.images import vision_images
 from anomalens.explanation.llm.prompts import chat_system_message, explain_messages, retry_message
 from anomalens.explanation.llm.schema import LLMExplanation, ReplyError, parse_reply
@@ -121,7 +121,7 @@ class LLMExplainer:
         except LLMUnavailable as exc:
             self.last_chat = {"source": "offline", "reason": f"LLM unavailable: {exc}"}
             return offline.answer(question, f)
-        problems = check_text(text, f)
+        problems = check_answer(question, text, f)
         if problems or not text.strip():
             self.last_chat = {"source": "offline", "reason": "; ".join(problems) or "empty reply"}
             return offline.answer(question, f)

@@ -81,6 +81,35 @@ def check_text(text: str, findings: Findings | dict[str, Any]) -> list[str]:
     return problems
 
 
+_ASKS_COUNT = re.compile(r"\bhow many\b", re.IGNORECASE)
+_ASKS_WHERE = re.compile(r"\bwhere\b|\blocat", re.IGNORECASE)
+_ASKS_WHETHER = re.compile(r"^\s*(is|are)\s+there\b.*\b(anomal|defect)", re.IGNORECASE)
+_DENIES_ITSELF = re.compile(r"\b(is|are)\s+not\s+(an?\s+)?(anomal(y|ies)|defects?)\b", re.IGNORECASE)
+
+
+def check_answer(question: str, text: str, findings: Findings | dict[str, Any]) -> list[str]:
+    """For the standard questions (is there an anomaly, where, how many) the answer must state the measured
+    fact, not merely avoid contradicting it; plus everything ``check_text`` finds."""
+    f = _as_dict(findings)
+    problems = check_text(text, f)
+    anomalous = bool(f["anomalous"])
+    count = len(f.get("regions", []))
+    lowered = (text or "").lower()
+    if anomalous and _DENIES_ITSELF.search(lowered):
+        problems.append(f"the answer {text!r} says the anomaly is not an anomaly")
+    if _ASKS_WHETHER.search(question) and not re.search(r"\byes\b" if anomalous else r"\bno\b", lowered):
+        problems.append(f"asked whether there is an anomaly, the answer does not say {'yes' if anomalous else 'no'}")
+    if _ASKS_COUNT.search(question) and anomalous:
+        words = {str(count)} | {w for w, n in _NUMBERS.items() if n == count}
+        if not any(re.search(rf"\b{re.escape(w)}\b", lowered) for w in words):
+            problems.append(f"asked how many, the answer does not give the count ({count})")
+    if _ASKS_WHERE.search(question) and anomalous:
+        if not any(position in lowered for position in allowed_positions(f)):
+            problems.append("asked where, the answer names none of the regions' positions "
+                            f"({', '.join(allowed_positions(f))})")
+    return problems
+
+
 def check(reply: LLMExplanation, findings: Findings | dict[str, Any]) -> list[str]:
     """Every way ``reply`` contradicts ``findings`` (empty when it is consistent)."""
     f = _as_dict(findings)
