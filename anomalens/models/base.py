@@ -101,8 +101,9 @@ class BaseDetector(ABC):
                 for t in tiles]
 
     @staticmethod
-    def _to_tensor(views: Sequence[View]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([v.pixels for v in views])).permute(0, 3, 1, 2).contiguous()
+    def _to_tensor(pixels: Sequence[np.ndarray]) -> torch.Tensor:
+        """HxWx3 float arrays of one size -> a contiguous [B,3,H,W] batch."""
+        return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
 
     def _batches(self, views: list[View]) -> Iterable[list[View]]:
         for start in range(0, len(views), self.batch_size):
@@ -128,7 +129,7 @@ class BaseDetector(ABC):
         maps: list[torch.Tensor] = []
         with torch.inference_mode():
             for batch in self._batches(views):
-                maps.append(self._score_views(self._to_tensor(batch)))
+                maps.append(self._score_views(self._to_tensor([v.pixels for v in batch])))
         view_maps = torch.cat(maps)
         score = float(self.view_scores(view_maps).max())
         height, width = image.shape[:2]

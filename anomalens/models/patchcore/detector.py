@@ -143,8 +143,8 @@ class PatchCore(BaseDetector):
         with torch.inference_mode():
             starts = range(0, len(pixels), self.batch_size)
             for start in track(starts, "extracting features", enabled=self.progress):
-                batch = torch.from_numpy(np.stack(pixels[start:start + self.batch_size])).permute(0, 3, 1, 2)
-                features = self.model_.embed(batch.contiguous()).permute(0, 2, 3, 1)
+                batch = self._to_tensor(pixels[start:start + self.batch_size])
+                features = self.model_.embed(batch).permute(0, 2, 3, 1)
                 if out is None:
                     out = torch.empty((len(pixels), *features.shape[1:]))
                 out[start:start + len(features)] = features
@@ -178,8 +178,8 @@ class PatchCore(BaseDetector):
                     donor = views[(index + 1 + repeat) % len(views)].pixels
                     kind = KINDS[(step * self.simulated_per_image + repeat) % len(KINDS)]
                     anomaly = simulate(views[index].pixels, kind, rng, source=donor)
-                    pixels = torch.from_numpy(anomaly.image).permute(2, 0, 1)[None]
-                    amap = self.model_.smoother(self.model_.patch_scores(self.model_.embed(pixels), excluded))
+                    batch = self._to_tensor([anomaly.image])
+                    amap = self.model_.smoother(self.model_.patch_scores(self.model_.embed(batch), excluded))
                     anomaly_scores.append(float(self.view_scores(amap).max()))
                     anomaly_maps.append(amap.numpy())
                     anomaly_masks.append(anomaly.mask[None])
