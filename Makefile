@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(LLM_STAMP): $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PYTHON) -m pip install --quiet -e '.[dev,llm]'
+# every optional extra, so that the tests cover the LLM, ONNX, service and Ray paths
+$(LLM_STAMP): $(STAMP) pyproject.toml
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PYTHON) -m pip install --quiet -e '.[dev,llm,onnx,service,ray]'
 	touch $(LLM_STAMP)
 
 demo: $(STAMP)

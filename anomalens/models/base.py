@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from anomalens.data.tiling import Tile, stitch_maps, tile_grid
+from anomalens.models.device import select_device
 from anomalens.types import Prediction, Thresholds
 
 FORMAT_VERSION = 1
@@ -66,7 +67,8 @@ class BaseDetector(ABC):
     name: ClassVar[str] = ""
 
     def __init__(self, image_size: int = 256, tile_size: int | None = None, tile_overlap: int = 32,
-                 score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False):
+                 score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False,
+                 device: str = "auto"):
         self.image_size = image_size
         self.score_top_fraction = score_top_fraction
         self.tile_size = tile_size
@@ -74,7 +76,12 @@ class BaseDetector(ABC):
         self.batch_size = batch_size
         self.seed = seed
         self.progress = progress
+        self.device = device
         self.thresholds_: Thresholds | None = None
+
+    @property
+    def torch_device(self) -> torch.device:
+        return select_device(self.device)
 
     # -- hyper-parameters -------------------------------------------------------------------------------
     @classmethod
@@ -124,33 +131,51 @@ class BaseDetector(ABC):
 
     def score_and_map(self, image: np.ndarray) -> tuple[float, np.ndarray]:
         """Image score and the anomaly map at the input image's resolution (float32 HxW)."""
+        return self.score_and_map_batch([image])[0]
+
+    def score_and_map_batch(self, images: Sequence[np.ndarray]) -> list[tuple[float, np.ndarray]]:
+        """``score_and_map`` for several images, their views run through the network in shared batches."""
         self._check_fitted()
-        views = self._views(image)
+        views = [self._views(image) for image in images]
+        flat = [view for image_views in views for view in image_views]
         maps: list[torch.Tensor] = []
         with torch.inference_mode():
-            for batch in self._batches(views):
-                maps.append(self._score_views(self._to_tensor([v.pixels for v in batch])))
-        view_maps = torch.cat(maps)
-        score = float(self.view_scores(view_maps).max())
-        height, width = image.shape[:2]
-        arrays = list(view_maps.cpu().numpy())
+            for batch in self._batches(flat):
+                pixels = self._to_tensor([v.pixels for v in batch]).to(self.torch_device)
+                maps.append(self._score_views(pixels).float().cpu())
+        all_maps = torch.cat(maps)
+        results, start = [], 0
+        for image, image_views in zip(images, views):
+            view_maps = all_maps[start:start + len(image_views)]
+            start += len(image_views)
+            results.append((float(self.view_scores(view_maps).max()),
+                            self._image_map(list(view_maps.numpy()), image_views, image.shape[:2])))
+        return results
+
+    @staticmethod
+    def _image_map(view_maps: list[np.ndarray], views: list[View], shape: tuple[int, ...]) -> np.ndarray:
+        height, width = shape[:2]
         if len(views) == 1:
-            return score, cv2.resize(arrays[0], (width, height), interpolation=cv2.INTER_LINEAR)
-        return score, stitch_maps(arrays, [v.tile for v in views], (height, width))
+            return cv2.resize(view_maps[0], (width, height), interpolation=cv2.INTER_LINEAR)
+        return stitch_maps(view_maps, [v.tile for v in views], (height, width))
 
     def anomaly_map(self, image: np.ndarray) -> np.ndarray:
         """Anomaly map at the input image's resolution (float32 HxW)."""
         return self.score_and_map(image)[1]
 
     def predict(self, image: np.ndarray) -> Prediction:
-        score, amap = self.score_and_map(image)
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Predictions for several images at once (their views share network batches: faster on a GPU)."""
+        results = self.score_and_map_batch(images)
+        return [self._decide(score, amap) for score, amap in results]
+
+    def _decide(self, score: float, amap: np.ndarray) -> Prediction:
         assert self.thresholds_ is not None
         anomalous = score >= self.thresholds_.image
         mask = (amap >= self.thresholds_.pixel) if anomalous else np.zeros(amap.shape, dtype=bool)
         return Prediction(score, amap, anomalous, mask, self.thresholds_)
-
-    def predict_batch(self, images: Iterable[np.ndarray]) -> list[Prediction]:
-        return [self.predict(image) for image in images]
 
     def _check_fitted(self) -> None:
         if self.thresholds_ is None:

@@ -17,12 +17,13 @@ def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128,
     generator = torch.Generator().manual_seed(seed)
     points = features.float()
     if points.shape[1] > projection_dim:
-        projection = torch.randn(points.shape[1], projection_dim, generator=generator) / projection_dim ** 0.5
+        projection = torch.randn(points.shape[1], projection_dim, generator=generator).to(points.device)
+        projection /= projection_dim ** 0.5
         points = points @ projection
     squared_norms = (points * points).sum(dim=1)
     selected = torch.empty(size, dtype=torch.long)
     current = int(torch.randint(n_points, (1,), generator=generator))
-    min_distance = torch.full((n_points,), float("inf"))
+    min_distance = torch.full((n_points,), float("inf"), device=points.device)
     for step in range(size):
         selected[step] = current
         center = points[current]

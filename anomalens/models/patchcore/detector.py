@@ -61,10 +61,10 @@ class PatchCore(BaseDetector):
                  false_alarm_rate: float = 0.01, calibration_images: int = 60,
                  calibration: str = "simulated", simulated_per_image: int = 2,
                  tile_size: int | None = None, tile_overlap: int = 32, score_top_fraction: float = 0.05,
-                 batch_size: int = 8, seed: int = 0, progress: bool = False):
+                 batch_size: int = 8, seed: int = 0, progress: bool = False, device: str = "auto"):
         super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
                          score_top_fraction=score_top_fraction, batch_size=batch_size, seed=seed,
-                         progress=progress)
+                         progress=progress, device=device)
         self.backbone = backbone
         self.layers = tuple(layers)
         self.coreset_ratio = coreset_ratio
@@ -83,7 +83,7 @@ class PatchCore(BaseDetector):
     def _build_model(self) -> PatchCoreModel:
         extractor = build_feature_extractor(self.backbone, self.layers)
         return PatchCoreModel(extractor, self.layers, self.image_size, self.neighbourhood,
-                              self.smoothing_sigma).eval()
+                              self.smoothing_sigma).eval().to(self.torch_device)
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, images: Iterable[np.ndarray]) -> "PatchCore":
@@ -143,10 +143,10 @@ class PatchCore(BaseDetector):
         with torch.inference_mode():
             starts = range(0, len(pixels), self.batch_size)
             for start in track(starts, "extracting features", enabled=self.progress):
-                batch = self._to_tensor(pixels[start:start + self.batch_size])
+                batch = self._to_tensor(pixels[start:start + self.batch_size]).to(self.torch_device)
                 features = self.model_.embed(batch).permute(0, 2, 3, 1)
                 if out is None:
-                    out = torch.empty((len(pixels), *features.shape[1:]))
+                    out = torch.empty((len(pixels), *features.shape[1:]), device=features.device)
                 out[start:start + len(features)] = features
         assert out is not None
         return out
@@ -170,7 +170,7 @@ class PatchCore(BaseDetector):
                 members = torch.nonzero((groups == group).flatten(1).any(dim=1)).flatten()
                 maps = self.model_.smoother(self.model_.patch_scores(embeddings[members], excluded))
                 normal_scores.append(float(self.view_scores(maps).max()))
-                normal_maps.append(maps.numpy())
+                normal_maps.append(maps.cpu().numpy())
                 if self.calibration != "simulated":
                     continue
                 for repeat in range(self.simulated_per_image):
@@ -178,10 +178,10 @@ class PatchCore(BaseDetector):
                     donor = views[(index + 1 + repeat) % len(views)].pixels
                     kind = KINDS[(step * self.simulated_per_image + repeat) % len(KINDS)]
                     anomaly = simulate(views[index].pixels, kind, rng, source=donor)
-                    batch = self._to_tensor([anomaly.image])
+                    batch = self._to_tensor([anomaly.image]).to(self.torch_device)
                     amap = self.model_.smoother(self.model_.patch_scores(self.model_.embed(batch), excluded))
                     anomaly_scores.append(float(self.view_scores(amap).max()))
-                    anomaly_maps.append(amap.numpy())
+                    anomaly_maps.append(amap.cpu().numpy())
                     anomaly_masks.append(anomaly.mask[None])
         if self.calibration == "simulated" and anomaly_scores:
             return thresholds_from_simulation(normal_scores, normal_maps, anomaly_scores, anomaly_maps,
@@ -204,7 +204,7 @@ class PatchCore(BaseDetector):
 
     def _load_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         self.model_ = self._build_model()
-        self.model_.set_memory_bank(tensors["memory_bank"])
+        self.model_.set_memory_bank(tensors["memory_bank"].to(self.torch_device))
         self.info_ = info
 
     def _info(self) -> dict[str, Any]:

@@ -24,8 +24,8 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, bank_norms: tor
     """
     if bank_norms is None:
         bank_norms = (bank * bank).sum(dim=1)
-    penalty = None if excluded is None else excluded.float() * torch.finfo(torch.float32).max / 4
-    out = torch.empty(queries.shape[0], dtype=torch.float32)
+    penalty = None if excluded is None else excluded.to(queries.device).float() * torch.finfo(torch.float32).max / 4
+    out = torch.empty(queries.shape[0], dtype=torch.float32, device=queries.device)
     for start in range(0, queries.shape[0], QUERY_CHUNK):
         chunk = queries[start:start + QUERY_CHUNK]
         squared = (chunk * chunk).sum(dim=1, keepdim=True) - 2.0 * chunk @ bank.T + bank_norms
