@@ -15,8 +15,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from anomalens.data import read_image  # noqa: E402
-from anomalens.models import PatchCore, create_detector, load_detector  # noqa: E402
+from anomalens.models import EfficientAD, PatchCore, create_detector, load_detector  # noqa: E402
 from anomalens.types import Prediction, Thresholds  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["PatchCore", "Prediction", "Thresholds", "create_detector", "load_detector", "read_image"]
+__all__ = ["EfficientAD", "PatchCore", "Prediction", "Thresholds", "create_detector", "load_detector", "read_image"]

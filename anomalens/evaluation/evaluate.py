@@ -70,6 +70,10 @@ def evaluate(detector: BaseDetector, samples: Sequence[Sample], progress: bool =
         per_type[defect] = _metrics(label_array[keep], score_array[keep], [masks[i] for i in index],
                                     [maps[i] for i in index], thresholds.image, thresholds.pixel)
         per_type[defect]["n_defective"] = int((type_array == defect).sum())
+    normal_only = thresholds.details.get("normal_tail_image_threshold")
+    if normal_only is not None:  # the normal-only bound, kept to compare calibrations on real defects
+        report["at_normal_only_threshold"] = {"threshold": normal_only,
+                                              **threshold_metrics(label_array, score_array, normal_only)}
     report.update(seconds=round(time.perf_counter() - start, 2),
                   predict_ms_median=round(float(np.median(millis)), 2),
                   image_threshold=thresholds.image, pixel_threshold=thresholds.pixel,

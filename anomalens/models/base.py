@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from anomalens.data.tiling import Tile, stitch_maps, tile_grid
 from anomalens.models.device import select_device
+from anomalens.models.onnx_runtime import ONNX_FILE, OnnxScorer, export_onnx
 from anomalens.types import Prediction, Thresholds
 
 FORMAT_VERSION = 1
@@ -41,7 +42,7 @@ class Detector(Protocol):
     def save(self, directory: str | Path) -> Path: ...
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Detector": ...
+    def load(cls, directory: str | Path, device: str | None = None) -> "Detector": ...
 
 
 class NotFittedError(RuntimeError):
@@ -78,6 +79,7 @@ class BaseDetector(ABC):
         self.progress = progress
         self.device = device
         self.thresholds_: Thresholds | None = None
+        self.onnx_scorer_: OnnxScorer | None = None
 
     @property
     def torch_device(self) -> torch.device:
@@ -141,8 +143,11 @@ class BaseDetector(ABC):
         maps: list[torch.Tensor] = []
         with torch.inference_mode():
             for batch in self._batches(flat):
-                pixels = self._to_tensor([v.pixels for v in batch]).to(self.torch_device)
-                maps.append(self._score_views(pixels).float().cpu())
+                pixels = self._to_tensor([v.pixels for v in batch])
+                if self.onnx_scorer_ is not None:
+                    maps.append(self.onnx_scorer_(pixels))
+                else:
+                    maps.append(self._score_views(pixels.to(self.torch_device)).float().cpu())
         all_maps = torch.cat(maps)
         results, start = [], 0
         for image, image_views in zip(images, views):
@@ -177,6 +182,23 @@ class BaseDetector(ABC):
         mask = (amap >= self.thresholds_.pixel) if anomalous else np.zeros(amap.shape, dtype=bool)
         return Prediction(score, amap, anomalous, mask, self.thresholds_)
 
+    # -- ONNX ------------------------------------------------------------------------------------------------
+    def inference_module(self) -> torch.nn.Module:
+        """The network behind ``_score_views`` as one module ([B,3,S,S] -> [B,S,S]), for export."""
+        raise NotImplementedError(f"{type(self).__name__} has no exportable inference network")
+
+    def export_onnx(self, path: str | Path) -> Path:
+        self._check_fitted()
+        return export_onnx(self.inference_module(), self.image_size, path)
+
+    def use_onnx(self, model_dir: str | Path, threads: int | None = None) -> "BaseDetector":
+        """Predict through ONNX Runtime from ``model_dir/model.onnx`` (exported there first if missing)."""
+        path = Path(model_dir) / ONNX_FILE
+        if not path.is_file():
+            self.export_onnx(path)
+        self.onnx_scorer_ = OnnxScorer(path, threads)
+        return self
+
     def _check_fitted(self) -> None:
         if self.thresholds_ is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() or load() first")
@@ -196,12 +218,15 @@ class BaseDetector(ABC):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "BaseDetector":
-        """Rebuild a saved detector. Reads JSON and safetensors only: no code from the file is executed."""
+    def load(cls, directory: str | Path, device: str | None = None) -> "BaseDetector":
+        """Rebuild a saved detector, on ``device`` if given (else the saved setting). Reads JSON and
+        safetensors only: no code from the file is executed."""
         config = read_config(directory)
         if config["detector"] != cls.name:
             raise ValueError(f"{directory} holds a {config['detector']!r} model, not {cls.name!r}")
         params = {k: v for k, v in config["params"].items() if k in cls._param_names()}
+        if device is not None:
+            params["device"] = device
         detector = cls(**params)
         detector._load_state(load_file(str(Path(directory) / STATE_FILE)), config.get("info", {}))
         detector.thresholds_ = Thresholds.from_dict(config["thresholds"])

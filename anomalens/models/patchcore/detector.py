@@ -17,9 +17,8 @@ from anomalens.models.backbones import build_feature_extractor
 from anomalens.models.base import BaseDetector, View
 from anomalens.models.patchcore.coreset import greedy_coreset
 from anomalens.models.patchcore.torch_model import PatchCoreModel
-from anomalens.postprocessing.thresholds import thresholds_from_normal, thresholds_from_simulation
+from anomalens.models.calibration import calibrate
 from anomalens.progress import track
-from anomalens.simulation import KINDS, simulate
 from anomalens.types import Thresholds
 
 
@@ -156,37 +155,25 @@ class PatchCore(BaseDetector):
         """Score normal views against the bank without their own group's patches, and (by default) the same
         views with simulated defects put in; thresholds from those scores."""
         assert self.model_ is not None
+        model = self.model_
         unique_groups = torch.unique(groups)
         if len(unique_groups) > self.calibration_images:
             pick = np.linspace(0, len(unique_groups) - 1, self.calibration_images).round().astype(int)
             unique_groups = unique_groups[pick]
-        rng = np.random.default_rng(self.seed)
-        normal_scores, normal_maps, anomaly_scores, anomaly_maps, anomaly_masks = [], [], [], [], []
-        with torch.inference_mode():
-            for step, group in enumerate(unique_groups):
-                excluded = bank_groups == group
-                if bool(excluded.all()):
-                    continue
-                members = torch.nonzero((groups == group).flatten(1).any(dim=1)).flatten()
-                maps = self.model_.smoother(self.model_.patch_scores(embeddings[members], excluded))
-                normal_scores.append(float(self.view_scores(maps).max()))
-                normal_maps.append(maps.cpu().numpy())
-                if self.calibration != "simulated":
-                    continue
-                for repeat in range(self.simulated_per_image):
-                    index = int(members[repeat % len(members)])
-                    donor = views[(index + 1 + repeat) % len(views)].pixels
-                    kind = KINDS[(step * self.simulated_per_image + repeat) % len(KINDS)]
-                    anomaly = simulate(views[index].pixels, kind, rng, source=donor)
-                    batch = self._to_tensor([anomaly.image]).to(self.torch_device)
-                    amap = self.model_.smoother(self.model_.patch_scores(self.model_.embed(batch), excluded))
-                    anomaly_scores.append(float(self.view_scores(amap).max()))
-                    anomaly_maps.append(amap.cpu().numpy())
-                    anomaly_masks.append(anomaly.mask[None])
-        if self.calibration == "simulated" and anomaly_scores:
-            return thresholds_from_simulation(normal_scores, normal_maps, anomaly_scores, anomaly_maps,
-                                              anomaly_masks, self.false_alarm_rate)
-        return thresholds_from_normal(normal_scores, normal_maps, self.false_alarm_rate)
+        # a group whose patches fill the whole bank (one view, no coreset) has nothing left to compare with
+        units = [int(g) for g in unique_groups if not bool((bank_groups == g).all())]
+        members = {g: torch.nonzero((groups == g).flatten(1).any(dim=1)).flatten() for g in units}
+
+        def normal_maps(group: int) -> torch.Tensor:
+            return model.smoother(model.patch_scores(embeddings[members[group]], bank_groups == group))
+
+        def anomaly_map(group: int, pixels: np.ndarray) -> torch.Tensor:
+            batch = self._to_tensor([pixels]).to(self.torch_device)
+            return model.smoother(model.patch_scores(model.embed(batch), bank_groups == group))
+
+        return calibrate(units, lambda g: [int(i) for i in members[g]], [v.pixels for v in views], normal_maps,
+                         anomaly_map, self.view_scores, self.calibration, self.simulated_per_image,
+                         self.false_alarm_rate, self.seed)
 
     # -- inference and persistence -----------------------------------------------------------------------
     def _score_views(self, batch: torch.Tensor) -> torch.Tensor:

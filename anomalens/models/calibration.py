@@ -1,0 +1,58 @@
+"""Automatic thresholds for any detector: score held-out normal views, and the same views with simulated
+defects put in, then hand the scores and maps to ``postprocessing.thresholds``.
+
+Detectors differ only in how a held-out unit is scored (PatchCore leaves the unit's own patches out of its
+memory bank; EfficientAD holds whole images back from training), so they pass that in as two callables.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+
+from anomalens.postprocessing.thresholds import thresholds_from_normal, thresholds_from_simulation
+from anomalens.simulation import KINDS, simulate
+from anomalens.types import Thresholds
+
+Calibration = Literal["simulated", "normal"]
+CALIBRATIONS = ("simulated", "normal")
+
+
+def calibrate(units: Sequence[int], unit_views: Callable[[int], Sequence[int]], views: Sequence[np.ndarray],
+              normal_maps: Callable[[int], torch.Tensor], anomaly_map: Callable[[int, np.ndarray], torch.Tensor],
+              view_scores: Callable[[torch.Tensor], torch.Tensor], calibration: str = "simulated",
+              simulated_per_image: int = 2, false_alarm_rate: float = 0.01, seed: int = 0) -> Thresholds:
+    """Thresholds from held-out normal ``units`` (an image, or a group of views, per unit).
+
+    ``unit_views(unit)`` gives the indices in ``views`` of the unit's views; ``normal_maps(unit)`` their
+    [n,S,S] maps as they are; ``anomaly_map(unit, pixels)`` the [1,S,S] map of one of them with a simulated
+    defect put in. Kinds are cycled; the NSA kind takes its patch from the next view in ``views``.
+    """
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {CALIBRATIONS}, not {calibration!r}")
+    rng = np.random.default_rng(seed)
+    normal_scores, normal_map_list = [], []
+    anomaly_scores, anomaly_maps, anomaly_masks = [], [], []
+    with torch.inference_mode():
+        for step, unit in enumerate(units):
+            maps = normal_maps(unit).float().cpu()
+            normal_scores.append(float(view_scores(maps).max()))
+            normal_map_list.append(maps.numpy())
+            if calibration != "simulated":
+                continue
+            members = unit_views(unit)
+            for repeat in range(simulated_per_image):
+                index = members[repeat % len(members)]
+                donor = views[(index + 1 + repeat) % len(views)]
+                kind = KINDS[(step * simulated_per_image + repeat) % len(KINDS)]
+                anomaly = simulate(views[index], kind, rng, source=donor)
+                amap = anomaly_map(unit, anomaly.image).float().cpu()
+                anomaly_scores.append(float(view_scores(amap).max()))
+                anomaly_maps.append(amap.numpy())
+                anomaly_masks.append(anomaly.mask[None])
+    if calibration == "simulated" and anomaly_scores:
+        return thresholds_from_simulation(normal_scores, normal_map_list, anomaly_scores, anomaly_maps,
+                                          anomaly_masks, false_alarm_rate)
+    return thresholds_from_normal(normal_scores, normal_map_list, false_alarm_rate)

@@ -1,0 +1,3 @@
+from anomalens.models.efficientad.detector import EfficientAD
+
+__all__ = ["EfficientAD"]
