@@ -19,6 +19,7 @@ from scipy.stats import norm, t
 from anomalens.types import Thresholds
 
 DEFAULT_FALSE_ALARM_RATE = 0.01
+MIN_NORMALS_FOR_CUT = 5
 
 
 def tail_threshold(normal_scores: Sequence[float], false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> float:
@@ -83,16 +84,21 @@ def thresholds_from_simulation(normal_scores: Sequence[float], normal_maps: Sequ
     """
     from anomalens.evaluation.metrics import f1_max
 
-    image = best_balanced_threshold(normal_scores, anomaly_scores)
+    cut = best_balanced_threshold(normal_scores, anomaly_scores)
+    normal_only = thresholds_from_normal(normal_scores, normal_maps, false_alarm_rate)
+    # with a handful of normals the best cut sits right above the highest of them, and the next normal
+    # image lands above it about as often as not: the normal-only bound is then the floor
+    few_normals = len(normal_scores) < MIN_NORMALS_FOR_CUT
+    image = max(cut, normal_only.image) if few_normals else cut
     masks = np.concatenate([m.ravel() for m in anomaly_masks]).astype(np.int8)
     values = np.concatenate([m.ravel() for m in anomaly_maps])
     pixel_f1, pixel = f1_max(masks, values) if masks.any() else (float("nan"), image)
-    normal_only = thresholds_from_normal(normal_scores, normal_maps, false_alarm_rate)
     anomalies = np.asarray(anomaly_scores, dtype=np.float64)
     normals = np.asarray(normal_scores, dtype=np.float64)
     return Thresholds(image=image, pixel=min(float(pixel), image), method="simulated-anomalies",
                       details={**normal_only.details, "normal_tail_image_threshold": normal_only.image,
-                               "n_simulated": int(anomalies.size),
+                               "n_simulated": int(anomalies.size), "balanced_cut": cut,
+                               "normal_bound_as_floor": few_normals,
                                "simulated_detected": float((anomalies >= image).mean()),
                                "normal_passed": float((normals < image).mean()),
                                "simulated_pixel_f1": float(pixel_f1)})

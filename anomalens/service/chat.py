@@ -1,0 +1,22 @@
+"""Chat turns about a stored result: a ``ChatSession`` rebuilt from the record and the stored turns."""
+from __future__ import annotations
+
+from typing import Any
+
+from anomalens.cli.chat import _GroundedLLM
+from anomalens.explanation.chat import ChatSession
+
+
+def findings_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The findings dict the explainers read, from a result record (which lacks the total area)."""
+    return {**record, "total_area_fraction": sum(r["area_fraction"] for r in record.get("regions", []))}
+
+
+def reply(record: dict[str, Any], turns: list[dict[str, Any]], message: str, explainer: Any,
+          past: list[str]) -> tuple[str, str]:
+    """The answer to ``message`` after the earlier ``turns`` (role/content); returns (reply, source)."""
+    findings = findings_of(record)
+    backend = _GroundedLLM(explainer, findings) if explainer is not None else None
+    session = ChatSession(findings, backend, past)
+    session.messages += [{"role": t["role"], "content": t["content"]} for t in turns]
+    return session.ask(message)

@@ -1,0 +1,120 @@
+"""Uploaded bytes -> a result record and its PNG images, through ``anomalens.api.inspection_record``.
+
+The detector is loaded once and only read by requests; predictions are serialised by a lock, because one
+PatchCore forward pass already uses the cores given to it and interleaving two only adds contention.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from anomalens import api
+from anomalens.data import read_image, to_uint8_rgb
+from anomalens.models import BaseDetector, load_detector
+from anomalens.reports.visualize import mask_png, overlay
+from anomalens.service.settings import ServiceSettings
+from anomalens.types import Prediction
+
+
+class BadImage(ValueError):
+    """The upload is not an image the service can inspect; the message says why (for a 4xx answer)."""
+
+
+@dataclass
+class Inspected:
+    record: dict[str, Any]
+    images: dict[str, bytes]   # "image", "overlay", "mask" -> PNG bytes
+    image: np.ndarray
+    prediction: Prediction
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 RGB or grey image -> PNG file bytes."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+def model_dirs(root: Path) -> dict[str, Path]:
+    """Model name -> directory: ``root`` itself when it is a model, else its sub-folders that are models."""
+    if (root / "config.json").is_file():
+        return {root.resolve().name: root}
+    if not root.is_dir():
+        raise FileNotFoundError(f"no model directory at {root}")
+    found = {d.name: d for d in sorted(root.iterdir()) if (d / "config.json").is_file()}
+    if not found:
+        raise FileNotFoundError(f"{root} is neither a model directory nor a folder of model directories")
+    return found
+
+
+def decode_upload(data: bytes, settings: ServiceSettings) -> np.ndarray:
+    """The upload as the float RGB image ``read_image`` gives; the format is judged from the content only."""
+    if not data:
+        raise BadImage("the file is empty (0 bytes)")
+    # read_image works on files: the bytes go to a file whose name the server chooses, never the client
+    with tempfile.TemporaryDirectory(prefix="anomalens-upload-") as folder:
+        path = Path(folder) / "upload"
+        path.write_bytes(data)
+        try:
+            image = read_image(path)
+        except Exception as error:  # ImageReadError, or a decoder's own error on hostile input
+            reason = getattr(error, "reason", None) or f"cannot decode the image ({error})"
+            # the extension read_image quotes is that of the server's own file name, which means nothing here
+            raise BadImage(re.sub(r"; extension '[^']*'", "", reason)) from error
+    height, width = image.shape[:2]
+    side = settings.min_image_side
+    if min(height, width) < side:
+        raise BadImage(f"the image is {width}x{height} pixels; at least {side}x{side} are needed")
+    if height * width > settings.max_image_pixels:
+        raise BadImage(f"the image has {width}x{height} pixels; at most {settings.max_image_pixels} are allowed")
+    return image
+
+
+class Inspector:
+    """The loaded detector (one at a time, switchable by name) and optional defect taxonomy."""
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.available = model_dirs(settings.model_dir)
+        self._lock = threading.Lock()
+        self.model_name, self.detector = self._load(next(iter(self.available)))
+        self.taxonomy = None
+        if settings.taxonomy_dir is not None:
+            from anomalens.cli.classify import load_taxonomy
+
+            self.taxonomy = load_taxonomy(settings.taxonomy_dir)
+
+    def _load(self, name: str) -> tuple[str, BaseDetector]:
+        return name, load_detector(self.available[name])
+
+    def switch(self, name: str) -> None:
+        """Make the model ``name`` (one of ``available``) the one that inspects; waits for a running inspection."""
+        if name not in self.available:
+            raise KeyError(name)
+        loaded = self._load(name)
+        with self._lock:
+            self.model_name, self.detector = loaded
+
+    def inspect(self, data: bytes, image_name: str) -> Inspected:
+        image = decode_upload(data, self.settings)
+        with self._lock:
+            model_name, tic = self.model_name, time.perf_counter()
+            prediction = self.detector.predict(image)
+            milliseconds = 1000 * (time.perf_counter() - tic)
+        record = api.inspection_record(Path(image_name), image, prediction, milliseconds, self.taxonomy)
+        record["model"] = model_name
+        rgb = to_uint8_rgb(image)
+        images = {"image": png_bytes(rgb), "overlay": png_bytes(overlay(rgb, prediction)),
+                  "mask": png_bytes(mask_png(prediction))}
+        return Inspected(record, images, image, prediction)

@@ -1,0 +1,103 @@
+"""Request and response bodies of the service (pydantic): the OpenAPI spec is generated from these."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FeedbackStatus = Literal["confirmed", "corrected", "false_alarm"]
+
+
+class Explanation(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    text: str
+    source: str
+
+
+class Region(BaseModel):
+    """One anomalous region; ``defect_type`` and ``type_confidence`` are present when a taxonomy is loaded."""
+
+    model_config = ConfigDict(extra="allow")
+    grid: list[str]
+    bbox: list[int]
+    area_fraction: float
+    severity: str
+
+
+class ImageUrls(BaseModel):
+    image: str
+    overlay: str
+    mask: str
+
+
+class InspectionResult(BaseModel):
+    """The per-image record of ``anomalens.api.inspect`` (as in ``results.json``) plus where it is stored."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    image: str
+    anomalous: bool
+    score: float
+    regions: list[Region]
+    explanation: Explanation
+    urls: ImageUrls
+    model: str
+    station: str
+    created_at: float
+    feedback_status: FeedbackStatus | None = None
+
+
+class BatchError(BaseModel):
+    file: str
+    error: str
+
+
+class BatchResult(BaseModel):
+    results: list[InspectionResult]
+    errors: list[BatchError]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: str
+    stored_results: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    active: bool
+
+
+class ChatRequest(BaseModel):
+    message: str = Field(min_length=1, max_length=2000)
+
+
+class ChatReply(BaseModel):
+    reply: str
+    source: str
+
+
+class ChatTurn(BaseModel):
+    role: str
+    content: str
+    source: str | None = None
+
+
+class FeedbackRequest(BaseModel):
+    """An operator's judgement: ``confirmed``, ``corrected`` (with the right ``defect_type``) or ``false_alarm``.
+
+    ``region_index`` picks one region; without it the judgement applies to every region of the result.
+    """
+
+    status: FeedbackStatus
+    region_index: int | None = Field(default=None, ge=0)
+    defect_type: str | None = Field(default=None, max_length=128)
+    cause: str = Field(default="", max_length=2000)
+    action: str = Field(default="", max_length=2000)
+    note: str = Field(default="", max_length=2000)
+
+
+class FeedbackReceipt(BaseModel):
+    feedback_id: int
+    status: FeedbackStatus
+    history_case_ids: list[int]

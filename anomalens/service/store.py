@@ -1,0 +1,218 @@
+"""The inspection store: every result with its images, chat turns and operator feedback, in any SQL database.
+
+SQLite (a file in the data directory) by default; any SQLAlchemy URL, such as PostgreSQL, lets several
+stations share one store. The schema is created and upgraded by Alembic (``migrations/``) when the store
+opens. Images are kept in the database as PNG bytes, so a shared store needs no shared file system.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine, event,
+                        func, select, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+IMAGE_KINDS = ("image", "overlay", "mask")
+_MIGRATING = threading.Lock()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Inspection(Base):
+    __tablename__ = "inspections"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    station: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    image_name: Mapped[str] = mapped_column(String(255))
+    anomalous: Mapped[bool] = mapped_column(Boolean, index=True)
+    score: Mapped[float] = mapped_column(Float)
+    # comma-separated, with leading and trailing commas, so that a type filters with LIKE '%,crack,%'
+    defect_types: Mapped[str] = mapped_column(String(512), default=",")
+    explanation_source: Mapped[str] = mapped_column(String(32))
+    feedback_status: Mapped[str | None] = mapped_column(String(32), index=True)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class InspectionImage(Base):
+    __tablename__ = "inspection_images"
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ChatMessage(Base):
+    __tablename__ = "chat_messages"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(32))
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(32))
+    region_index: Mapped[int | None] = mapped_column(Integer)
+    defect_type: Mapped[str | None] = mapped_column(String(128))
+    cause: Mapped[str] = mapped_column(Text, default="")
+    action: Mapped[str] = mapped_column(Text, default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    history_case_ids: Mapped[list[int]] = mapped_column(JSON)
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    anomalous: bool | None = None
+    model: str | None = None
+    defect_type: str | None = None
+    feedback: str | None = None
+    since: float | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to ``revision`` with Alembic (creates the tables on a new database).
+
+    Processes that start together are kept apart by the database (see ``migrations/env.py``); threads of one
+    process by a lock, because Alembic's migration context is global to the process.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = url
+    with _MIGRATING:
+        command.upgrade(config, revision)
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # threads of one process share the file; WAL lets readers work while one request writes
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(connection: Any, _: Any) -> None:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _types_key(record: dict[str, Any]) -> str:
+    types = sorted({r["defect_type"] for r in record.get("regions", []) if r.get("defect_type")})
+    return "," + "".join(f"{t}," for t in types)
+
+
+class Store:
+    """Inspection results in the database at ``url`` (migrated to the newest schema on opening)."""
+
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        migrate(url)
+        self.engine = _engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def add_inspection(self, record: dict[str, Any], images: dict[str, bytes], model: str, station: str) -> str:
+        """Store a result and its PNG images; returns the new id (also written into the stored record)."""
+        inspection_id = uuid.uuid4().hex
+        record = {**record, "id": inspection_id}
+        with self._session.begin() as session:
+            session.add(Inspection(id=inspection_id, created_at=time.time(), station=station, model=model,
+                                   image_name=record["image"][:255], anomalous=bool(record["anomalous"]),
+                                   score=float(record["score"]), defect_types=_types_key(record),
+                                   explanation_source=record["explanation"]["source"], record=record))
+            session.flush()  # the parent row first: PostgreSQL checks the images' foreign key at once
+            session.add_all(InspectionImage(inspection_id=inspection_id, kind=kind, png=png)
+                            for kind, png in images.items())
+        return inspection_id
+
+    def set_explanation(self, inspection_id: str, explanation: dict[str, Any]) -> None:
+        with self._session.begin() as session:
+            row = session.get(Inspection, inspection_id)
+            row.record = {**row.record, "explanation": explanation}
+            row.explanation_source = explanation["source"]
+
+    def get(self, inspection_id: str) -> dict[str, Any] | None:
+        with self._session() as session:
+            row = session.get(Inspection, inspection_id)
+            return None if row is None else self._summary(row)
+
+    def image(self, inspection_id: str, kind: str) -> bytes | None:
+        with self._session() as session:
+            row = session.get(InspectionImage, (inspection_id, kind))
+            return None if row is None else row.png
+
+    def results(self, where: ResultFilter = ResultFilter()) -> list[dict[str, Any]]:
+        """Stored results, newest first, filtered; each the full record plus its station, model and time."""
+        query = select(Inspection).order_by(Inspection.created_at.desc(), Inspection.id)
+        if where.anomalous is not None:
+            query = query.where(Inspection.anomalous == where.anomalous)
+        if where.model:
+            query = query.where(Inspection.model == where.model)
+        if where.defect_type:
+            query = query.where(Inspection.defect_types.contains(f",{where.defect_type},", autoescape=True))
+        if where.feedback:
+            query = query.where(Inspection.feedback_status == where.feedback)
+        if where.since is not None:
+            query = query.where(Inspection.created_at >= where.since)
+        with self._session() as session:
+            rows = session.scalars(query.limit(where.limit).offset(where.offset)).all()
+            return [self._summary(row) for row in rows]
+
+    def count(self) -> int:
+        with self._session() as session:
+            return int(session.scalar(select(func.count()).select_from(Inspection)))
+
+    def add_message(self, inspection_id: str, role: str, content: str, source: str | None = None) -> None:
+        with self._session.begin() as session:
+            session.add(ChatMessage(inspection_id=inspection_id, created_at=time.time(), role=role,
+                                    content=content, source=source))
+
+    def messages(self, inspection_id: str) -> list[dict[str, Any]]:
+        query = select(ChatMessage).where(ChatMessage.inspection_id == inspection_id).order_by(ChatMessage.id)
+        with self._session() as session:
+            return [{"role": m.role, "content": m.content, "source": m.source} for m in session.scalars(query)]
+
+    def add_feedback(self, inspection_id: str, status: str, region_index: int | None, defect_type: str | None,
+                     cause: str, action: str, note: str, history_case_ids: list[int]) -> int:
+        with self._session.begin() as session:
+            feedback = Feedback(inspection_id=inspection_id, created_at=time.time(), status=status,
+                                region_index=region_index, defect_type=defect_type, cause=cause, action=action,
+                                note=note, history_case_ids=history_case_ids)
+            session.add(feedback)
+            session.execute(update(Inspection).where(Inspection.id == inspection_id)
+                            .values(feedback_status=status))
+            session.flush()
+            return feedback.id
+
+    def feedback(self, inspection_id: str) -> list[dict[str, Any]]:
+        query = select(Feedback).where(Feedback.inspection_id == inspection_id).order_by(Feedback.id)
+        with self._session() as session:
+            return [{"id": f.id, "created_at": f.created_at, "status": f.status, "region_index": f.region_index,
+                     "defect_type": f.defect_type, "cause": f.cause, "action": f.action, "note": f.note,
+                     "history_case_ids": f.history_case_ids} for f in session.scalars(query)]
+
+    @staticmethod
+    def _summary(row: Inspection) -> dict[str, Any]:
+        return {**row.record, "id": row.id, "created_at": row.created_at, "station": row.station,
+                "model": row.model, "feedback_status": row.feedback_status}

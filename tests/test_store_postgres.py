@@ -1,0 +1,166 @@
+"""The inspection store on a real PostgreSQL server, started for this test in a temporary folder.
+
+Skipped, with the reason, where no PostgreSQL server binaries are installed (Debian: ``postgresql``) or the
+server does not start. As root the server runs as the ``postgres`` (or ``nobody``) user, as PostgreSQL demands.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("psycopg")
+from sqlalchemy import create_engine, inspect, text  # noqa: E402
+
+from anomalens.service.store import ResultFilter, Store  # noqa: E402
+
+RECORD = {"image": "part1.png", "anomalous": True, "score": 3.5, "normalized_score": 1.4, "severity": "high",
+          "regions": [{"grid": ["top left"], "position": "top left", "bbox": [1, 2, 30, 40], "area_fraction": 0.01,
+                       "severity": "high", "defect_type": "crack", "type_confidence": 0.9}],
+          "explanation": {"text": "Yes, there is an anomaly.", "source": "offline"}}
+PNGS = {"image": b"\x89PNG-image", "overlay": b"\x89PNG-overlay", "mask": b"\x89PNG-mask"}
+
+
+def _server_bin() -> Path | None:
+    on_path = shutil.which("pg_ctl")
+    candidates = ([str(Path(on_path).resolve().parent)] if on_path else []) + sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for folder in candidates:
+        if (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
+            return Path(folder)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_server_user() -> tuple[list[str], str | None]:
+    """Command prefix and owner for running the server: PostgreSQL refuses to run as root."""
+    if os.geteuid() != 0:
+        return [], None
+    for user in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            continue
+        return ["runuser", "-u", user, "--"], user
+    pytest.skip("running as root and no 'postgres' or 'nobody' user to run the PostgreSQL server as")
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    folder = _server_bin()
+    if folder is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's 'postgresql' package")
+    prefix, user = _as_server_user()
+    # directly under /tmp: pytest's own tmp folders are private to root, which the server user cannot enter
+    base = Path(tempfile.mkdtemp(prefix="anomalens-postgres-"))
+    data, log = base / "data", base / "server.log"
+    if user is not None:
+        shutil.chown(base, user)
+        base.chmod(0o700)
+    port = _free_port()
+    run = lambda *args: subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120)  # noqa: E731
+    created = run(str(folder / "initdb"), "-D", str(data), "-U", "anomalens", "--auth=trust", "-E", "UTF8")
+    if created.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"initdb failed: {created.stderr.strip()[-300:]}")
+    started = run(str(folder / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+                  f"-p {port} -c listen_addresses=127.0.0.1 -k {base}", "start")
+    if started.returncode != 0:
+        reason = f"{started.stderr.strip()[-300:]} {log.read_text()[-300:] if log.exists() else ''}"
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"PostgreSQL did not start: {reason}")
+    try:
+        admin = create_engine(f"postgresql+psycopg://anomalens@127.0.0.1:{port}/postgres",
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text("CREATE DATABASE inspections"))
+        admin.dispose()
+        yield f"postgresql+psycopg://anomalens@127.0.0.1:{port}/inspections"
+    finally:
+        run(str(folder / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_stations_starting_together_migrate_the_new_database_once(postgres_url):
+    """Two processes open the store at the same moment: one creates the schema, the other waits for it."""
+    # each process imports, says "ready", and migrates when told to: so they really start together
+    script = ("import sys; from anomalens.service.store import migrate; print('ready', flush=True); "
+              "sys.stdin.readline(); migrate(sys.argv[1])")
+    stations = [subprocess.Popen([sys.executable, "-c", script, postgres_url], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [station.stdout.readline() for station in stations] == ["ready\n"] * 2
+    for station in stations:
+        station.stdin.write("go\n")
+        station.stdin.flush()
+    errors = [station.communicate(timeout=300)[1] for station in stations]
+    assert [station.returncode for station in stations] == [0, 0], errors
+    engine = create_engine(postgres_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+    engine.dispose()
+
+
+def test_two_stations_share_one_postgres_store(postgres_url):
+    station_a, station_b = Store(postgres_url), Store(postgres_url)
+    try:
+        first = station_a.add_inspection(RECORD, PNGS, model="tile", station="a")
+        second = station_b.add_inspection({**RECORD, "image": "part2.png", "anomalous": False, "regions": []},
+                                          PNGS, model="tile", station="b")
+        assert station_b.get(first)["station"] == "a" and station_a.get(second)["station"] == "b"
+        assert station_a.count() == station_b.count() == 2
+        assert station_b.image(first, "overlay") == PNGS["overlay"]
+        assert [r["id"] for r in station_a.results(ResultFilter(anomalous=True))] == [first]
+        assert [r["id"] for r in station_a.results(ResultFilter(defect_type="crack"))] == [first]
+        assert station_a.results(ResultFilter(defect_type="crac")) == []
+        station_b.add_message(first, "user", "where?")
+        station_b.add_message(first, "assistant", "top left", "offline")
+        assert [m["content"] for m in station_a.messages(first)] == ["where?", "top left"]
+        feedback_id = station_a.add_feedback(first, "confirmed", 0, "crack", "", "", "", [7])
+        assert station_b.feedback(first)[0]["id"] == feedback_id
+        assert station_b.get(first)["feedback_status"] == "confirmed"
+        station_a.set_explanation(first, {"text": "A crack.", "source": "llm", "reason": "grounded"})
+        assert station_b.get(first)["explanation"]["source"] == "llm"
+    finally:
+        station_a.close()
+        station_b.close()
+    engine = create_engine(postgres_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert connection.execute(text("SELECT count(*) FROM inspection_images")).scalar() == 6
+    assert {"inspections", "inspection_images", "chat_messages", "feedback"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_the_service_stores_in_postgres(postgres_url, tmp_path, demo_data):
+    from fastapi.testclient import TestClient
+
+    from anomalens.models import PatchCore
+    from anomalens.data import read_image
+    from anomalens.service import ServiceSettings, create_app
+
+    train = sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))[:4]
+    PatchCore(image_size=64, min_bank_size=256, augment_below=4, calibration="normal").fit(
+        [read_image(p) for p in train]).save(tmp_path / "model")
+    settings = ServiceSettings.create(tmp_path / "model", tmp_path / "data", database_url=postgres_url, api_key=None)
+    image = (demo_data / "magnetic_tile" / "test" / "good" / "exp4_num_332730.jpg").read_bytes()
+    with TestClient(create_app(settings)) as client:
+        before = client.get("/health").json()["stored_results"]
+        result = client.post("/inspect", files={"file": ("tile.jpg", image)}).json()
+    with TestClient(create_app(settings)) as restarted:
+        assert restarted.get(f"/results/{result['id']}").json()["image"] == "tile.jpg"
+        assert restarted.get("/health").json()["stored_results"] == before + 1
+    assert not (tmp_path / "data" / "inspections.db").exists()   # nothing went to SQLite
