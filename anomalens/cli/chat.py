@@ -8,27 +8,13 @@ from typing import Any
 from rich.console import Console
 
 from anomalens.data import read_image
-from anomalens.explanation.chat import ChatBackend, ChatSession
+from anomalens.explanation.chat import ChatBackend, ChatSession, GroundedLLM
 from anomalens.explanation.history import DefectHistory
 from anomalens.models import load_detector
 from anomalens.postprocessing.findings import extract_findings
 
 console = Console()
 QUIT = {"quit", "exit", "q", "bye"}
-
-
-class _GroundedLLM:
-    """The LLM explainer's chat, grounded in this result's findings (it falls back to offline answers itself)."""
-
-    def __init__(self, explainer: Any, findings: Any):
-        self.explainer, self.findings = explainer, findings
-
-    def chat(self, messages: list[dict[str, Any]]) -> str:
-        return self.explainer.chat(messages, findings=self.findings)
-
-    @property
-    def last_chat(self) -> dict[str, Any]:
-        return self.explainer.last_chat
 
 
 def _backend(args: argparse.Namespace, findings: Any) -> ChatBackend | None:
@@ -40,7 +26,7 @@ def _backend(args: argparse.Namespace, findings: Any) -> ChatBackend | None:
     overrides = {} if args.llm == "env" else {
         "provider": "openai-compatible", "base_url": args.llm,
         "model": os.environ.get("ANOMALENS_LLM_MODEL", "local")}
-    return _GroundedLLM(LLMExplainer(LLMConfig.from_env(**overrides)), findings)
+    return GroundedLLM(LLMExplainer(LLMConfig.from_env(**overrides)), findings)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from anomalens.cli.simulate import _positive_int
+from anomalens.cli.arguments import positive_int
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                           "postgresql+psycopg://user@host/db (default: SQLite in --data-dir)")
     p.add_argument("--api-key", help="require this key in the X-API-Key header (default: $ANOMALENS_API_KEY)")
     p.add_argument("--station", help="name stored with each result (default: this machine's host name)")
-    p.add_argument("--max-upload-mb", type=_positive_int, default=20, help="largest accepted image (default 20)")
+    p.add_argument("--max-upload-mb", type=positive_int, default=20, help="largest accepted image (default 20)")
     p.add_argument("--taxonomy", help="defect types: a saved taxonomy or a folder per type of labelled examples")
     p.add_argument("--llm", action="store_true", help="explain and chat with the LLM of ANOMALENS_LLM_* variables")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from anomalens.cli.arguments import positive_int
 from anomalens.simulation import KINDS, write_simulated_dataset
 
 console = Console()
@@ -41,13 +42,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -66,7 +60,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("data_root", help="MVTec-layout root holding CATEGORY/train/good")
     p.add_argument("--category", required=True, help="category folder under DATA_ROOT")
     p.add_argument("-o", "--output", required=True, help="root of the data set to write")
-    p.add_argument("--n", type=_positive_int, default=50, help="number of defective images (default 50)")
+    p.add_argument("--n", type=positive_int, default=50, help="number of defective images (default 50)")
     p.add_argument("--kind", dest="kinds", action="append", choices=KINDS, metavar="KIND",
                    help=f"anomaly kind, repeatable; kinds are cycled in the given order, so repeating one "
                    f"weights it ({', '.join(KINDS)}; default: all)")

@@ -23,6 +23,20 @@ class ChatBackend(Protocol):
     def chat(self, messages: list[dict[str, Any]]) -> str: ...
 
 
+class GroundedLLM:
+    """An LLM explainer's chat bound to one result's findings (it falls back to offline answers itself)."""
+
+    def __init__(self, explainer: Any, findings: Any):
+        self.explainer, self.findings = explainer, findings
+
+    def chat(self, messages: list[dict[str, Any]]) -> str:
+        return self.explainer.chat(messages, findings=self.findings)
+
+    @property
+    def last_chat(self) -> dict[str, Any]:
+        return self.explainer.last_chat
+
+
 def context_prompt(findings: Findings | dict[str, Any], seen_before: list[str]) -> str:
     """The system message: the measured facts, which the answers must not contradict."""
     facts = explain(findings, seen_before)
