@@ -325,3 +325,17 @@ def test_chat_answers_must_state_the_fact_asked_for():
     assert check_answer("Is there any anomaly in the image?", "Yes, two regions.", findings) == []
     assert check_answer("Is there any anomaly in the image?", "The anomaly is not an anomaly.", findings)
     assert check_answer("Is there any anomaly?", "No.", {"anomalous": False, "regions": []}) == []
+
+
+def test_similar_past_cases_reach_the_prompt_and_the_fallback(one_bottom_left):
+    past = ["crack at the bottom left, seen 2026-11-02: cause was a worn press die, fixed by replacing the die"]
+    client = ScriptedClient(["no json", "still no json"])
+    result = LLMExplainer(client=client).explain(one_bottom_left, seen_before=past)
+    prompt = client.sent[0][1]["content"]
+    assert "seen before" in prompt.lower() and "worn press die" in prompt
+    assert "worn press die" not in explain_messages(one_bottom_left)[1]["content"]
+    assert result["source"] == "offline" and "worn press die" in result["text"]
+    chat_client = ScriptedClient(["The anomaly is at the bottom left; last time a worn press die caused it."])
+    LLMExplainer(client=chat_client).chat([{"role": "user", "content": "What could cause it?"}],
+                                          findings=one_bottom_left, seen_before=past)
+    assert "worn press die" in chat_client.sent[0][0]["content"]

@@ -166,10 +166,10 @@ class FixedExplainer:
 
     last_chat = {"source": "llm", "reason": "grounded"}
 
-    def explain(self, findings, image=None, prediction=None):
+    def explain(self, findings, image=None, prediction=None, seen_before=None):
         return {"text": "A dark hole.", "source": "llm", "reason": "grounded", "attempts": 1}
 
-    def chat(self, messages, findings=None):
+    def chat(self, messages, findings=None, seen_before=None):
         self.grounded_in = findings
         return f"It is one region ({len(messages)} messages so far)."
 

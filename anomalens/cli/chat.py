@@ -17,7 +17,7 @@ console = Console()
 QUIT = {"quit", "exit", "q", "bye"}
 
 
-def _backend(args: argparse.Namespace, findings: Any) -> ChatBackend | None:
+def _backend(args: argparse.Namespace, findings: Any, seen_before: list[str]) -> ChatBackend | None:
     """The configured LLM, if any: --llm URL (an OpenAI-compatible server) or ANOMALENS_LLM_* variables."""
     if not args.llm:
         return None
@@ -26,7 +26,7 @@ def _backend(args: argparse.Namespace, findings: Any) -> ChatBackend | None:
     overrides = {} if args.llm == "env" else {
         "provider": "openai-compatible", "base_url": args.llm,
         "model": os.environ.get("ANOMALENS_LLM_MODEL", "local")}
-    return GroundedLLM(LLMExplainer(LLMConfig.from_env(**overrides)), findings)
+    return GroundedLLM(LLMExplainer(LLMConfig.from_env(**overrides)), findings, seen_before)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -37,7 +37,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.history:
         text = " ".join(r.position for r in findings.regions)
         seen_before = [case.seen_before() for case, _ in DefectHistory(args.history).similar(text=text or "defect")]
-    session = ChatSession(findings, _backend(args, findings), seen_before)
+    session = ChatSession(findings, _backend(args, findings, seen_before), seen_before)
     console.print(f"[bold]anomalens:[/] {session.opening()}")
     questions: Any = args.question or _prompt_lines()
     for question in questions:

@@ -26,11 +26,11 @@ class ChatBackend(Protocol):
 class GroundedLLM:
     """An LLM explainer's chat bound to one result's findings (it falls back to offline answers itself)."""
 
-    def __init__(self, explainer: Any, findings: Any):
-        self.explainer, self.findings = explainer, findings
+    def __init__(self, explainer: Any, findings: Any, seen_before: list[str] | None = None):
+        self.explainer, self.findings, self.seen_before = explainer, findings, seen_before
 
     def chat(self, messages: list[dict[str, Any]]) -> str:
-        return self.explainer.chat(messages, findings=self.findings)
+        return self.explainer.chat(messages, findings=self.findings, seen_before=self.seen_before)
 
     @property
     def last_chat(self) -> dict[str, Any]:

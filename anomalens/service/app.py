@@ -135,7 +135,8 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
         """Replace the stored offline explanation by the LLM's; any failure keeps the offline one."""
         try:
             explanation = explainer.explain(chat.findings_of(inspected.record), image=inspected.image,
-                                            prediction=inspected.prediction)
+                                            prediction=inspected.prediction,
+                                            seen_before=history.seen_before(inspected.record))
         except Exception as error:  # the result is stored already; the explanation is a bonus
             log.warning("LLM explanation failed for %s, keeping the offline one: %s", result_id, error)
             return

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from anomalens.explanation.chat import GroundedLLM
-from anomalens.explanation.chat import ChatSession
+from anomalens.explanation.chat import ChatSession, GroundedLLM
 
 
 def findings_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -16,7 +15,7 @@ def reply(record: dict[str, Any], turns: list[dict[str, Any]], message: str, exp
           past: list[str]) -> tuple[str, str]:
     """The answer to ``message`` after the earlier ``turns`` (role/content); returns (reply, source)."""
     findings = findings_of(record)
-    backend = GroundedLLM(explainer, findings) if explainer is not None else None
+    backend = GroundedLLM(explainer, findings, past) if explainer is not None else None
     session = ChatSession(findings, backend, past)
     session.messages += [{"role": t["role"], "content": t["content"]} for t in turns]
     return session.ask(message)

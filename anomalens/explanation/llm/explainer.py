@@ -67,11 +67,13 @@ class LLMExplainer:
         return reply, check(reply, findings)
 
     def explain(self, findings: Findings | dict[str, Any], image: np.ndarray | None = None,
-                prediction: Any = None, reference: np.ndarray | None = None) -> dict[str, Any]:
+                prediction: Any = None, reference: np.ndarray | None = None,
+                seen_before: list[str] | None = None) -> dict[str, Any]:
         """``{"text", "source": "llm" | "offline", "reason", "llm", "attempts", "problems"}``.
 
         ``image`` (and the mask of ``prediction``, and a normal ``reference``) are sent as PNG images only to
-        models that take images. ``llm`` holds the parsed fields of the last reply (None when unparseable),
+        models that take images. ``seen_before`` (similar past cases of the defect history) is quoted to the
+        model and, on a fallback, in the offline text. ``llm`` holds the parsed fields of the last reply (None when unparseable),
         ``problems`` the contradictions found in each attempt.
         """
         f = _as_dict(findings)
@@ -82,7 +84,7 @@ class LLMExplainer:
         try:
             images = vision_images(image, prediction, reference) \
                 if (image is not None or reference is not None) and self.client.supports_images else []
-            messages = explain_messages(f, images, self.prompts_dir)
+            messages = explain_messages(f, images, self.prompts_dir, seen_before)
             for attempt in range(2):
                 text = self.client.complete(messages, json_mode=self.config.json_mode)
                 attempts += 1
@@ -98,11 +100,12 @@ class LLMExplainer:
             reason = "the LLM's answer contradicted the findings after one retry: " + "; ".join(history[-1])
         except LLMUnavailable as exc:
             reason = f"LLM unavailable: {exc}"
-        return {"text": offline.explain(f), "source": "offline", "reason": reason,
+        return {"text": offline.explain(f, seen_before), "source": "offline", "reason": reason,
                 "llm": reply.model_dump() if reply is not None else None, "attempts": attempts,
                 "problems": history, "model": self.config.model}
 
-    def chat(self, messages: list[dict[str, Any]], findings: Findings | dict[str, Any] | None = None) -> str:
+    def chat(self, messages: list[dict[str, Any]], findings: Findings | dict[str, Any] | None = None,
+             seen_before: list[str] | None = None) -> str:
         """The assistant's next turn in a conversation about ``findings`` (default: the last explained ones).
 
         ``messages`` are the user / assistant turns so far (a system message with the findings is added).
@@ -117,7 +120,7 @@ class LLMExplainer:
             self.last_chat = {"source": "llm", "reason": "no findings given"}
             return text
         try:
-            text = self.client.complete([chat_system_message(f, self.prompts_dir), *turns])
+            text = self.client.complete([chat_system_message(f, self.prompts_dir, seen_before), *turns])
         except LLMUnavailable as exc:
             self.last_chat = {"source": "offline", "reason": f"LLM unavailable: {exc}"}
             return offline.answer(question, f)

@@ -84,10 +84,21 @@ def _positions(f: dict[str, Any]) -> list[str]:
     return words
 
 
+def history_text(seen_before: list[str] | None) -> str:
+    """Similar past cases from the defect history, quoted for the model to draw causes and actions from."""
+    if not seen_before:
+        return ""
+    listed = "\n".join(f"- {case}" for case in seen_before)
+    return ("\nSimilar defects seen before at this line (from the operators' defect history); use their causes "
+            f"and actions where they fit:\n{listed}\n")
+
+
 def explain_messages(findings: Findings | dict[str, Any], images: list[str] | None = None,
-                     prompts_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+                     prompts_dir: str | os.PathLike | None = None,
+                     seen_before: list[str] | None = None) -> list[dict[str, Any]]:
     """System + user message asking for the JSON explanation; ``images`` (data URLs) are attached as
-    image parts (first the image|mask composite, then the normal reference when given)."""
+    image parts (first the image|mask composite, then the normal reference when given); ``seen_before``
+    (``Case.seen_before()`` sentences of similar past cases) is quoted as history."""
     f = _as_dict(findings)
     images = images or []
     note = ""
@@ -95,6 +106,7 @@ def explain_messages(findings: Findings | dict[str, Any], images: list[str] | No
         note = ("\nImage 1 shows the inspected image (left) and the detected anomaly mask over it (right)."
                 + ("\nImage 2 is a normal reference image of the same product." if len(images) > 1 else "") + "\n")
     text = render("explain.txt", prompts_dir, findings=findings_text(f), images=note,
+                  history=history_text(seen_before),
                   anomalous=json.dumps(bool(f["anomalous"])), count=len(f.get("regions", [])),
                   positions_example=json.dumps(_positions(f)))
     content: Any = text
@@ -112,6 +124,7 @@ def retry_message(problems: list[str]) -> dict[str, str]:
             f"{listed}\nAnswer again with one corrected JSON object only."}
 
 
-def chat_system_message(findings: Findings | dict[str, Any],
-                        prompts_dir: str | os.PathLike | None = None) -> dict[str, str]:
-    return {"role": "system", "content": render("chat_system.txt", prompts_dir, findings=findings_text(findings))}
+def chat_system_message(findings: Findings | dict[str, Any], prompts_dir: str | os.PathLike | None = None,
+                        seen_before: list[str] | None = None) -> dict[str, str]:
+    return {"role": "system", "content": render("chat_system.txt", prompts_dir, findings=findings_text(findings),
+                                                history=history_text(seen_before))}
