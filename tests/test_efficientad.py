@@ -14,10 +14,9 @@ from anomalens.cli.main import main as cli_main
 from anomalens.data.generic import generic_images, random_generic_crops
 from anomalens.models import EfficientAD, load_detector
 from anomalens.models.efficientad.detector import MAP_QUANTILES
-from anomalens.models.efficientad.pdn import PDN_WIDTHS, Autoencoder, pdn, pdn_grid
+from anomalens.models.efficientad.pdn import BORDER_CELLS, PDN_WIDTHS, STRIDE, Autoencoder, pdn, pdn_grid
 from anomalens.models.efficientad.torch_model import EfficientADModel
-from anomalens.models.efficientad.training import (MARGIN, STRIDE, Trainer, TrainingSettings, crop_offset,
-                                                   hard_feature_loss)
+from anomalens.models.efficientad.training import Trainer, TrainingSettings, crop_offset, hard_feature_loss
 
 FAST = {"image_size": 128, "size": "cpu", "train_steps": 60, "train_batch_size": 4, "train_crop": 64}
 
@@ -34,12 +33,12 @@ def fitted(normals) -> EfficientAD:
 
 @pytest.mark.parametrize("size", sorted(PDN_WIDTHS))
 @pytest.mark.parametrize("image_size", [64, 128, 256])
-def test_pdn_output_grid_is_a_quarter_of_the_input(size, image_size):
+def test_pdn_output_grid_is_the_valid_centre_of_the_stride_4_grid(size, image_size):
     network = pdn(size, 24)
     with torch.no_grad():
         out = network(torch.zeros(1, 3, image_size, image_size))
-    assert out.shape == (1, 24, pdn_grid(image_size), pdn_grid(image_size)) == (1, 24, image_size // 4,
-                                                                                  image_size // 4)
+    side = image_size // STRIDE - 2 * BORDER_CELLS  # 56 cells for 256 pixels, as in the paper
+    assert out.shape == (1, 24, pdn_grid(image_size), pdn_grid(image_size)) == (1, 24, side, side)
 
 
 def test_pdn_sizes_follow_the_paper_widths():
@@ -50,30 +49,34 @@ def test_pdn_sizes_follow_the_paper_widths():
     assert [c.kernel_size[0] for c in convs["small"]] == [4, 4, 3, 4]
 
 
-def test_student_on_a_crop_equals_the_full_image_away_from_crop_edges():
-    """What the crop training relies on: a PDN is translation-equivariant on its 4-pixel grid, so the interior
-    cells of a crop's output are exactly the full image's cells at the crop's offset."""
+def test_student_on_a_crop_equals_the_full_image_over_the_crop():
+    """What the crop training relies on: an unpadded PDN on a crop starting on its 4-pixel grid computes
+    exactly the whole image's output cells over that crop."""
     torch.manual_seed(0)
     network = pdn("cpu", 8).eval()
     image = torch.rand(1, 3, 128, 128)
+    y0, x0, crop = 32, 48, 64
     with torch.no_grad():
         full = network(image)
-        y0, x0, crop = 32, 48, 64
         part = network(image[..., y0:y0 + crop, x0:x0 + crop])
-    cells = crop // STRIDE
-    inner = slice(MARGIN, cells - MARGIN)
-    expected = full[..., y0 // STRIDE:y0 // STRIDE + cells, x0 // STRIDE:x0 // STRIDE + cells][..., inner, inner]
-    torch.testing.assert_close(part[..., inner, inner], expected, atol=1e-5, rtol=1e-5)
-    # at the crop's inner edge the zero padding differs: that is why those cells are left out of the losses
-    assert (part[..., 0, :] - full[..., y0 // STRIDE, x0 // STRIDE:x0 // STRIDE + cells]).abs().max() > 1e-3
+    cells = pdn_grid(crop)
+    expected = full[..., y0 // STRIDE:y0 // STRIDE + cells, x0 // STRIDE:x0 // STRIDE + cells]
+    torch.testing.assert_close(part, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_crop_offsets_lie_on_the_grid_and_reach_both_edges():
+def test_crop_offsets_lie_on_the_grid_and_cover_the_view():
     rng = np.random.default_rng(0)
     offsets = [crop_offset(rng, 256, 128) for _ in range(400)]
     assert all(o % STRIDE == 0 and 0 <= o <= 128 for o in offsets)
-    assert offsets.count(0) > 60 and offsets.count(128) > 60  # edges are trained often
-    assert len(set(offsets)) > 20
+    assert 0 in offsets and 128 in offsets and len(set(offsets)) == 33
+
+
+def test_map_reaches_the_image_edge(fitted, textures):
+    """The PDN leaves 4 cells out at each edge; the map is extended there, so a defect at the edge shows."""
+    base = textures.normal(128, 128, seed=44)
+    image, truth = textures.defect(base, "blob", center=(64, 6), size=10, seed=2)
+    amap = fitted.anomaly_map(image)
+    assert amap[:, :8].max() > fitted.anomaly_map(base)[:, :8].max()
 
 
 def test_hard_feature_loss_averages_only_the_largest_distances():
@@ -90,7 +93,7 @@ def test_hard_feature_loss_averages_only_the_largest_distances():
 def test_autoencoder_output_matches_the_student_grid():
     autoencoder = Autoencoder(16, pdn_grid(128))
     with torch.no_grad():
-        assert autoencoder(torch.rand(2, 3, 128, 128)).shape == (2, 16, 32, 32)
+        assert autoencoder(torch.rand(2, 3, 128, 128)).shape == (2, 16, 24, 24)
 
 
 def test_generic_images_ship_with_scikit_image():
@@ -213,6 +216,14 @@ def test_cli_fits_efficientad_with_its_options(tiny_mvtec, tmp_path, capsys):
     code = cli_main(["evaluate", str(out), str(tiny_mvtec.root), "--category", tiny_mvtec.category,
                      "--runtime", "onnx"])
     assert code == 0 and (out / "model.onnx").is_file()
+    for runtime in ("torch", "onnx"):
+        assert cli_main(["predict", str(out), *map(str, tiny_mvtec.test_good + tiny_mvtec.test_spot), "-o",
+                         str(tmp_path / runtime), "--runtime", runtime, "--device", "cpu"]) == 0
+    by_runtime = [json.loads((tmp_path / r / "results.json").read_text()) for r in ("torch", "onnx")]
+    assert len(by_runtime[0]) == len(by_runtime[1]) > 0
+    for a, b in zip(*by_runtime):
+        assert a["image"] == b["image"] and a["anomalous"] == b["anomalous"]
+        assert abs(a["score"] - b["score"]) < 1e-4
     assert cli_main(["fit", str(tiny_mvtec.root), "--category", tiny_mvtec.category, "--size", "small",
                      "-o", str(tmp_path / "pc")]) == 2
     assert "does not apply to --model patchcore" in capsys.readouterr().err

@@ -17,14 +17,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from anomalens import api
+from anomalens import api, engine
 from anomalens.data import mvtec_samples
 from anomalens.cli.chat import add_parser as add_chat_parser
 from anomalens.cli.classify import add_parser as add_classify_parser
 from anomalens.cli.classify import load_taxonomy
+from anomalens.cli.fit_many import add_engine_options
+from anomalens.cli.fit_many import add_parser as add_fit_many_parser
+from anomalens.cli.report import add_parser as add_report_parser
+from anomalens.cli.serve import add_parser as add_serve_parser
 from anomalens.cli.simulate import add_parser as add_simulate_parser
 from anomalens.evaluation.evaluate import evaluate
-from anomalens.models import DETECTORS, load_detector
+from anomalens.models import DETECTORS, RUNTIMES, load_detector
+from anomalens.models.device import DEVICE_CHOICES
+from anomalens.models.efficientad.pdn import PDN_WIDTHS
 
 console = Console()
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
@@ -42,13 +48,36 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
                         help="threshold from normals vs simulated defects (default), or from normals alone "
                              "at a 1%% false-alarm rate")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="where the network runs (auto: a CUDA GPU when there is one)")
+    ead = parser.add_argument_group("EfficientAD (--model efficientad)")
+    ead.add_argument("--size", choices=sorted(PDN_WIDTHS), help="student network: small (default), medium, or "
+                     "cpu (small at half width, for 2-core line PCs)")
+    ead.add_argument("--no-autoencoder", dest="autoencoder", action="store_false", default=None,
+                     help="local (student-teacher) map only, no autoencoder for logical anomalies")
+    ead.add_argument("--train-steps", type=int, help="training steps (default 2000)")
+    ead.add_argument("--max-train-seconds", type=float, help="stop training after this many seconds")
+    ead.add_argument("--patience", type=int, help="stop early after this many validation checks (every 100 "
+                     "steps) without improvement")
+    ead.add_argument("--checkpoint-dir", help="save training state here every 200 steps; resume from it")
 
 
 def _model_params(args: argparse.Namespace) -> dict[str, Any]:
-    names = {"backbone": "backbone", "image_size": "image_size", "tile_size": "tile_size",
-             "tile_overlap": "tile_overlap", "coreset_ratio": "coreset_ratio", "calibration": "calibration"}
-    params = {param: getattr(args, arg) for arg, param in names.items() if getattr(args, arg) is not None}
-    return {**params, "seed": args.seed, "progress": True}
+    names = ("backbone", "image_size", "tile_size", "tile_overlap", "coreset_ratio", "calibration", "size",
+             "autoencoder", "train_steps", "max_train_seconds", "patience", "checkpoint_dir")
+    params = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    accepted = DETECTORS[args.model]._param_names()
+    ignored = sorted(set(params) - set(accepted))
+    if ignored:
+        raise ValueError(f"--{ignored[0].replace('_', '-')} does not apply to --model {args.model}")
+    return {**params, "seed": args.seed, "device": args.device, "progress": True}
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=DEVICE_CHOICES, help="where the network runs (default: as fitted)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="onnx: run the network through ONNX Runtime on the CPU (exported to "
+                             "MODEL_DIR/model.onnx on first use)")
 
 
 def _on_error(args: argparse.Namespace) -> api.OnError:
@@ -88,9 +117,10 @@ def _results_table(results: list[dict[str, Any]], truth: dict[str, str] | None =
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    detector = load_detector(args.model_dir)
     taxonomy = load_taxonomy(args.taxonomy) if args.taxonomy else None
-    run = api.inspect(detector, args.inputs, args.output, _on_error(args), progress=True, taxonomy=taxonomy)
+    run = engine.predict(args.model_dir, args.inputs, args.output, args.engine, address=args.address,
+                         workers=args.workers, device=args.device, runtime=args.runtime,
+                         on_error=_on_error(args), progress=True, taxonomy=taxonomy)
     console.print(_results_table(run.results))
     for error in run.errors:
         console.print(f"[yellow]skipped[/] {error['path']}: {error['error']}")
@@ -130,7 +160,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    detector = load_detector(args.model_dir)
+    detector = load_detector(args.model_dir, args.device, args.runtime)
     report = evaluate(detector, mvtec_samples(args.data_root, args.category, "test"), progress=True)
     console.print(_metrics_table(report))
     console.print(f"{report['n_images']} images in {report['seconds']:.1f} s "
@@ -178,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="folder for overlays, masks and results.json")
     p.add_argument("--taxonomy", help="defect types: a saved taxonomy or a folder per type of labelled examples")
+    add_engine_options(p)
+    add_runtime_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="measure a model on a labelled MVTec-layout test set")
@@ -185,11 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_root")
     p.add_argument("--category", required=True)
     p.add_argument("--json", help="write all metrics to this JSON file")
+    add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     add_simulate_parser(sub)
     add_chat_parser(sub)
     add_classify_parser(sub)
+    add_serve_parser(sub)
+    add_report_parser(sub)
+    add_fit_many_parser(sub)
 
     p = sub.add_parser("demo", help="fit, inspect and evaluate on the data that ships with anomalens")
     p.add_argument("-o", "--output", default="demo_results")

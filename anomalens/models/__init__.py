@@ -11,6 +11,7 @@ from anomalens.models.base import BaseDetector, Detector, NotFittedError, read_c
 from anomalens.models.efficientad import EfficientAD
 from anomalens.models.patchcore import PatchCore
 
+RUNTIMES = ("torch", "onnx")
 DETECTORS: dict[str, type[BaseDetector]] = {PatchCore.name: PatchCore, EfficientAD.name: EfficientAD}
 
 
@@ -20,12 +21,16 @@ def create_detector(name: str, **params: Any) -> BaseDetector:
     return DETECTORS[name](**params)
 
 
-def load_detector(directory: str | Path, device: str | None = None) -> BaseDetector:
-    """Load a saved model of any registered kind (on ``device`` when given)."""
+def load_detector(directory: str | Path, device: str | None = None, runtime: str = "torch") -> BaseDetector:
+    """Load a saved model of any registered kind (on ``device`` when given). ``runtime="onnx"`` runs its
+    network through ONNX Runtime (exported to ``directory/model.onnx`` on first use)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     name = read_config(directory)["detector"]
     if name not in DETECTORS:
         raise ValueError(f"{directory}: unknown model kind {name!r}")
-    return DETECTORS[name].load(directory, device)
+    detector = DETECTORS[name].load(directory, device)
+    return detector.use_onnx(directory) if runtime == "onnx" else detector
 
 
 __all__ = ["BaseDetector", "DETECTORS", "Detector", "EfficientAD", "NotFittedError", "PatchCore", "create_detector",

@@ -138,6 +138,8 @@ class BaseDetector(ABC):
     def score_and_map_batch(self, images: Sequence[np.ndarray]) -> list[tuple[float, np.ndarray]]:
         """``score_and_map`` for several images, their views run through the network in shared batches."""
         self._check_fitted()
+        if not images:
+            return []
         views = [self._views(image) for image in images]
         flat = [view for image_views in views for view in image_views]
         maps: list[torch.Tensor] = []

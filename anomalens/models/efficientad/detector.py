@@ -34,6 +34,7 @@ class EfficientAD(BaseDetector):
     backbone, layers: the pretrained teacher's features (channels concatenated on the PDN grid).
     train_steps, max_train_seconds, train_batch_size, train_crop, learning_rate: the training budget; the
         run stops at whichever of steps and seconds comes first.
+    hard_quantile: the student learns only from feature distances above this quantile (the paper's 0.999).
     patience: stop early after this many validation checks (every 100 steps) without improvement.
     checkpoint_dir: save the training state there every 200 steps and resume from it when present.
     validation_fraction: share of the normal images held back for map normalisation and thresholds.
@@ -46,7 +47,8 @@ class EfficientAD(BaseDetector):
     def __init__(self, size: str = "small", autoencoder: bool = True, backbone: str = "efficientnet_lite0",
                  layers: tuple[str, ...] = ("blocks.4", "blocks.10"), image_size: int = 256,
                  train_steps: int = 2000, max_train_seconds: float | None = None, train_batch_size: int = 8,
-                 train_crop: int = 128, learning_rate: float = 1e-3, patience: int | None = None,
+                 train_crop: int = 128, learning_rate: float = 1e-3, hard_quantile: float = 0.999,
+                 patience: int | None = None,
                  checkpoint_dir: str | None = None, validation_fraction: float = 0.1,
                  calibration: str = "simulated", simulated_per_image: int = 2, false_alarm_rate: float = 0.01,
                  smoothing_sigma: float = 2.0, tile_size: int | None = None, tile_overlap: int = 32,
@@ -64,6 +66,7 @@ class EfficientAD(BaseDetector):
         self.train_batch_size = train_batch_size
         self.train_crop = train_crop
         self.learning_rate = learning_rate
+        self.hard_quantile = hard_quantile
         self.patience = patience
         self.checkpoint_dir = checkpoint_dir
         self.validation_fraction = validation_fraction
@@ -95,7 +98,8 @@ class EfficientAD(BaseDetector):
         self._set_teacher_statistics(train)
         settings = TrainingSettings(steps=self.train_steps, max_seconds=self.max_train_seconds,
                                     batch_size=self.train_batch_size, crop=self.train_crop,
-                                    learning_rate=self.learning_rate, patience=self.patience, seed=self.seed)
+                                    learning_rate=self.learning_rate, hard_quantile=self.hard_quantile,
+                                    patience=self.patience, seed=self.seed)
         report = Trainer(self.model_, settings, self.torch_device, self.checkpoint_dir,
                          self.progress).train(train, validation)
         self._set_map_quantiles(validation)

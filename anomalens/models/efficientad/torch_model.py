@@ -11,11 +11,14 @@ from torch import nn
 
 from anomalens.models.anomaly_map import MapSmoother
 from anomalens.models.backbones import FeatureExtractor, build_feature_extractor
-from anomalens.models.efficientad.pdn import Autoencoder, pdn, pdn_grid
+from anomalens.models.efficientad.pdn import BORDER_CELLS, Autoencoder, pdn, pdn_grid
 
 
 class PretrainedTeacher(nn.Module):
-    """ImageNet features of a frozen backbone, resized to the PDN grid and standardised per channel.
+    """ImageNet features of a frozen backbone on the PDN's output cells, standardised per channel.
+
+    The features are resized to the full stride-4 grid and its centre is kept, where the unpadded student's
+    cells are.
 
     The paper distils a PDN teacher from a WideResNet on ImageNet; offline we have EfficientNet-Lite
     weights, and using its features directly was the better of the two measured options (see the README).
@@ -32,8 +35,10 @@ class PretrainedTeacher(nn.Module):
 
     def raw(self, images: torch.Tensor) -> torch.Tensor:
         features = self.extractor(images)
-        return torch.cat([F.interpolate(features[layer], size=(self.grid, self.grid), mode="bilinear",
-                                        align_corners=False) for layer in self.layers], dim=1)
+        side = self.grid + 2 * BORDER_CELLS
+        stacked = torch.cat([F.interpolate(features[layer], size=(side, side), mode="bilinear",
+                                           align_corners=False) for layer in self.layers], dim=1)
+        return stacked[..., BORDER_CELLS:BORDER_CELLS + self.grid, BORDER_CELLS:BORDER_CELLS + self.grid]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (self.raw(images) - self.mean) / self.std
@@ -77,4 +82,7 @@ class EfficientADModel(nn.Module):
         combined = self._normalise(local, self.local_quantiles)
         if global_ is not None:
             combined = 0.5 * combined + 0.5 * self._normalise(global_, self.global_quantiles)
-        return self.smoother(combined)
+        # the outer 4 cells have no student output: they take their nearest cell's value, so that a defect
+        # at the image edge is still outlined up to the edge
+        border = (BORDER_CELLS,) * 4
+        return self.smoother(F.pad(combined, border, mode="replicate"))

@@ -1,11 +1,11 @@
 """The EfficientAD training loop, kept apart from the networks (``torch_model.py``) and the detector.
 
-Each step trains on random crops: a PDN output cell sees only a 33-pixel patch, so the student learns the
-same thing from a 128-pixel crop as from the whole image at a quarter of the cost. The frozen teacher's maps
-of the training views are computed once (half precision) and cropped to match; the autoencoder needs the
-whole view. Cells whose receptive field crosses a crop edge that is not an image edge are left out of the
-losses. With the autoencoder, inputs get a random colour jitter while the targets stay the teacher's maps of
-the unjittered views, so neither network learns to follow lighting changes.
+Each step trains on random crops: a PDN output cell sees only a 33-pixel patch and the network has no
+padding, so the student's output on a crop is exactly the whole view's output over the crop's cells, learned
+at a fraction of the cost. The frozen teacher's maps of the training views are computed once (half
+precision) and cropped to match; the autoencoder needs the whole view. With the autoencoder, inputs get a
+random colour jitter while the targets stay the teacher's maps of the unjittered views, so neither network
+learns to follow lighting changes.
 """
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from anomalens.data.generic import random_generic_crops
+from anomalens.models.efficientad.pdn import STRIDE, pdn_grid
 from anomalens.models.efficientad.torch_model import EfficientADModel
 from anomalens.progress import track
 
-STRIDE = 4  # input pixels per PDN output cell
-MARGIN = 4  # output cells at a crop edge whose 33-pixel receptive field reaches past it
 CHECKPOINT_TENSORS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
 
@@ -82,19 +81,8 @@ def colour_jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
 
 
 def crop_offset(rng: np.random.Generator, size: int, crop: int) -> int:
-    """A crop start on the PDN's 4-pixel grid. Half the crops touch an image edge: edge cells are few among
-    all positions, and the student must learn the zero padding there as well as the interior."""
-    last = (size - crop) // STRIDE
-    choice = rng.random()
-    cell = 0 if choice < 0.25 else last if choice < 0.5 else int(rng.integers(last + 1))
-    return cell * STRIDE
-
-
-def _crop_cells(grid: int, crop_cells: int, offset_cells: int) -> slice:
-    """The output cells of a crop that lie away from its inner edges (image edges are kept)."""
-    start = 0 if offset_cells == 0 else MARGIN
-    stop = crop_cells if offset_cells + crop_cells >= grid else crop_cells - MARGIN
-    return slice(start, stop)
+    """A random crop start on the PDN's 4-pixel grid."""
+    return int(rng.integers((size - crop) // STRIDE + 1)) * STRIDE
 
 
 class Trainer:
@@ -118,8 +106,8 @@ class Trainer:
     def train(self, views: np.ndarray, validation: np.ndarray) -> TrainingReport:
         """``views``: [N,S,S,3] normal training views; ``validation``: held-back normal views for stopping."""
         settings, model = self.settings, self.model
-        if min(settings.crop, views.shape[1]) // STRIDE <= 2 * MARGIN:
-            raise ValueError(f"training crop {settings.crop} is too small: at least {4 * (2 * MARGIN + 1)} pixels")
+        if pdn_grid(min(settings.crop, views.shape[1])) < 1:
+            raise ValueError(f"training crop {settings.crop} is too small: at least 36 pixels")
         start_step = self._resume()
         images = torch.from_numpy(views).permute(0, 3, 1, 2)
         teacher_maps = self.teacher_maps(images)
@@ -171,15 +159,13 @@ class Trainer:
             batch = colour_jitter(batch, generator)
         crop = min(settings.crop, size)
         y0, x0 = (crop_offset(rng, size, crop) for _ in range(2))
-        crop_cells = teacher.shape[-1] * crop // size
+        cells = pdn_grid(crop)
         gy, gx = y0 // STRIDE, x0 // STRIDE
-        keep_y = _crop_cells(teacher.shape[-1], crop_cells, gy)
-        keep_x = _crop_cells(teacher.shape[-1], crop_cells, gx)
 
         def cropped(grid: torch.Tensor) -> torch.Tensor:
-            return grid[..., gy:gy + crop_cells, gx:gx + crop_cells][..., keep_y, keep_x]
+            return grid[..., gy:gy + cells, gx:gx + cells]
 
-        student = model.student(batch[..., y0:y0 + crop, x0:x0 + crop])[..., keep_y, keep_x]
+        student = model.student(batch[..., y0:y0 + crop, x0:x0 + crop])
         channels = model.channels
         loss = hard_feature_loss(cropped(teacher), student[:, :channels], settings.hard_quantile)
         generic = torch.from_numpy(random_generic_crops(rng, max(1, settings.batch_size // 4), crop))
