@@ -5,8 +5,9 @@ For each configuration: training seconds and steps, the test-split metrics of ``
 inference milliseconds per 256x256 image at batch 1 and 8 in PyTorch and (on the CPU) ONNX Runtime, beside
 the FLOP count of one inference and the limit that this machine's measured fp32 matmul rate puts on it.
 
-    .venv/bin/python bench/efficientad_magnetic_tile.py --configs small small:noae medium medium:noae cpu \
-        --steps 2000 --json bench/results/efficientad_magnetic_tile.json > bench/results/efficientad_magnetic_tile.md
+    .venv/bin/python bench/efficientad_magnetic_tile.py --configs cpu cpu:noae small small:noae medium medium:noae \
+        --steps 100000 --max-seconds 300 --device cpu --json bench/results/efficientad_magnetic_tile.json \
+        > bench/results/efficientad_magnetic_tile.md
 """
 from __future__ import annotations
 

@@ -227,3 +227,13 @@ def test_cli_fits_efficientad_with_its_options(tiny_mvtec, tmp_path, capsys):
     assert cli_main(["fit", str(tiny_mvtec.root), "--category", tiny_mvtec.category, "--size", "small",
                      "-o", str(tmp_path / "pc")]) == 2
     assert "does not apply to --model patchcore" in capsys.readouterr().err
+
+
+def test_half_precision_is_refused_without_a_gpu(fitted, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: half precision is allowed here")
+    fitted.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="CUDA"):
+        load_detector(tmp_path / "m", "cpu", "fp16")
+    with pytest.raises(ValueError, match="unknown runtime"):
+        load_detector(tmp_path / "m", "cpu", "tensorrt")

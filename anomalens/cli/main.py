@@ -77,7 +77,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, help="where the network runs (default: as fitted)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
                         help="onnx: run the network through ONNX Runtime on the CPU (exported to "
-                             "MODEL_DIR/model.onnx on first use)")
+                             "MODEL_DIR/model.onnx on first use); fp16: float16 autocast on a CUDA GPU")
 
 
 def _on_error(args: argparse.Namespace) -> api.OnError:

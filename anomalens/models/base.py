@@ -80,6 +80,7 @@ class BaseDetector(ABC):
         self.device = device
         self.thresholds_: Thresholds | None = None
         self.onnx_scorer_: OnnxScorer | None = None
+        self.half_precision_ = False
 
     @property
     def torch_device(self) -> torch.device:
@@ -148,7 +149,8 @@ class BaseDetector(ABC):
                 pixels = self._to_tensor([v.pixels for v in batch])
                 if self.onnx_scorer_ is not None:
                     maps.append(self.onnx_scorer_(pixels))
-                else:
+                    continue
+                with torch.autocast("cuda", dtype=torch.float16, enabled=self.half_precision_):
                     maps.append(self._score_views(pixels.to(self.torch_device)).float().cpu())
         all_maps = torch.cat(maps)
         results, start = [], 0
@@ -199,6 +201,14 @@ class BaseDetector(ABC):
         if not path.is_file():
             self.export_onnx(path)
         self.onnx_scorer_ = OnnxScorer(path, threads)
+        return self
+
+    def use_half_precision(self) -> "BaseDetector":
+        """Run the network in float16 autocast (CUDA only): about twice the throughput of float32 on a GPU;
+        autocast keeps reductions and normalisations in float32."""
+        if self.torch_device.type != "cuda":
+            raise ValueError("half precision needs a CUDA device (use --runtime onnx for a fast CPU path)")
+        self.half_precision_ = True
         return self
 
     def _check_fitted(self) -> None:

@@ -40,19 +40,23 @@ class EfficientAD(BaseDetector):
     validation_fraction: share of the normal images held back for map normalisation and thresholds.
     calibration, simulated_per_image, false_alarm_rate: the automatic thresholds (see ``calibration.py``).
     smoothing_sigma: Gaussian blur of the map at input resolution, in pixels.
+    score_top_fraction: 0 scores an image by its map's maximum, as the paper does (on magnetic tile: image
+        AUROC 0.778 against 0.688 for the mean of the top 5 %, which suits PatchCore's smoother maps).
+    train_batch_size: 2 by default: more, smaller steps learned more in the same time on a 2-core CPU
+        (image AUROC 0.628 after 790 steps of 2 against 0.590 after 69 steps of 8, both in 200-300 s).
     """
 
     name = "efficientad"
 
     def __init__(self, size: str = "small", autoencoder: bool = True, backbone: str = "efficientnet_lite0",
                  layers: tuple[str, ...] = ("blocks.4", "blocks.10"), image_size: int = 256,
-                 train_steps: int = 2000, max_train_seconds: float | None = None, train_batch_size: int = 8,
+                 train_steps: int = 2000, max_train_seconds: float | None = None, train_batch_size: int = 2,
                  train_crop: int = 128, learning_rate: float = 1e-3, hard_quantile: float = 0.999,
                  patience: int | None = None,
                  checkpoint_dir: str | None = None, validation_fraction: float = 0.1,
                  calibration: str = "simulated", simulated_per_image: int = 2, false_alarm_rate: float = 0.01,
                  smoothing_sigma: float = 2.0, tile_size: int | None = None, tile_overlap: int = 32,
-                 score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False,
+                 score_top_fraction: float = 0.0, batch_size: int = 8, seed: int = 0, progress: bool = False,
                  device: str = "auto"):
         super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
                          score_top_fraction=score_top_fraction, batch_size=batch_size, seed=seed,
