@@ -9,7 +9,7 @@ LLM_STAMP := $(VENV)/.installed-llm
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: setup demo test bench clean test-system-packages
+.PHONY: setup demo test test-system-packages bench clean
 
 setup: $(STAMP)
 

@@ -4,7 +4,7 @@ For each of the five defect types (blowhole, break, crack, fray, uneven) ``--sho
 ``test/<type>`` (seeded random choice) with their ground-truth masks form the taxonomy; every other defective
 test image is classified from its ground-truth region (all of its mask). With ``--detector`` the regions the
 PatchCore detector itself finds (fitted on train/good) are classified too: the largest predicted region of each
-image that the detector calls anomalous. Prints closed-set accuracy (nearest type; "unknown" rejection is
+image that the detector calls anomalous (``--model DIR`` takes a fitted model of any kind instead). Prints closed-set accuracy (nearest type; "unknown" rejection is
 reported separately as a rate) pooled and per type, and the confusion matrix, for prototype and k-NN.
 
     .venv/bin/python bench/defect_types_magnetic_tile.py [--data ../shared/data] [--detector] [--json OUT]
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=1)
     parser.add_argument("--detector", action="store_true", help="also classify the detector's own regions")
+    parser.add_argument("--model", help="with --detector: a fitted model directory (default: fit PatchCore now)")
     parser.add_argument("--json", help="write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -108,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.detector:
         from anomalens import api
 
-        tic = time.perf_counter()
-        detector, _ = api.fit(args.data, args.category, "patchcore")
-        print(f"\nPatchCore fitted in {time.perf_counter() - tic:.1f} s")
+        if args.model:
+            from anomalens.models import load_detector
+
+            detector = load_detector(args.model)
+            print(f"\n{detector.name} loaded from {args.model}")
+        else:
+            tic = time.perf_counter()
+            detector, _ = api.fit(args.data, args.category, "patchcore")
+            print(f"\nPatchCore fitted in {time.perf_counter() - tic:.1f} s")
 
         def detector_vectors(group):
             """Embeddings of the largest region the detector outlines in each image (None when it finds none)."""

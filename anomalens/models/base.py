@@ -189,7 +189,8 @@ class BaseDetector(ABC):
     # -- ONNX ------------------------------------------------------------------------------------------------
     def inference_module(self) -> torch.nn.Module:
         """The network behind ``_score_views`` as one module ([B,3,S,S] -> [B,S,S]), for export."""
-        raise NotImplementedError(f"{type(self).__name__} has no exportable inference network")
+        raise ValueError(f"{type(self).__name__} has no ONNX export (its nearest-neighbour search runs in "
+                         "PyTorch); use --runtime torch")
 
     def export_onnx(self, path: str | Path) -> Path:
         self._check_fitted()
