@@ -8,6 +8,8 @@ the FLOP count of one inference and the limit that this machine's measured fp32 
     .venv/bin/python bench/efficientad_magnetic_tile.py --configs cpu cpu:noae small small:noae medium medium:noae \
         --steps 100000 --max-seconds 300 --device cpu --json bench/results/efficientad_magnetic_tile.json \
         > bench/results/efficientad_magnetic_tile.md
+
+``--latency-only`` re-measures the speed of models kept by an earlier run with ``--save-dir``.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from anomalens import api  # noqa: E402
 from anomalens.data import mvtec_samples  # noqa: E402
 from anomalens.evaluation.evaluate import evaluate  # noqa: E402
+from anomalens.models import load_detector  # noqa: E402
+from anomalens.models.base import flush_denormals  # noqa: E402
 from patchcore_magnetic_tile import clean, log, machine_facts, markdown_table  # noqa: E402
 
 SIZE = 256
@@ -115,6 +119,29 @@ def run_config(spec: str, args: argparse.Namespace, device: torch.device, rate: 
             "limit_ms": limit_ms, "best_ms_over_limit": best_ms / limit_ms, **speed}
 
 
+def latency_only(spec: str, args: argparse.Namespace, device: torch.device, rate: float) -> dict[str, Any]:
+    """Speed figures of a model saved by an earlier run (``--save-dir``), without fitting or evaluating."""
+    detector = load_detector(Path(args.save_dir) / spec.replace(":", "_"), str(device))
+    flush_denormals()
+    gflops = inference_gflops(detector.inference_module(), device)
+    speed = latency(detector, device, args.repeats, onnx=device.type == "cpu" and not args.skip_onnx)
+    limit_ms = 1000 * gflops / rate
+    best_ms = min(v for k, v in speed.items() if k.endswith("_ms"))
+    return {"config": spec, "gflops": gflops, "limit_ms": limit_ms, "best_ms_over_limit": best_ms / limit_ms,
+            **speed}
+
+
+def print_speed(results: list[dict[str, Any]]) -> None:
+    print("\nSpeed per 256x256 image (ms), FLOPs of one inference and the matmul-rate limit:\n")
+    keys = sorted({k for r in results for k in r if k.endswith("_ms") and k != "limit_ms"})
+    rows = [[r["config"], r["gflops"], r["limit_ms"]] + [r.get(k) for k in keys] + [r["best_ms_over_limit"]]
+            for r in results]
+    print(markdown_table(["config", "GFLOP", "limit ms"] + keys + ["best / limit"], rows))
+    diffs = [f"{r['config']} {r['onnx_max_abs_diff']:.2e}" for r in results if "onnx_max_abs_diff" in r]
+    if diffs:
+        print("\nONNX Runtime vs PyTorch, max abs difference of the maps: " + ", ".join(diffs))
+
+
 def print_report(results: list[dict[str, Any]], facts: dict[str, Any], rate: float, device: torch.device) -> None:
     print(f"# EfficientAD on magnetic tile ({device}, {facts['cpu']}, torch threads {facts['torch_threads']})\n")
     print(f"fp32 matmul rate measured: {rate:.0f} GFLOP/s\n")
@@ -134,14 +161,7 @@ def print_report(results: list[dict[str, Any]], facts: dict[str, Any], rate: flo
                              f"{r['metrics']['per_defect_type'][t]['pixel_aupro']:.3f} / "
                              f"{r['metrics']['per_defect_type'][t]['recall']:.2f}" for t in types] for r in results]
     print(markdown_table(["config"] + types, rows))
-    print("\nSpeed per 256x256 image (ms), FLOPs of one inference and the matmul-rate limit:\n")
-    keys = sorted({k for r in results for k in r if k.endswith("_ms") and k != "limit_ms"})
-    rows = [[r["config"], r["gflops"], r["limit_ms"]] + [r.get(k) for k in keys] + [r["best_ms_over_limit"]]
-            for r in results]
-    print(markdown_table(["config", "GFLOP", "limit ms"] + keys + ["best / limit"], rows))
-    diffs = [f"{r['config']} {r['onnx_max_abs_diff']:.2e}" for r in results if "onnx_max_abs_diff" in r]
-    if diffs:
-        print("\nONNX Runtime vs PyTorch, max abs difference of the maps: " + ", ".join(diffs))
+    print_speed(results)
 
 
 def main() -> None:
@@ -156,6 +176,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--save-dir", help="keep the fitted models here, one folder per config")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only the speed figures, of the models an earlier run kept in --save-dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -166,6 +188,11 @@ def main() -> None:
     device = select_device(args.device)
     rate = matmul_gflops(device, side=8192 if device.type == "cuda" else 2048)
     facts = machine_facts(args.threads)
+    if args.latency_only:
+        print(f"fp32 matmul rate measured: {rate:.0f} GFLOP/s ({device}, {facts['cpu']}, "
+              f"torch threads {facts['torch_threads']})")
+        print_speed([latency_only(spec, args, device, rate) for spec in args.configs])
+        return
     results = []
     for spec in args.configs:
         results.append(run_config(spec, args, device, rate))

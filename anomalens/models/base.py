@@ -29,6 +29,13 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "state.safetensors"
 
 
+def flush_denormals() -> None:
+    """Treat float32 denormals as zero. Trained ReLU networks produce many tiny activations, and CPUs handle
+    denormal arithmetic in microcode: an EfficientAD forward pass took 670 ms instead of 142 ms because of it.
+    The values involved are below 1e-38, far beneath anything an anomaly map can resolve."""
+    torch.set_flush_denormal(True)
+
+
 @runtime_checkable
 class Detector(Protocol):
     """What the CLI, evaluation and service rely on, whatever the model."""
@@ -141,6 +148,7 @@ class BaseDetector(ABC):
         self._check_fitted()
         if not images:
             return []
+        flush_denormals()
         views = [self._views(image) for image in images]
         flat = [view for image_views in views for view in image_views]
         maps: list[torch.Tensor] = []
