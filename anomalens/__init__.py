@@ -15,6 +15,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from anomalens.data import read_image  # noqa: E402
+from anomalens.models.base import flush_denormals  # noqa: E402
+
+# before any parallel torch work: the OpenMP threads created later inherit this thread's floating-point mode
+flush_denormals()
+
 from anomalens.models import EfficientAD, PatchCore, create_detector, load_detector  # noqa: E402
 from anomalens.types import Prediction, Thresholds  # noqa: E402
 

@@ -32,7 +32,9 @@ STATE_FILE = "state.safetensors"
 def flush_denormals() -> None:
     """Treat float32 denormals as zero. Trained ReLU networks produce many tiny activations, and CPUs handle
     denormal arithmetic in microcode: an EfficientAD forward pass took 670 ms instead of 142 ms because of it.
-    The values involved are below 1e-38, far beneath anything an anomaly map can resolve."""
+    The values involved are below 1e-38, far beneath anything an anomaly map can resolve. The setting is per
+    thread and inherited by threads created afterwards, so ``import anomalens`` calls this before torch starts
+    its OpenMP threads (called again here for the calling thread)."""
     torch.set_flush_denormal(True)
 
 
