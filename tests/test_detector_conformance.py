@@ -20,7 +20,10 @@ from anomalens.types import Prediction, Thresholds
 
 FAST_PARAMS: dict[str, dict] = {
     "patchcore": {"image_size": 128, "min_bank_size": 256, "coreset_ratio": 0.1, "augment_below": 4},
-    "efficientad": {"image_size": 128, "size": "cpu", "train_steps": 150, "train_batch_size": 4, "train_crop": 64},
+    # 150 steps instead of thousands: the maximum of so young a student's map (the default image score) is too
+    # noisy for the held-out-normal checks, so the top-5 % mean is used here; test_efficientad covers the max
+    "efficientad": {"image_size": 128, "size": "cpu", "train_steps": 150, "train_batch_size": 4, "train_crop": 64,
+                    "score_top_fraction": 0.05},
 }
 NAMES = sorted(DETECTORS)
 TRAIN_SHAPES = [(96, 128), (112, 96), (128, 128), (80, 120), (100, 100)]

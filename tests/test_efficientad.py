@@ -71,6 +71,14 @@ def test_crop_offsets_lie_on_the_grid_and_cover_the_view():
     assert 0 in offsets and 128 in offsets and len(set(offsets)) == 33
 
 
+@pytest.mark.parametrize("shape", [(33, 47), (128, 128), (300, 170)])
+def test_default_image_score_is_the_maximum_of_the_returned_map(fitted, textures, shape):
+    assert fitted.score_top_fraction == 0
+    prediction = fitted.predict(textures.normal(*shape, seed=5))
+    assert prediction.anomaly_map.shape == shape
+    assert prediction.image_score == pytest.approx(float(prediction.anomaly_map.max()))
+
+
 def test_map_reaches_the_image_edge(fitted, textures):
     """The PDN leaves 4 cells out at each edge; the map is extended there, so a defect at the edge shows."""
     base = textures.normal(128, 128, seed=44)

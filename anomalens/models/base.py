@@ -167,8 +167,10 @@ class BaseDetector(ABC):
         for image, image_views in zip(images, views):
             view_maps = all_maps[start:start + len(image_views)]
             start += len(image_views)
-            results.append((float(self.view_scores(view_maps).max()),
-                            self._image_map(list(view_maps.numpy()), image_views, image.shape[:2])))
+            amap = self._image_map(list(view_maps.numpy()), image_views, image.shape[:2])
+            # a score of 0 top fraction is the map's maximum, taken on the map the user sees
+            score = float(amap.max()) if self.score_top_fraction <= 0 else float(self.view_scores(view_maps).max())
+            results.append((score, amap))
         return results
 
     @staticmethod
