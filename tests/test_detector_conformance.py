@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from anomalens.models import DETECTORS, BaseDetector, Detector, NotFittedError, create_detector, load_detector
+from anomalens.postprocessing.outline import outline_mask
 from anomalens.types import Prediction, Thresholds
 
 FAST_PARAMS: dict[str, dict] = {
@@ -140,7 +141,8 @@ def test_mask_agrees_with_verdict(fitted, held_out_normals, textures):
     defective = detector.predict(image)
     assert defective.is_anomalous
     assert defective.mask.any()
-    np.testing.assert_array_equal(defective.mask, defective.anomaly_map >= defective.thresholds.pixel)
+    np.testing.assert_array_equal(defective.mask, outline_mask(defective.anomaly_map, defective.thresholds.pixel,
+                                                               detector.outline_level))
     assert (defective.mask & truth).sum() >= 0.5 * truth.sum()  # the outline covers the defect
 
 

@@ -191,3 +191,18 @@ def test_regions_touching_at_a_corner_are_one_region():
     findings = extract_findings(prediction(mask), grey())
     assert findings.count == 1 and findings.regions[0].area_pixels == 50
     assert findings.regions[0].box == (40, 40, 50, 50)
+
+
+def test_parts_closer_than_the_merge_distance_are_one_region_with_all_their_pixels():
+    mask = np.zeros((H, W), bool)
+    mask[40:50, 20:30] = True
+    mask[40:50, 36:46] = True                         # a 6 px gap: under 0.16 x 90 = 14.4 px
+    mask[40:50, 100:110] = True                       # 54 px further: its own region
+    findings = extract_findings(prediction(mask), grey())
+    assert findings.count == 2
+    pair = max(findings.regions, key=lambda r: r.area_pixels)
+    assert pair.parts == 2 and pair.area_pixels == 200 and pair.box == (20, 40, 46, 50)
+    assert findings.region_mask(pair).sum() == 200 and not (findings.region_mask(pair) & ~mask).any()
+    apart = extract_findings(prediction(mask), grey(), merge_distance=0)
+    assert apart.count == 3 and all(r.parts == 1 for r in apart.regions)
+    assert json.loads(json.dumps(findings.to_dict()))["regions"][0]["parts"] in (1, 2)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from anomalens.data.tiling import Tile, stitch_maps, tile_grid
 from anomalens.models.device import select_device
 from anomalens.models.onnx_runtime import ONNX_FILE, OnnxScorer, export_onnx
+from anomalens.postprocessing.outline import OUTLINE_LEVEL, outline_mask
 from anomalens.types import Prediction, Thresholds
 
 FORMAT_VERSION = 1
@@ -75,6 +76,9 @@ class BaseDetector(ABC):
     """
 
     name: ClassVar[str] = ""
+    # Post-processing, not learned or saved: how far above the image's typical level a pixel must score to be
+    # outlined (see anomalens.postprocessing.outline; 0 outlines everything above the pixel threshold).
+    outline_level: float = OUTLINE_LEVEL
 
     def __init__(self, image_size: int = 256, tile_size: int | None = None, tile_overlap: int = 32,
                  score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False,
@@ -195,7 +199,7 @@ class BaseDetector(ABC):
     def _decide(self, score: float, amap: np.ndarray) -> Prediction:
         assert self.thresholds_ is not None
         anomalous = score >= self.thresholds_.image
-        mask = (amap >= self.thresholds_.pixel) if anomalous else np.zeros(amap.shape, dtype=bool)
+        mask = outline_mask(amap, self.thresholds_.pixel, self.outline_level) if anomalous else np.zeros(amap.shape, dtype=bool)
         return Prediction(score, amap, anomalous, mask, self.thresholds_)
 
     # -- ONNX ------------------------------------------------------------------------------------------------
