@@ -9,7 +9,7 @@ import pytest
 
 from anomalens import api
 from anomalens.cli import classify as classify_cli
-from anomalens.explanation.taxonomy import UNKNOWN, Taxonomy, folder_examples, region_embedding
+from anomalens.explanation.taxonomy import UNKNOWN, Taxonomy, folder_examples, load_taxonomy, region_embedding
 from anomalens.models import PatchCore
 
 SIZE = (96, 96)
@@ -68,11 +68,24 @@ def test_held_out_examples_are_classified_correctly(taxonomy, examples):
             assert set(distances) == set(TYPES)
 
 
-def test_prototype_method_also_classifies(taxonomy, examples):
-    prototype = taxonomy.with_method("prototype")
+@pytest.mark.parametrize("method", ["knn", "prototype"])
+def test_distance_methods_also_classify(taxonomy, examples, method):
+    other = taxonomy.with_method(method)
+    assert taxonomy.classifier_ is not None and other.classifier_ is None
     for kind in TYPES:
         for image, mask in examples[kind][4:]:
-            assert prototype.classify(image, mask)[0] == kind
+            assert other.classify(image, mask)[0] == kind
+
+
+def test_a_single_type_names_its_own_and_rejects_the_far(examples, textures):
+    single = Taxonomy().fit([(image, mask, "hole") for image, mask in examples["hole"][:4]])
+    assert single.classifier_ is None
+    image, mask = examples["hole"][5]
+    assert single.classify(image, mask)[:2] == ("hole", 1.0)
+    rng = np.random.default_rng(5)
+    noise = rng.uniform(0, 1, size=(*SIZE, 3)).astype(np.float32)
+    noise[..., 1:] = 0.0
+    assert single.classify(noise, None)[0] == UNKNOWN
 
 
 def test_far_region_is_unknown(taxonomy, textures):
@@ -180,3 +193,20 @@ def test_cli_parser_and_command(tmp_path, examples, png_writer, taxonomy):
     assert args.func(args) == 0
     rows = json.loads(out.read_text())["results"]
     assert rows[0]["region"] == "whole" and rows[0]["defect_type"] in (*TYPES, UNKNOWN)
+
+
+def test_from_folders_with_a_detector_adds_its_regions_of_the_examples(tmp_path, examples, png_writer, textures):
+    root = tmp_path / "types"
+    write_examples(root, examples, png_writer, mvtec=True)
+    detector = PatchCore(image_size=64, min_bank_size=256, augment_below=4).fit(
+        textures.normals([SIZE] * 5, first_seed=500))
+    taxonomy = Taxonomy.from_folders(root, detector=detector)
+    drawn = [n for n in taxonomy.names if not n.endswith("(detector region)")]
+    seen = [(n, label) for n, label in zip(taxonomy.names, taxonomy.labels) if n.endswith("(detector region)")]
+    assert len(drawn) == 9 and seen     # every example once as drawn, and again where the detector outlines it
+    for name, label in seen:             # the detector's view keeps the example's type
+        assert f"/{label}/" in name
+    folder = taxonomy.save(tmp_path / "saved")
+    assert load_taxonomy(folder).names == taxonomy.names      # a saved taxonomy loads as it is, detector or not
+    rows = classify_cli.classify_images(taxonomy, [root / "test" / "hole" / "000.png"], detector=detector)
+    assert rows and rows[0]["defect_type"] in (*TYPES, UNKNOWN)

@@ -20,28 +20,14 @@ from rich.table import Table
 console = Console()
 
 
-from anomalens.explanation.taxonomy import region_masks  # noqa: E402  (re-exported)
-
-
-def load_taxonomy(path: str | Path, save_to: str | Path | None = None):
-    from anomalens.explanation.taxonomy import Taxonomy
-
-    taxonomy = Taxonomy.load(path) if Taxonomy.is_saved(path) else Taxonomy.from_folders(path)
-    if save_to is not None:
-        taxonomy.save(save_to)
-    return taxonomy
+from anomalens.explanation.taxonomy import load_taxonomy, region_masks  # noqa: E402
 
 
 def classify_images(taxonomy: Any, images: list[Path], mask: str | None = None,
-                    model: str | None = None) -> list[dict[str, Any]]:
+                    detector: Any = None) -> list[dict[str, Any]]:
     """One row per classified region: image, region (index or "whole"/"mask"), type, confidence, distances."""
     from anomalens.data import read_image, read_mask
 
-    detector = None
-    if model is not None:
-        from anomalens.models import load_detector
-
-        detector = load_detector(model)
     rows: list[dict[str, Any]] = []
     for path in images:
         image = read_image(path)
@@ -79,8 +65,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.mask is not None and len(images) != 1:
         console.print("[red]--mask needs exactly one image[/]")
         return 2
-    taxonomy = load_taxonomy(args.taxonomy, args.save)
-    rows = classify_images(taxonomy, images, args.mask, args.model)
+    detector = None
+    if args.model is not None:
+        from anomalens.models import load_detector
+
+        detector = load_detector(args.model)
+    taxonomy = load_taxonomy(args.taxonomy, args.save, detector=detector)
+    rows = classify_images(taxonomy, images, args.mask, detector)
     table = Table("image", "region", "type", "confidence")
     for row in rows:
         confidence = "" if row["type_confidence"] is None else f"{row['type_confidence']:.2f}"

@@ -21,13 +21,13 @@ from anomalens import api, engine
 from anomalens.data import mvtec_samples
 from anomalens.cli.chat import add_parser as add_chat_parser
 from anomalens.cli.classify import add_parser as add_classify_parser
-from anomalens.cli.classify import load_taxonomy
 from anomalens.cli.fit_many import add_engine_options
 from anomalens.cli.fit_many import add_parser as add_fit_many_parser
 from anomalens.cli.report import add_parser as add_report_parser
 from anomalens.cli.serve import add_parser as add_serve_parser
 from anomalens.cli.simulate import add_parser as add_simulate_parser
 from anomalens.evaluation.evaluate import evaluate
+from anomalens.explanation.taxonomy import Taxonomy, load_taxonomy
 from anomalens.models import DETECTORS, RUNTIMES, load_detector
 from anomalens.models.device import DEVICE_CHOICES
 from anomalens.models.efficientad.pdn import PDN_WIDTHS
@@ -117,7 +117,10 @@ def _results_table(results: list[dict[str, Any]], truth: dict[str, str] | None =
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    taxonomy = load_taxonomy(args.taxonomy) if args.taxonomy else None
+    taxonomy = None
+    if args.taxonomy:   # examples of a folder are also seen through the detector that will find the regions
+        detector = None if Taxonomy.is_saved(args.taxonomy) else load_detector(args.model_dir)
+        taxonomy = load_taxonomy(args.taxonomy, detector=detector)
     run = engine.predict(args.model_dir, args.inputs, args.output, args.engine, address=args.address,
                          workers=args.workers, device=args.device, runtime=args.runtime,
                          on_error=_on_error(args), progress=True, taxonomy=taxonomy)

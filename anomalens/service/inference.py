@@ -91,9 +91,9 @@ class Inspector:
         self.model_name, self.detector = self._load(next(iter(self.available)))
         self.taxonomy = None
         if settings.taxonomy_dir is not None:
-            from anomalens.cli.classify import load_taxonomy
+            from anomalens.explanation.taxonomy import load_taxonomy
 
-            self.taxonomy = load_taxonomy(settings.taxonomy_dir)
+            self.taxonomy = load_taxonomy(settings.taxonomy_dir, detector=self.detector)
 
     def _load(self, name: str) -> tuple[str, BaseDetector]:
         return name, load_detector(self.available[name])
