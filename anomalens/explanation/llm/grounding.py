@@ -27,7 +27,7 @@ _AFFIRMS = re.compile(
     re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"<[^<>]{2,}>")   # "<at most 10 words>" copied from the prompt
 _NONE_TYPES = {"", "none", "no defect", "no anomaly", "normal", "n/a", "na", "null", "nothing", "-", "not applicable"}
-_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+_NUMBERS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
             "ten": 10, "single": 1, "a single": 1}
 _COUNTED = re.compile(
     r"\b(a single|single|one|two|three|four|five|six|seven|eight|nine|ten|\d+)\s+(\w+\s+)?"
@@ -64,20 +64,20 @@ def check_text(text: str, findings: Findings | dict[str, Any]) -> list[str]:
                         f"region{'s' if count != 1 else ''}")
     if not anomalous and _AFFIRMS.search(text or ""):
         problems.append(f"the text {text!r} claims a defect, but the image is normal")
-    if anomalous:
-        for match in _COUNTED.finditer(text or ""):
-            number = match.group(1).lower()
-            value = int(number) if number.isdigit() else _NUMBERS.get(number)
-            if value is not None and value != count:
-                problems.append(f"the text says {match.group(0)!r}, but there "
-                                f"{'is 1 region' if count == 1 else f'are {count} regions'}")
-        allowed = set(allowed_positions(f))
-        for match in _GRID.finditer(text or ""):
-            word = {"centre": "center", "middle": "center"}.get(match.group(1).lower(), match.group(1).lower())
-            edge_ok = word in _EDGES and any(word in a.split() for a in allowed)
-            if word not in allowed and not edge_ok:
-                problems.append(f"the text names the {word}, but no region is there (regions at: "
-                                f"{', '.join(allowed_positions(f))})")
+    # a normal image has no regions: any stated number of them, or any place of one, contradicts it too
+    for match in _COUNTED.finditer(text or ""):
+        number = match.group(1).lower()
+        value = int(number) if number.isdigit() else _NUMBERS.get(number)
+        if value is not None and value != count:
+            problems.append(f"the text says {match.group(0)!r}, but there "
+                            f"{'is 1 region' if count == 1 else f'are {count} regions'}")
+    allowed = set(allowed_positions(f))
+    for match in _GRID.finditer(text or ""):
+        word = {"centre": "center", "middle": "center"}.get(match.group(1).lower(), match.group(1).lower())
+        edge_ok = word in _EDGES and any(word in a.split() for a in allowed)
+        if word not in allowed and not edge_ok:
+            problems.append(f"the text names the {word}, but no region is there (regions at: "
+                            f"{', '.join(allowed_positions(f)) or 'none, the image is normal'})")
     return problems
 
 
@@ -87,9 +87,50 @@ _ASKS_WHETHER = re.compile(r"^\s*(is|are)\s+there\b.*\b(anomal|defect)", re.IGNO
 _DENIES_ITSELF = re.compile(r"\b(is|are)\s+not\s+(an?\s+)?(anomal(y|ies)|defects?)\b", re.IGNORECASE)
 
 
+_ASKS_SIZE = re.compile(r"\bhow (large|big|much)\b|\bsize\b|\barea\b|\bextent\b", re.IGNORECASE)
+_ASKS_SEVERITY = re.compile(r"\bsever|\bserious|\bhow bad\b", re.IGNORECASE)
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent\b)", re.IGNORECASE)
+_SEVERITIES = ("low", "medium", "high", "critical")
+
+
+def _area_problems(text: str, f: dict[str, Any]) -> list[str]:
+    """Asked how large: the answer must give a measured area (a region's or all regions' share of the image,
+    in %, within a quarter of it or half a point) and no other percentage."""
+    regions = f.get("regions", [])
+    measured = [100 * float(r["area_fraction"]) for r in regions if r.get("area_fraction") is not None]
+    if f.get("total_area_fraction") is not None:
+        measured.append(100 * float(f["total_area_fraction"]))
+    if not measured:
+        return []
+    said = [float(m.group(1)) for m in _PERCENT.finditer(text or "")]
+    wrong = [v for v in said if not any(abs(v - m) <= max(0.5, 0.25 * m) for m in measured)]
+    facts = ", ".join(f"{m:.1f}%" for m in measured)
+    if wrong:
+        return [f"the answer states {', '.join(f'{v:g}%' for v in wrong)}, but the measured areas are {facts} "
+                "of the image"]
+    if not said:
+        return [f"asked how large, the answer does not give the measured area ({facts} of the image)"]
+    return []
+
+
+def _severity_problems(text: str, f: dict[str, Any]) -> list[str]:
+    """Asked how severe: the answer must name a measured severity band (others may appear beside it, as when the
+    bands are explained)."""
+    measured = {str(r.get("severity")) for r in f.get("regions", []) if r.get("severity")}
+    if not measured:
+        return []
+    said = {w for w in _SEVERITIES if re.search(rf"\b{w}\b", (text or "").lower())}
+    if said and not said & measured:
+        return [f"the answer calls it {', '.join(sorted(said))}, but the measured severity is "
+                f"{', '.join(sorted(measured))}"]
+    if not said:
+        return [f"asked how severe, the answer does not give the measured severity ({', '.join(sorted(measured))})"]
+    return []
+
+
 def check_answer(question: str, text: str, findings: Findings | dict[str, Any]) -> list[str]:
-    """For the standard questions (is there an anomaly, where, how many) the answer must state the measured
-    fact, not merely avoid contradicting it; plus everything ``check_text`` finds."""
+    """For the standard questions (is there an anomaly, where, how many, how large, how severe) the answer must
+    state the measured fact, not merely avoid contradicting it; plus everything ``check_text`` finds."""
     f = _as_dict(findings)
     problems = check_text(text, f)
     anomalous = bool(f["anomalous"])
@@ -99,10 +140,14 @@ def check_answer(question: str, text: str, findings: Findings | dict[str, Any]) 
         problems.append(f"the answer {text!r} says the anomaly is not an anomaly")
     if _ASKS_WHETHER.search(question) and not re.search(r"\byes\b" if anomalous else r"\bno\b", lowered):
         problems.append(f"asked whether there is an anomaly, the answer does not say {'yes' if anomalous else 'no'}")
-    if _ASKS_COUNT.search(question) and anomalous:
-        words = {str(count)} | {w for w, n in _NUMBERS.items() if n == count}
+    if _ASKS_COUNT.search(question):
+        words = {str(count)} | {w for w, n in _NUMBERS.items() if n == count} | ({"no", "none"} if not count else set())
         if not any(re.search(rf"\b{re.escape(w)}\b", lowered) for w in words):
             problems.append(f"asked how many, the answer does not give the count ({count})")
+    if _ASKS_SIZE.search(question) and anomalous:
+        problems += _area_problems(text, f)
+    if _ASKS_SEVERITY.search(question) and anomalous:
+        problems += _severity_problems(text, f)
     if _ASKS_WHERE.search(question) and anomalous:
         if not any(position in lowered for position in allowed_positions(f)):
             problems.append("asked where, the answer names none of the regions' positions "
