@@ -106,17 +106,15 @@ def inspection_record(path: Path, image: np.ndarray, prediction: Prediction, mil
     """The result record of one image (see :func:`inspect`), without the names of its output files."""
     findings = extract_findings(prediction, image)
     summary = findings.to_dict()
-    record: dict[str, Any] = {"image": str(path), **prediction.to_dict(), "milliseconds": round(milliseconds, 2),
-                              "region_count": summary["count"], "severity": summary["severity"],
-                              "regions": summary["regions"],
-                              "explanation": {"text": explain(findings), "source": "offline"}}
     if taxonomy is not None and findings.regions:
         from anomalens.explanation.taxonomy import region_masks
 
         for index, region_mask in region_masks(prediction, findings):
             label, confidence, _ = taxonomy.classify(image, region_mask)
-            record["regions"][index].update(defect_type=label, type_confidence=round(confidence, 4))
-    return record
+            summary["regions"][index].update(defect_type=label, type_confidence=round(confidence, 4))
+    return {"image": str(path), **prediction.to_dict(), "milliseconds": round(milliseconds, 2),
+            "region_count": summary["count"], "severity": summary["severity"], "regions": summary["regions"],
+            "explanation": {"text": explain(summary), "source": "offline"}}
 
 
 def write_image_outputs(out: Path, stem: str, image: np.ndarray, prediction: Prediction) -> dict[str, str]:

@@ -118,3 +118,22 @@ def test_inspect_writes_findings_and_explanations(textures, png_writer, tmp_path
     table = console.export_text()
     assert "regions" in table and "where" in table
     assert saved[1]["regions"][0]["position"] in table
+
+
+def test_types_from_a_taxonomy_reach_the_text_the_answers_and_the_prompt():
+    from anomalens.explanation.llm.prompts import findings_text
+    from anomalens.explanation.offline import answer, explain
+
+    region = {"position": "bottom left", "grid": ["bottom left"], "area_fraction": 0.02, "severity": "high",
+              "brightness": "darker", "appearance": ["darker"], "shape": "compact"}
+    base = {"anomalous": True, "verdict": "anomalous", "score": 2.0, "normalized_score": 1.8, "severity": "high",
+            "total_area_fraction": 0.02}
+    typed = {**base, "regions": [{**region, "defect_type": "blowhole", "type_confidence": 0.83}]}
+    assert "looks most like blowhole (type confidence 0.83)" in explain(typed)
+    assert answer("What kind of defect is it?", typed) == "The region looks most like blowhole (type confidence 0.83)."
+    assert "type by the user's examples: blowhole (confidence 0.83)" in findings_text(typed)
+    unknown = {**base, "regions": [{**region, "defect_type": "unknown", "type_confidence": 0.4}]}
+    assert "matches none of the known defect types" in explain(unknown)
+    untyped = {**base, "regions": [region]}
+    assert "looks most like" not in explain(untyped)
+    assert "--taxonomy" in answer("What type is it?", untyped)

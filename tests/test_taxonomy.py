@@ -164,6 +164,10 @@ def test_inspect_with_taxonomy_adds_types_to_regions(taxonomy, textures, png_wri
         for region in record["regions"]:
             assert region["defect_type"] in (*TYPES, UNKNOWN)
             assert 0.0 <= region["type_confidence"] <= 1.0
+    spot_region = records["spot.png"]["regions"][0]
+    said = ("matches none of the known defect types" if spot_region["defect_type"] == UNKNOWN
+            else f"looks most like {spot_region['defect_type']}")
+    assert said in records["spot.png"]["explanation"]["text"]
     plain = api.inspect(detector, [tmp_path / "in" / "spot.png"], None)
     assert all("defect_type" not in region for region in plain.results[0]["regions"])
 

@@ -17,7 +17,7 @@ from anomalens.postprocessing.findings import Findings
 ORDINALS = ("first", "second", "third")
 MAX_DESCRIBED = 3
 CAN_ANSWER = ("is there an anomaly, where is it, how many regions are there, how large are they, "
-              "and how severe are they")
+              "how severe are they, and what kind of defect it is (with a taxonomy)")
 
 
 def _as_dict(findings: Findings | dict[str, Any]) -> dict[str, Any]:
@@ -76,8 +76,35 @@ def describe_region(region: dict[str, Any], label: str | None = None) -> str:
     clauses = [f"covers {_percent(region.get('area_fraction'))} of the image", *_looks(region)]
     if region.get("shape"):
         clauses.append(f"is {region['shape']}")
+    kind = _kind(region)
+    if kind:
+        clauses.append(kind)
     start = f"{label}, {where_phrase(region)}," if label else f"It is {where_phrase(region)},"
     return f"{start} {_join(clauses)} (severity: {region['severity']})."
+
+
+def _kind(region: dict[str, Any]) -> str:
+    """The taxonomy's type of a region, as a clause ("" when no taxonomy classified it)."""
+    kind = region.get("defect_type")
+    if not kind:
+        return ""
+    if kind == "unknown":
+        return "matches none of the known defect types"
+    confidence = region.get("type_confidence")
+    return f"looks most like {kind}" + (f" (type confidence {confidence:.2f})" if confidence is not None else "")
+
+
+def _what_kind(f: dict[str, Any]) -> str:
+    regions = f.get("regions", [])
+    if not f["anomalous"] or not regions:
+        return f"There is no defect to name: the image looks normal ({_score(f)})."
+    named = [(i, _kind(r)) for i, r in enumerate(regions) if _kind(r)]
+    if not named:
+        return ("No defect types are configured, so I can only describe what was measured: "
+                + describe_region(regions[0]) + " Give a taxonomy (--taxonomy) to name defect types.")
+    if len(regions) == 1:
+        return f"The region {named[0][1]}."
+    return " ".join(f"Region {i + 1} {kind}." for i, kind in named)
 
 
 def _regions_word(count: int) -> str:
@@ -175,6 +202,7 @@ RULES = (
     (r"\bhow many\b|\bnumber of\b|\bcount\b", _how_many),
     (r"\bhow (large|big|much)\b|\bsize\b|\barea\b|\bextent\b", _how_large),
     (r"\bsever|\bserious|\bhow bad\b", _how_severe),
+    (r"\bwhat (kind|type|sort)\b|\bwhich (kind|type)\b|\bdefect type\b|\bclassif", _what_kind),
     (r"anomal|defect|damage|flaw|\bfault", _yes_no),
 )
 

@@ -50,7 +50,8 @@ def _percent(fraction: float | None) -> str:
 
 
 def findings_text(findings: Findings | dict[str, Any]) -> str:
-    """Compact facts: verdict, count, and per region its grid positions, area, severity and look."""
+    """Compact facts: verdict, count, and per region its grid positions, area, severity, look and (when a
+    taxonomy named it) its type."""
     f = _as_dict(findings)
     regions = f.get("regions", [])
     score = f.get("normalized_score")
@@ -71,8 +72,13 @@ def findings_text(findings: Findings | dict[str, Any]) -> str:
             looks.append("other colour")
         if r.get("shape"):
             looks.append(r["shape"])
+        kind = ""
+        if r.get("defect_type"):   # named by the user's taxonomy, from labelled examples
+            confidence = r.get("type_confidence")
+            kind = f"; type by the user's examples: {r['defect_type']}" + (
+                f" (confidence {confidence:.2f})" if confidence is not None else "")
         lines.append(f"region {i}: {where}; area {_percent(r.get('area_fraction'))}; severity {r['severity']}"
-                     + (f"; {', '.join(looks)}" if looks else ""))
+                     + (f"; {', '.join(looks)}" if looks else "") + kind)
     return "\n".join(lines)
 
 
