@@ -76,3 +76,28 @@ def test_offline_explanation_quotes_past_cases():
     text = explain(findings, seen_before=["seen before: crack at the top, cause was thermal stress"])
     assert text.endswith("Seen before: crack at the top, cause was thermal stress.")
     assert "Seen before" not in explain(findings)
+
+
+def test_a_new_finding_is_matched_by_what_its_region_looks_like(textures):
+    from anomalens.explanation.history import region_query
+
+    def record_of(image, mask, position):
+        ys, xs = np.nonzero(mask)
+        return {"image": "x.png", "regions": [{"position": position, "bbox": [int(xs.min()), int(ys.min()),
+                                                                              int(xs.max()) + 1, int(ys.max()) + 1],
+                                               "severity": "high"}]}
+
+    blob, blob_mask = textures.defect(textures.normal(96, 96, seed=1), "blob", center=(30, 30), size=12, seed=1)
+    scratch, scratch_mask = textures.defect(textures.normal(96, 96, seed=2), "scratch", size=40, seed=2)
+    history = DefectHistory()
+    # both past cases at the same position: the words cannot tell them apart, the look can
+    # the scratch first: a search that ignored the look would return it first
+    for image, mask, kind, cause in ((scratch, scratch_mask, "scratch", "a burr on the conveyor"),
+                                     (blob, blob_mask, "blowhole", "gas in the mould")):
+        record = record_of(image, mask, "center")
+        history.record_feedback(record, 0, "corrected", kind, cause=cause,
+                                embedding=region_query(record, 0, image, mask)[0])
+    new_blob, new_mask = textures.defect(textures.normal(96, 96, seed=3), "blob", center=(60, 50), size=11, seed=3)
+    sentences = history.seen_before(record_of(new_blob, new_mask, "center"), new_blob, new_mask)
+    assert "gas in the mould" in sentences[0], sentences
+    assert history.seen_before({"regions": []}) == []      # nothing found, nothing to compare

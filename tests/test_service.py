@@ -150,6 +150,7 @@ def test_feedback_feeds_the_defect_history(model_dir, tmp_path, images):
     cases = DefectHistory(settings.history_path).cases()
     assert [(c.status, c.defect_type, c.cause, c.image) for c in cases] == [("corrected", "stain", "oil drip",
                                                                              "spot.jpg")]
+    assert cases[0].embedding is not None and cases[0].embedding.ndim == 1   # searchable by what it looks like
     assert "summary" not in reply and reply   # answered; the history sentence is in the system context
 
 

@@ -41,11 +41,11 @@ def _backend(args: argparse.Namespace, findings: Any, seen_before: list[str],
 def cmd_chat(args: argparse.Namespace) -> int:
     detector = load_detector(args.model_dir)
     image = read_image(args.image)
-    findings = extract_findings(detector.predict(image), image)
+    prediction = detector.predict(image)
+    findings = extract_findings(prediction, image)
     seen_before: list[str] = []
     if args.history:
-        text = " ".join(r.position for r in findings.regions)
-        seen_before = [case.seen_before() for case, _ in DefectHistory(args.history).similar(text=text or "defect")]
+        seen_before = DefectHistory(args.history).seen_before(findings.to_dict(), image, prediction.mask)
     with contextlib.ExitStack() as stack:
         session = ChatSession(findings, _backend(args, findings, seen_before, stack), seen_before)
         console.print(f"[bold]anomalens:[/] {session.opening()}")

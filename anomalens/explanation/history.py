@@ -75,6 +75,30 @@ class Case:
                 "action": self.action, "region": self.region, "seen_before": self.seen_before()}
 
 
+def region_query(record: dict[str, Any], index: int = 0, image: np.ndarray | None = None,
+                 outline: np.ndarray | None = None) -> tuple[np.ndarray | None, str]:
+    """``(embedding, text)`` describing region ``index`` of an inspection record, to store or to search with.
+
+    The embedding (:func:`~anomalens.explanation.taxonomy.region_embedding`: what the region looks like) needs
+    the inspected ``image`` and its ``outline`` (the record's mask, at the image's size; the region is its part
+    inside the region's box); the text is the region's type, position, brightness and shape.
+    """
+    regions = record.get("regions", [])
+    if not 0 <= index < len(regions):
+        return None, ""
+    region = regions[index]
+    words = (region.get("defect_type"), region.get("position"), region.get("brightness"), region.get("shape"))
+    text = " ".join(w for w in words if w and w not in ("unknown", "similar"))
+    if image is None or outline is None or "bbox" not in region:
+        return None, text
+    from anomalens.explanation.taxonomy import region_embedding
+
+    x0, y0, x1, y1 = (int(v) for v in region["bbox"])
+    part = np.zeros(np.asarray(outline).shape[:2], dtype=bool)
+    part[y0:y1, x0:x1] = np.asarray(outline)[y0:y1, x0:x1] > 0
+    return (region_embedding(image, part) if part.any() else None), text
+
+
 class DefectHistory:
     """Past defects in an SQLite file (``":memory:"`` for a throw-away store)."""
 
@@ -127,6 +151,16 @@ class DefectHistory:
                       embedding=None if r[9] is None else np.frombuffer(r[9], dtype=np.float32).copy())
                  for r in rows]
         return [c for c in found if include_false_alarms or c.status != "false_alarm"]
+
+    def seen_before(self, record: dict[str, Any], image: np.ndarray | None = None,
+                    outline: np.ndarray | None = None, k: int = 3) -> list[str]:
+        """Sentences about the past cases most like the strongest region of ``record``: by what it looks like
+        (with ``image`` and ``outline``, see :func:`region_query`) and by its type and position words. A record
+        without regions has nothing to compare."""
+        embedding, text = region_query(record, 0, image, outline)
+        if embedding is None and not text:
+            return []
+        return [case.seen_before() for case, _ in self.similar(embedding, text or None, k)]
 
     def similar(self, embedding: np.ndarray | None = None, text: str | None = None, k: int = 3,
                 include_false_alarms: bool = True) -> list[tuple[Case, float]]:

@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -136,7 +138,8 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
         try:
             explanation = explainer.explain(chat.findings_of(inspected.record), image=inspected.image,
                                             prediction=inspected.prediction,
-                                            seen_before=history.seen_before(inspected.record))
+                                            seen_before=history.seen_before(inspected.record, inspected.image,
+                                                                            inspected.prediction.mask))
         except Exception as error:  # the result is stored already; the explanation is a bonus
             log.warning("LLM explanation failed for %s, keeping the offline one: %s", result_id, error)
             return
@@ -198,11 +201,22 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
         stored(result_id)
         return store.messages(result_id)
 
+    def stored_pixels(result_id: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The stored image (RGB) and outline (bool) of a result, to describe its regions to the history."""
+        decoded = []
+        for kind, flags in (("image", cv2.IMREAD_COLOR), ("mask", cv2.IMREAD_GRAYSCALE)):
+            data = store.image(result_id, kind)
+            decoded.append(None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), flags))
+        image, outline = decoded
+        if image is None or outline is None:
+            return None, None
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), outline > 0
+
     @api.post("/results/{result_id}/chat", response_model=ChatReply, tags=["chat"])
     def chat_turn(result_id: str, request: ChatRequest) -> Any:
         record = stored(result_id)
         answer, source = chat.reply(record, store.messages(result_id), request.message, explainer,
-                                    history.seen_before(record))
+                                    history.seen_before(record, *stored_pixels(result_id)))
         store.add_message(result_id, "user", request.message)
         store.add_message(result_id, "assistant", answer, source)
         return {"reply": answer, "source": source}
@@ -211,7 +225,7 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
     def feedback(result_id: str, judgement: FeedbackRequest) -> Any:
         record = stored(result_id)
         try:
-            case_ids = history.record(record, judgement)
+            case_ids = history.record(record, judgement, *stored_pixels(result_id))
         except FeedbackError as error:
             raise HTTPException(422, str(error)) from error
         feedback_id = store.add_feedback(result_id, judgement.status, judgement.region_index, judgement.defect_type,

@@ -4,7 +4,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from anomalens.explanation.history import DefectHistory
+import numpy as np
+
+from anomalens.explanation.history import DefectHistory, region_query
 from anomalens.service.schemas import FeedbackRequest
 
 
@@ -19,22 +21,25 @@ class HistoryFeed:
         self.history = history
         self._lock = threading.Lock()
 
-    def seen_before(self, record: dict[str, Any]) -> list[str]:
-        """Sentences about similar past cases, matched by the regions' positions (as ``anomalens chat`` does)."""
-        text = " ".join(r["position"] for r in record.get("regions", []) if r.get("position"))
+    def seen_before(self, record: dict[str, Any], image: np.ndarray | None = None,
+                    outline: np.ndarray | None = None) -> list[str]:
+        """Sentences about past cases like the record's strongest region (its look and its words)."""
         with self._lock:
-            return [case.seen_before() for case, _ in self.history.similar(text=text or "defect")]
+            return self.history.seen_before(record, image, outline)
 
-    def record(self, record: dict[str, Any], judgement: FeedbackRequest) -> list[int]:
-        """History case ids for the judged regions (all regions unless one is named; none for a clean image)."""
+    def record(self, record: dict[str, Any], judgement: FeedbackRequest, image: np.ndarray | None = None,
+               outline: np.ndarray | None = None) -> list[int]:
+        """History case ids for the judged regions (all regions unless one is named; none for a clean image),
+        each stored with its embedding when the image and its outline are given."""
         regions = record.get("regions", [])
         if judgement.status == "corrected" and not judgement.defect_type:
             raise FeedbackError("a correction needs the right defect_type")
         if judgement.region_index is not None and judgement.region_index >= len(regions):
             raise FeedbackError(f"the result has {len(regions)} regions; there is no region {judgement.region_index}")
         indices = [judgement.region_index] if judgement.region_index is not None else range(len(regions))
+        embeddings = {i: region_query(record, i, image, outline)[0] for i in indices}
         with self._lock:
             return [self.history.record_feedback(record, i, judgement.status, judgement.defect_type,
                                                  cause=judgement.cause, action=judgement.action,
-                                                 description=judgement.note)
+                                                 description=judgement.note, embedding=embeddings[i])
                     for i in indices]
