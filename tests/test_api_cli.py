@@ -236,3 +236,18 @@ def test_console_script_runs_as_a_subprocess():
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines() == [
         "anomalens: error: no model found in /nonexistent/model (missing config.json)"]
+
+
+def test_demo_learns_inspects_explains_and_reports(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "predictions" / "results.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(results) == 14 and any(r["anomalous"] for r in results)
+    assert 0.5 < metrics["image_auroc"] <= 1.0
+    first = next(r for r in results if r["anomalous"])
+    assert first["explanation"]["source"] == "offline" and first["explanation"]["text"].startswith("Yes, there is")
+    assert "you: Where is it?" in printed and "anomalens: The anomaly is" in printed
+    report = (out / "report.html").read_text()
+    assert report.lower().startswith("<!doctype html>") and "data:image/jpeg;base64," in report   # self-contained
