@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from anomalens.data import read_image
 from anomalens.explanation.chat import ChatBackend, ChatSession, GroundedLLM
@@ -59,9 +60,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
             if args.question:
                 console.print(f"[bold]you:[/] {question}")
             console.print(f"[bold]anomalens[/] ({source}): {reply}")
-            reason = getattr(session.backend, "last_chat", {}).get("reason", "")
-            if session.backend is not None and source == "offline" and reason:
-                console.print(f"[dim]  (the LLM's answer was not used: {reason})[/]")
+            last = getattr(session.backend, "last_chat", {})
+            if session.backend is not None and source == "offline" and last.get("reason"):
+                said = f"the LLM said {last['rejected']!r}; " if last.get("rejected") else ""
+                console.print(f"[dim]  ({escape(said)}not used: {escape(last['reason'])})[/]")
     return 0
 
 

@@ -110,7 +110,7 @@ class LLMExplainer:
 
         ``messages`` are the user / assistant turns so far (a system message with the findings is added).
         A reply that contradicts the findings, or an unavailable LLM, gives ``offline.answer`` to the last user
-        question instead; ``self.last_chat`` records the source and reason.
+        question instead; ``self.last_chat`` records the source and reason (and the ``rejected`` reply).
         """
         f = _as_dict(findings) if findings is not None else self.last_findings
         question = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
@@ -126,7 +126,8 @@ class LLMExplainer:
             return offline.answer(question, f)
         problems = check_answer(question, text, f)
         if problems or not text.strip():
-            self.last_chat = {"source": "offline", "reason": "; ".join(problems) or "empty reply"}
+            self.last_chat = {"source": "offline", "reason": "; ".join(problems) or "empty reply",
+                              "rejected": text.strip()}
             return offline.answer(question, f)
         self.last_chat = {"source": "llm", "reason": "grounded"}
         return text.strip()

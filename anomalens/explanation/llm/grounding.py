@@ -104,7 +104,7 @@ def _area_problems(text: str, f: dict[str, Any]) -> list[str]:
         return []
     said = [float(m.group(1)) for m in _PERCENT.finditer(text or "")]
     wrong = [v for v in said if not any(abs(v - m) <= max(0.5, 0.25 * m) for m in measured)]
-    facts = ", ".join(f"{m:.1f}%" for m in measured)
+    facts = ", ".join(dict.fromkeys(f"{m:.1f}%" for m in measured))
     if wrong:
         return [f"the answer states {', '.join(f'{v:g}%' for v in wrong)}, but the measured areas are {facts} "
                 "of the image"]
