@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from anomalens import api, engine
-from anomalens.data import mvtec_samples, read_image
+from anomalens.data import mvtec_samples
 from anomalens.cli.chat import add_parser as add_chat_parser
 from anomalens.cli.classify import add_parser as add_classify_parser
 from anomalens.cli.fit_many import add_engine_options
@@ -27,12 +27,11 @@ from anomalens.cli.report import add_parser as add_report_parser
 from anomalens.cli.serve import add_parser as add_serve_parser
 from anomalens.cli.simulate import add_parser as add_simulate_parser
 from anomalens.evaluation.evaluate import evaluate
-from anomalens.explanation.chat import ChatSession
+from anomalens.explanation.chat import ChatSession, findings_of
 from anomalens.explanation.taxonomy import Taxonomy, load_taxonomy
 from anomalens.models import DETECTORS, RUNTIMES, load_detector
 from anomalens.models.device import DEVICE_CHOICES
 from anomalens.models.efficientad.pdn import PDN_WIDTHS
-from anomalens.postprocessing.findings import extract_findings
 from anomalens.reports.html import build_report, items_from_results
 
 console = Console()
@@ -193,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(_metrics_table(metrics))
     (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
     console.rule("4. what it says about them (offline explainer, no model needed)")
-    _demo_words(detector, run.results)
+    _demo_words(run.results)
     console.rule("5. report")
     report_path = out / "report.html"
     report_path.write_text(build_report(items_from_results(out / "predictions"), title="anomalens demo"),
@@ -203,15 +202,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_words(detector: Any, results: list[dict[str, Any]], shown: int = 3) -> None:
+def _demo_words(results: list[dict[str, Any]], shown: int = 3) -> None:
     """The explanations of a few anomalous images, then AnomalyGPT's questions about the strongest one."""
     anomalous = sorted((r for r in results if r["anomalous"]), key=lambda r: -r["normalized_score"])
     for record in anomalous[:shown]:
         console.print(f"[bold]{Path(record['image']).name}[/]: {record['explanation']['text']}")
     if not anomalous:
         return
-    image = read_image(anomalous[0]["image"])
-    session = ChatSession(extract_findings(detector.predict(image), image))
+    session = ChatSession(findings_of(anomalous[0]))
     console.print(f"\n[bold]a chat about {Path(anomalous[0]['image']).name}[/] (`anomalens chat MODEL IMAGE`):")
     for question in ("Is there any anomaly in the image?", "Where is it?", "How many are there?",
                      "How severe is it?"):

@@ -17,6 +17,11 @@ from anomalens.postprocessing.findings import Findings
 log = logging.getLogger(__name__)
 
 
+def findings_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The findings dict the explainers read, from a result record (which lacks the total area)."""
+    return {**record, "total_area_fraction": sum(r["area_fraction"] for r in record.get("regions", []))}
+
+
 class ChatBackend(Protocol):
     """Answers the conversation so far; may set ``last_chat = {"source": ..., "reason": ...}`` when it fell back."""
 

@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from anomalens.explanation.chat import ChatSession, GroundedLLM
+from anomalens.explanation.chat import ChatSession, GroundedLLM, findings_of
 
-
-def findings_of(record: dict[str, Any]) -> dict[str, Any]:
-    """The findings dict the explainers read, from a result record (which lacks the total area)."""
-    return {**record, "total_area_fraction": sum(r["area_fraction"] for r in record.get("regions", []))}
+__all__ = ["findings_of", "reply"]
 
 
 def reply(record: dict[str, Any], turns: list[dict[str, Any]], message: str, explainer: Any,
