@@ -197,11 +197,15 @@ def _summary(f: dict[str, Any]) -> str:
             f"(severity: {f['severity']}).")
 
 
+# what a question asks about; the grounding check of LLM answers (explanation/llm/grounding.py) reads the same
+ASKS_SIZE = r"\bhow (large|big|much)\b|\bsize\b|\barea\b|\bextent\b"
+ASKS_SEVERITY = r"\bsever|\bserious|\bhow bad\b"
+
 RULES = (
     (r"\bwhere\b|\blocat|\bposition", _where),
     (r"\bhow many\b|\bnumber of\b|\bcount\b", _how_many),
-    (r"\bhow (large|big|much)\b|\bsize\b|\barea\b|\bextent\b", _how_large),
-    (r"\bsever|\bserious|\bhow bad\b", _how_severe),
+    (ASKS_SIZE, _how_large),
+    (ASKS_SEVERITY, _how_severe),
     (r"\bwhat (kind|type|sort)\b|\bwhich (kind|type)\b|\bdefect type\b|\bclassif", _what_kind),
     (r"anomal|defect|damage|flaw|\bfault", _yes_no),
 )

@@ -12,7 +12,8 @@ import re
 from typing import Any
 
 from anomalens.explanation.llm.schema import GRID_WORDS, LLMExplanation
-from anomalens.postprocessing.findings import Findings
+from anomalens.explanation.offline import ASKS_SEVERITY, ASKS_SIZE
+from anomalens.postprocessing.findings import SEVERITY_ORDER, Findings
 
 _DENIALS = re.compile(
     r"\b(no|not any|without|zero)\s+(visible\s+|apparent\s+|obvious\s+)?"
@@ -87,10 +88,10 @@ _ASKS_WHETHER = re.compile(r"^\s*(is|are)\s+there\b.*\b(anomal|defect)", re.IGNO
 _DENIES_ITSELF = re.compile(r"\b(is|are)\s+not\s+(an?\s+)?(anomal(y|ies)|defects?)\b", re.IGNORECASE)
 
 
-_ASKS_SIZE = re.compile(r"\bhow (large|big|much)\b|\bsize\b|\barea\b|\bextent\b", re.IGNORECASE)
-_ASKS_SEVERITY = re.compile(r"\bsever|\bserious|\bhow bad\b", re.IGNORECASE)
+_ASKS_SIZE = re.compile(ASKS_SIZE, re.IGNORECASE)
+_ASKS_SEVERITY = re.compile(ASKS_SEVERITY, re.IGNORECASE)
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent\b)", re.IGNORECASE)
-_SEVERITIES = ("low", "medium", "high", "critical")
+_SEVERITIES = SEVERITY_ORDER[1:]   # the bands a region can have ("none" is an image without regions)
 
 
 def _area_problems(text: str, f: dict[str, Any]) -> list[str]:
