@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from anomalens.data import read_image, read_mask  # noqa: E402
 from anomalens.explanation.history import DefectHistory  # noqa: E402
+from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.models import PatchCore  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
 
@@ -322,18 +322,12 @@ def test_report_of_stored_results_embeds_the_anomalous_ones(client, images):
     assert page.count("data:image/jpeg;base64,") == 2   # the anomalous image and its overlay
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running(app):
     """The app under a real uvicorn server on loopback, in a thread."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -382,7 +376,7 @@ def test_a_client_that_hangs_up_still_gets_its_result_stored(model_dir, tmp_path
 
 
 def test_anomalens_serve_runs_the_service(model_dir, tmp_path, images):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "ANOMALENS_API_KEY": KEY}
     process = subprocess.Popen([sys.executable, "-m", "anomalens.cli.main", "serve", str(model_dir), "--port",
                                 str(port), "--data-dir", str(tmp_path / "data"), "--station", "line3"], env=env,

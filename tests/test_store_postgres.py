@@ -9,7 +9,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ pytest.importorskip("sqlalchemy")
 pytest.importorskip("psycopg")
 from sqlalchemy import create_engine, inspect, text  # noqa: E402
 
+from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.service.store import ResultFilter, Store  # noqa: E402
 
 RECORD = {"image": "part1.png", "anomalous": True, "score": 3.5, "normalized_score": 1.4, "severity": "high",
@@ -38,12 +38,6 @@ def _server_bin() -> Path | None:
         if (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
             return Path(folder)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_server_user() -> tuple[list[str], str | None]:
@@ -71,7 +65,7 @@ def postgres_url():
     if user is not None:
         shutil.chown(base, user)
         base.chmod(0o700)
-    port = _free_port()
+    port = free_port()
     run = lambda *args: subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120)  # noqa: E731
     created = run(str(folder / "initdb"), "-D", str(data), "-U", "anomalens", "--auth=trust", "-E", "UTF8")
     if created.returncode != 0:
