@@ -26,6 +26,12 @@ class Thresholds:
     def from_dict(cls, data: dict) -> "Thresholds":
         return cls(**data)
 
+    def expected(self) -> dict[str, float]:
+        """What a user can expect at the image threshold, from the calibration kept in ``details``."""
+        from anomalens.postprocessing.thresholds import expected_rates
+
+        return expected_rates(self)
+
 
 @dataclass
 class Prediction:
@@ -59,4 +65,6 @@ class Prediction:
             "width": int(self.anomaly_map.shape[1]),
             "image_threshold": round(float(self.thresholds.image), 6),
             "pixel_threshold": round(float(self.thresholds.pixel), 6),
+            **{f"expected_{name}": round(float(value), 4) for name, value in self.thresholds.expected().items()
+               if name in ("false_alarm_rate", "simulated_detection_rate")},
         }

@@ -22,13 +22,13 @@ def test_best_balanced_threshold_weighs_classes_equally():
 def test_tail_threshold_is_wider_with_fewer_normals():
     rng = np.random.default_rng(0)
     scores = np.exp(rng.normal(3.0, 0.1, 400))
-    many = tail_threshold(scores, false_alarm_rate=0.01)
+    many = tail_threshold(scores, max_false_alarm_rate=0.01)
     assert np.mean(scores > many) == pytest.approx(0.01, abs=0.01)  # the tail bound holds on a large sample
     few = scores[:5]
     logs = np.log(few)
     plain_gaussian = np.exp(logs.mean() + 2.326 * logs.std(ddof=1))
     # Student t with 4 degrees of freedom and the prediction term: 4.10 spreads above the mean instead of 2.33
-    assert tail_threshold(few, false_alarm_rate=0.01) > plain_gaussian * np.exp(1.5 * logs.std(ddof=1))
+    assert tail_threshold(few, max_false_alarm_rate=0.01) > plain_gaussian * np.exp(1.5 * logs.std(ddof=1))
 
 
 def test_simulated_thresholds_keep_the_normal_only_figure_and_cap_the_pixel_threshold():

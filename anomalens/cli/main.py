@@ -26,7 +26,9 @@ from anomalens.cli.fit_many import add_parser as add_fit_many_parser
 from anomalens.cli.report import add_parser as add_report_parser
 from anomalens.cli.serve import add_parser as add_serve_parser
 from anomalens.cli.simulate import add_parser as add_simulate_parser
-from anomalens.evaluation.evaluate import evaluate
+from anomalens.data.splits import HALVES, select_half
+from anomalens.evaluation.evaluate import evaluate, json_ready
+from anomalens.postprocessing.thresholds import expected_rates
 from anomalens.explanation.chat import ChatSession, findings_of
 from anomalens.explanation.taxonomy import Taxonomy, load_taxonomy
 from anomalens.models import DETECTORS, RUNTIMES, load_detector
@@ -42,30 +44,38 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="patchcore", choices=sorted(DETECTORS))
     parser.add_argument("--shots", type=int, help="fit on this many normal images only (few-shot)")
     parser.add_argument("--backbone", help="feature backbone (default efficientnet_lite0)")
-    parser.add_argument("--image-size", type=int, help="network input size in pixels (default 256)")
-    parser.add_argument("--tile-size", type=int, help="cut large frames into tiles of this size")
+    parser.add_argument("--image-size", type=int, help="network input size in pixels (default: chosen from the "
+                        "training images, their own scale up to --pixel-budget; EfficientAD: 256)")
+    parser.add_argument("--tile-size", type=int, help="cut large frames into tiles of this many pixels")
+    parser.add_argument("--pixel-budget", type=int, help="largest working image in pixels when the scale is "
+                        "chosen from the training images (default 262144 = 512x512); larger images shrink to it")
+    parser.add_argument("--max-false-alarm-rate", type=float, help="largest share of good parts the automatic "
+                        "threshold may flag, bounded on held-out normal images (default 0.05)")
     parser.add_argument("--tile-overlap", type=int, help="overlap between tiles in pixels (default 32)")
     parser.add_argument("--coreset-ratio", type=float, help="share of normal patches kept in the memory bank")
     parser.add_argument("--calibration", choices=("simulated", "normal"),
-                        help="threshold from normals vs simulated defects (default), or from normals alone "
-                             "at a 1%% false-alarm rate")
+                        help="threshold from normals vs simulated defects, never above the false-alarm "
+                             "bound (default), or from the false-alarm bound alone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="where the network runs (auto: a CUDA GPU when there is one)")
     ead = parser.add_argument_group("EfficientAD (--model efficientad)")
     ead.add_argument("--size", choices=sorted(PDN_WIDTHS), help="student network: small (default), medium, or "
                      "cpu (small at half width, for 2-core line PCs)")
-    ead.add_argument("--no-autoencoder", dest="autoencoder", action="store_false", default=None,
-                     help="local (student-teacher) map only, no autoencoder for logical anomalies")
+    ead.add_argument("--autoencoder", dest="autoencoder", action="store_true", default=None,
+                     help="add the autoencoder for logical anomalies (off by default: undertrained on a CPU budget)")
+    ead.add_argument("--no-autoencoder", dest="autoencoder", action="store_false",
+                     help="local (student-teacher) map only (the default)")
     ead.add_argument("--train-steps", type=int, help="training steps (default 2000)")
-    ead.add_argument("--max-train-seconds", type=float, help="stop training after this many seconds")
+    ead.add_argument("--max-train-seconds", type=float, help="stop training after this many seconds (default 600)")
     ead.add_argument("--patience", type=int, help="stop early after this many validation checks (every 100 "
                      "steps) without improvement")
     ead.add_argument("--checkpoint-dir", help="save training state here every 200 steps; resume from it")
 
 
 def _model_params(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("backbone", "image_size", "tile_size", "tile_overlap", "coreset_ratio", "calibration", "size",
+    names = ("backbone", "image_size", "tile_size", "pixel_budget", "max_false_alarm_rate", "tile_overlap",
+             "coreset_ratio", "calibration", "size",
              "autoencoder", "train_steps", "max_train_seconds", "patience", "checkpoint_dir")
     params = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     accepted = DETECTORS[args.model]._param_names()
@@ -96,10 +106,24 @@ def cmd_fit(args: argparse.Namespace) -> int:
                                **_model_params(args))
     _report_skipped(report.skipped)
     detector.save(args.output)
-    assert detector.thresholds_ is not None
+    assert detector.thresholds_ is not None and detector.working_scale_ is not None
     console.print(f"fitted {args.model} on {report.n_images} images in {report.seconds:.1f} s; "
                   f"image threshold {detector.thresholds_.image:.4f}; saved to {args.output}")
+    console.print(f"working scale: {detector.working_scale_.describe()}")
+    console.print(describe_expected(expected_rates(detector.thresholds_)))
     return 0
+
+
+def describe_expected(expected: dict[str, float]) -> str:
+    """What the automatic threshold promises, in a line."""
+    parts = []
+    if "false_alarm_rate" in expected:
+        parts.append(f"flags {100 * expected['false_alarm_rate']:.1f} % of {expected['n_normal']} held-out good "
+                     f"images (new good parts: at most {100 * expected['false_alarm_rate_bound']:.1f} % with 90 % "
+                     "confidence, if they look like the training images)")
+    if "simulated_detection_rate" in expected:
+        parts.append(f"catches {100 * expected['simulated_detection_rate']:.0f} % of simulated defects")
+    return "expected at the automatic threshold: " + "; ".join(parts) if parts else ""
 
 
 def _results_table(results: list[dict[str, Any]], truth: dict[str, str] | None = None) -> Table:
@@ -140,9 +164,10 @@ def _format(value: Any) -> str:
 
 
 def _metrics_table(report: dict[str, Any]) -> Table:
-    columns = ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1_max", "accuracy", "f1",
-               "oracle_accuracy", "pixel_f1")
-    table = Table(title="evaluation (accuracy, f1 at the model's automatic threshold)")
+    columns = ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_aupro_5", "accuracy", "recall",
+               "false_positive_rate", "oracle_accuracy", "pixel_f1")
+    table = Table(title="evaluation (accuracy, recall, false_positive_rate: at the model's automatic threshold; "
+                        "-: absent, e.g. no masks)")
     table.add_column("subset")
     table.add_column("n")
     for column in columns:
@@ -153,25 +178,15 @@ def _metrics_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN is not JSON: write null instead."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     detector = load_detector(args.model_dir, args.device, args.runtime)
-    report = evaluate(detector, mvtec_samples(args.data_root, args.category, "test"), progress=True)
+    samples = select_half(mvtec_samples(args.data_root, args.category, "test"), args.half)
+    report = evaluate(detector, samples, progress=True)
     console.print(_metrics_table(report))
     console.print(f"{report['n_images']} images in {report['seconds']:.1f} s "
                   f"(median {report['predict_ms_median']:.0f} ms per image)")
     if args.json:
-        Path(args.json).write_text(json.dumps(_json_safe(report), indent=2))
+        Path(args.json).write_text(json.dumps(json_ready(report), indent=2))
     return 0
 
 
@@ -190,7 +205,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.rule("3. how good is it on these images")
     metrics = evaluate(detector, samples)
     console.print(_metrics_table(metrics))
-    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+    (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
     console.rule("4. what it says about them (offline explainer, no model needed)")
     _demo_words(run.results)
     console.rule("5. report")
@@ -243,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_root")
     p.add_argument("--category", required=True)
     p.add_argument("--json", help="write all metrics to this JSON file")
+    p.add_argument("--half", choices=("all", *HALVES), default="all",
+                   help="evaluate on one half of the test set (validation: for choosing settings; report: for "
+                        "figures), split once per category, stratified by defect type")
     add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -7,9 +7,10 @@ and loading without pickle (settings in JSON, tensors in safetensors).
 """
 from __future__ import annotations
 
+import itertools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from anomalens.data.scale import WorkingScale, choose_working_scale, network_side
 from anomalens.data.tiling import Tile, stitch_maps, tile_grid
 from anomalens.models.device import select_device
 from anomalens.models.onnx_runtime import ONNX_FILE, OnnxScorer, export_onnx
@@ -28,6 +30,8 @@ from anomalens.types import Prediction, Thresholds
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.safetensors"
+# how many of the first training images set the working scale (their median shape)
+SCALE_SAMPLE = 32
 
 
 def flush_denormals() -> None:
@@ -80,10 +84,11 @@ class BaseDetector(ABC):
     # outlined (see anomalens.postprocessing.outline; 0 outlines everything above the pixel threshold).
     outline_level: float = OUTLINE_LEVEL
 
-    def __init__(self, image_size: int = 256, tile_size: int | None = None, tile_overlap: int = 32,
-                 score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False,
-                 device: str = "auto"):
+    def __init__(self, image_size: int | None = 256, tile_size: int | None = None, tile_overlap: int = 32,
+                 pixel_budget: int = 262_144, score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0,
+                 progress: bool = False, device: str = "auto"):
         self.image_size = image_size
+        self.pixel_budget = pixel_budget
         self.score_top_fraction = score_top_fraction
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
@@ -92,6 +97,7 @@ class BaseDetector(ABC):
         self.progress = progress
         self.device = device
         self.thresholds_: Thresholds | None = None
+        self.working_scale_: WorkingScale | None = None
         self.onnx_scorer_: OnnxScorer | None = None
         self.half_precision_ = False
 
@@ -115,11 +121,37 @@ class BaseDetector(ABC):
         return {name: getattr(self, name) for name in self._param_names()}
 
     # -- views ----------------------------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        """The network input side in pixels (the working scale's, once fitted)."""
+        if self.working_scale_ is None:
+            raise NotFittedError(f"{type(self).__name__} has no working scale yet: call fit() or load() first")
+        return self.working_scale_.image_size
+
+    def _start_fit(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Set the working scale from the first training images; the images again, none lost."""
+        iterator = iter(images)
+        if self.image_size is not None:
+            self.working_scale_ = WorkingScale(self.image_size, self.tile_size, (0, 0), "user")
+            return iterator
+        first = list(itertools.islice(iterator, SCALE_SAMPLE))
+        if not first:
+            raise ValueError("fit needs at least one normal image")
+        if self.tile_size is not None:
+            side = network_side(min(self.tile_size, np.sqrt(self.pixel_budget)))
+            self.working_scale_ = WorkingScale(side, self.tile_size, (0, 0), "user")
+        else:
+            self.working_scale_ = choose_working_scale([image.shape for image in first], self.pixel_budget)
+        return itertools.chain(first, iterator)
+
     def _views(self, image: np.ndarray) -> list[View]:
+        scale = self.working_scale_
+        if scale is None:
+            raise NotFittedError(f"{type(self).__name__} has no working scale yet: call fit() or load() first")
         height, width = image.shape[:2]
-        tiles = (tile_grid(height, width, self.tile_size, self.tile_overlap) if self.tile_size
+        tiles = (tile_grid(height, width, scale.tile_size, self.tile_overlap) if scale.tile_size
                  else [Tile(0, 0, height, width)])
-        size = (self.image_size, self.image_size)
+        size = (scale.image_size, scale.image_size)
         return [View(t, cv2.resize(image[t.y0:t.y1, t.x0:t.x1], size[::-1], interpolation=cv2.INTER_AREA))
                 for t in tiles]
 
@@ -210,7 +242,7 @@ class BaseDetector(ABC):
 
     def export_onnx(self, path: str | Path) -> Path:
         self._check_fitted()
-        return export_onnx(self.inference_module(), self.image_size, path)
+        return export_onnx(self.inference_module(), self.input_size, path)
 
     def use_onnx(self, model_dir: str | Path, threads: int | None = None) -> "BaseDetector":
         """Predict through ONNX Runtime from ``model_dir/model.onnx`` (exported there first if missing)."""
@@ -239,8 +271,10 @@ class BaseDetector(ABC):
         assert self.thresholds_ is not None
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        assert self.working_scale_ is not None
         config = {"format_version": FORMAT_VERSION, "detector": self.name, "params": self.get_params(),
-                  "thresholds": self.thresholds_.to_dict(), "info": self._info()}
+                  "working_scale": self.working_scale_.to_dict(), "thresholds": self.thresholds_.to_dict(),
+                  "info": self._info()}
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         tensors = {k: v.detach().contiguous().cpu() for k, v in self._state_tensors().items()}
         save_file(tensors, str(directory / STATE_FILE))
@@ -257,6 +291,9 @@ class BaseDetector(ABC):
         if device is not None:
             params["device"] = device
         detector = cls(**params)
+        detector.working_scale_ = (WorkingScale.from_dict(config["working_scale"]) if "working_scale" in config
+                                   else WorkingScale(params.get("image_size") or 256, params.get("tile_size"),
+                                                     (0, 0), "user"))
         detector._load_state(load_file(str(Path(directory) / STATE_FILE)), config.get("info", {}))
         detector.thresholds_ = Thresholds.from_dict(config["thresholds"])
         return detector

@@ -1,42 +1,74 @@
 """Automatic decision thresholds, chosen with no real defect labels.
 
 At fit time each detector scores normal images it did not learn from (held back, or left out of the memory
-bank). The image threshold is placed in the upper tail of those scores at a chosen false-alarm rate: a
-prediction bound for one new score under a Gaussian fitted to the log-scores (Student t, so that a handful
-of normals gives a wider, safer bound than a few hundred). With a few dozen normals an empirical 99th
-percentile would just be the maximum, while the fitted tail extrapolates smoothly.
+bank). The user's one control is the largest false-alarm rate they accept: the image threshold is the lowest
+cut that keeps new normal images below it with 90 % confidence, judged from those held-out scores (an
+order statistic with a Clopper-Pearson bound where there are enough normals, a log-normal tail bound beyond
+the highest score where there are not).
 
 With simulated anomalies (``thresholds_from_simulation``) the same normal scores are set against scores of
-the same images with synthetic defects put in, and the threshold is the best cut between the two.
+the same images with synthetic defects put in; the best cut between the two is used where it is stricter
+than the false-alarm bound. The scores are kept in the thresholds' details, so that what a user can expect
+(``expected_rates``) is stored with the model.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import norm, t
+from scipy.stats import beta, norm, t
 
 from anomalens.types import Thresholds
 
-DEFAULT_FALSE_ALARM_RATE = 0.01
-MIN_NORMALS_FOR_CUT = 5
+DEFAULT_MAX_FALSE_ALARM_RATE = 0.05
+# how sure the false-alarm bound is: the rate on new normal images stays below the target with this probability
+BOUND_CONFIDENCE = 0.9
 
 
-def tail_threshold(normal_scores: Sequence[float], false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> float:
-    """Score above which a fraction ``false_alarm_rate`` of normal images is expected to fall."""
+def tail_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> float:
+    """Score above which a fraction ``max_false_alarm_rate`` of normal images is expected to fall."""
     scores = np.asarray(normal_scores, dtype=np.float64)
     if scores.size == 0:
         raise ValueError("need at least one normal score to set a threshold")
     logs = np.log(np.maximum(scores, 1e-12))
     n = logs.size
     if n < 3:  # too few to estimate a spread: assume a 10 % spread of the level
-        return float(np.exp(logs.mean() + norm.ppf(1.0 - false_alarm_rate) * 0.1))
-    bound = t.ppf(1.0 - false_alarm_rate, df=n - 1) * logs.std(ddof=1) * np.sqrt(1.0 + 1.0 / n)
+        return float(np.exp(logs.mean() + norm.ppf(1.0 - max_false_alarm_rate) * 0.1))
+    bound = t.ppf(1.0 - max_false_alarm_rate, df=n - 1) * logs.std(ddof=1) * np.sqrt(1.0 + 1.0 / n)
     return float(np.exp(logs.mean() + bound))
 
 
+def exceedance_upper_bound(exceedances: int, n: int, confidence: float = BOUND_CONFIDENCE) -> float:
+    """Clopper-Pearson upper bound on a rate seen as ``exceedances`` out of ``n``."""
+    return 1.0 if exceedances >= n else float(beta.ppf(confidence, exceedances + 1, n - exceedances))
+
+
+def false_alarm_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
+                          confidence: float = BOUND_CONFIDENCE) -> float:
+    """Lowest threshold at which new normal images exceed it at most ``max_false_alarm_rate`` of the time, with
+    probability ``confidence``, judged from held-out normal scores.
+
+    Distribution-free where the normals allow it: the cut lets through as many of the highest normal scores as
+    the Clopper-Pearson upper bound on their share permits. With too few normals for even zero exceedances to
+    prove the rate (about 230 normals for 1 % at 90 %), the log-normal tail bound (``tail_threshold``)
+    extrapolates beyond the highest score instead.
+    """
+    scores = np.sort(np.asarray(normal_scores, dtype=np.float64))[::-1]
+    if scores.size == 0:
+        raise ValueError("need at least one normal score to set a threshold")
+    n = scores.size
+    allowed = -1
+    while allowed + 1 < n and exceedance_upper_bound(allowed + 1, n, confidence) <= max_false_alarm_rate:
+        allowed += 1
+    if allowed < 0:
+        return max(tail_threshold(scores, max_false_alarm_rate), float(np.nextafter(scores[0], np.inf)))
+    # scores >= threshold are flagged: the cut lies just above the highest normal score that must pass
+    passing = scores[allowed]
+    return float(np.nextafter(passing, np.inf)) if allowed == 0 else float((passing + scores[allowed - 1]) / 2)
+
+
 def thresholds_from_normal(normal_scores: Sequence[float], normal_maps: Sequence[np.ndarray],
-                           false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+                           max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
                            pixel_fraction: float = 1.0) -> Thresholds:
     """Image and pixel thresholds from scores and maps of held-back normal images.
 
@@ -45,14 +77,15 @@ def thresholds_from_normal(normal_scores: Sequence[float], normal_maps: Sequence
     reaches the image threshold: on magnetic tile this gave the best pixel F1 of the fractions 0.25-1.5
     (0.305 against 0.256 at 0.5); lower fractions outline large areas of normal surface around a defect.
     """
-    image = tail_threshold(normal_scores, false_alarm_rate)
+    image = false_alarm_threshold(normal_scores, max_false_alarm_rate)
     baseline = float(np.median(np.concatenate([m.ravel() for m in normal_maps]))) if normal_maps else 0.0
     pixel = baseline + pixel_fraction * (image - baseline)
     scores = np.asarray(normal_scores, dtype=np.float64)
     return Thresholds(image=image, pixel=pixel, method="normal-tail",
-                      details={"false_alarm_rate": false_alarm_rate, "pixel_fraction": pixel_fraction,
+                      details={"max_false_alarm_rate": max_false_alarm_rate, "pixel_fraction": pixel_fraction,
                                "n_normal": int(scores.size), "normal_score_mean": float(scores.mean()),
-                               "normal_score_max": float(scores.max()), "normal_pixel_median": baseline})
+                               "normal_score_max": float(scores.max()), "normal_pixel_median": baseline,
+                               "normal_scores": _rounded(scores)})
 
 
 def best_balanced_threshold(normal_scores: Sequence[float], anomaly_scores: Sequence[float]) -> float:
@@ -75,30 +108,47 @@ def best_balanced_threshold(normal_scores: Sequence[float], anomaly_scores: Sequ
 def thresholds_from_simulation(normal_scores: Sequence[float], normal_maps: Sequence[np.ndarray],
                                anomaly_scores: Sequence[float], anomaly_maps: Sequence[np.ndarray],
                                anomaly_masks: Sequence[np.ndarray],
-                               false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> Thresholds:
+                               max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> Thresholds:
     """Thresholds from held-out normals and simulated anomalies put into them (no real defect labels).
 
-    Image: the best balanced-accuracy cut between normal and simulated-anomaly scores. Pixel: the best pixel
-    F1 on the simulated masks, capped at the image threshold so an anomalous verdict always has a region.
-    The normal-only threshold is kept in ``details`` for comparison.
+    Image: the best balanced-accuracy cut between normal and simulated-anomaly scores, raised to the
+    false-alarm bound (``false_alarm_threshold``) where the cut would flag more normals than the user allows.
+    Pixel: the best pixel F1 on the simulated masks, capped at the image threshold so an anomalous verdict
+    always has a region.
     """
     from anomalens.evaluation.metrics import f1_max
 
     cut = best_balanced_threshold(normal_scores, anomaly_scores)
-    normal_only = thresholds_from_normal(normal_scores, normal_maps, false_alarm_rate)
-    # with a handful of normals the best cut sits right above the highest of them, and the next normal
-    # image lands above it about as often as not: the normal-only bound is then the floor
-    few_normals = len(normal_scores) < MIN_NORMALS_FOR_CUT
-    image = max(cut, normal_only.image) if few_normals else cut
+    normal_only = thresholds_from_normal(normal_scores, normal_maps, max_false_alarm_rate)
+    image = max(cut, normal_only.image)
     masks = np.concatenate([m.ravel() for m in anomaly_masks]).astype(np.int8)
     values = np.concatenate([m.ravel() for m in anomaly_maps])
     pixel_f1, pixel = f1_max(masks, values) if masks.any() else (float("nan"), image)
     anomalies = np.asarray(anomaly_scores, dtype=np.float64)
-    normals = np.asarray(normal_scores, dtype=np.float64)
     return Thresholds(image=image, pixel=min(float(pixel), image), method="simulated-anomalies",
                       details={**normal_only.details, "normal_tail_image_threshold": normal_only.image,
                                "n_simulated": int(anomalies.size), "balanced_cut": cut,
-                               "normal_bound_as_floor": few_normals,
+                               "false_alarm_bound_applied": bool(normal_only.image > cut),
                                "simulated_detected": float((anomalies >= image).mean()),
-                               "normal_passed": float((normals < image).mean()),
-                               "simulated_pixel_f1": float(pixel_f1)})
+                               "normal_passed": float((np.asarray(normal_scores) < image).mean()),
+                               "simulated_pixel_f1": float(pixel_f1), "simulated_scores": _rounded(anomalies)})
+
+
+def expected_rates(thresholds: Thresholds) -> dict[str, float]:
+    """What a user can expect at the image threshold, from the calibration scores kept in the model: the
+    share of held-out normals flagged, its upper bound, and the share of simulated defects caught."""
+    details = thresholds.details
+    normals = np.asarray(details.get("normal_scores", []), dtype=np.float64)
+    expected: dict[str, float] = {}
+    if normals.size:
+        flagged = int((normals >= thresholds.image).sum())
+        expected["false_alarm_rate"] = flagged / normals.size
+        expected["false_alarm_rate_bound"] = exceedance_upper_bound(flagged, int(normals.size))
+        expected["n_normal"] = int(normals.size)
+    if "simulated_detected" in details:
+        expected["simulated_detection_rate"] = float(details["simulated_detected"])
+    return expected
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    return [round(float(v), 6) for v in values]

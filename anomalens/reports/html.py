@@ -178,6 +178,7 @@ def build_report(items: list[ReportItem], title: str = "anomalens inspection rep
                f"<th>fail rate</th></tr><tr><td>{n}</td><td>{n_anomalous}</td><td>{n - n_anomalous}</td>"
                f"<td>{100 * (n - n_anomalous) / max(n, 1):.1f}%</td><td>{100 * n_anomalous / max(n, 1):.1f}%</td>"
                f"</tr></table>")
+    summary += _expectations(records)
     charts = [histogram_svg(scores, labels, threshold)] if n else []
     known = [(l, s) for l, s in zip(labels, scores) if l is not None]
     curves_note = ""
@@ -204,6 +205,18 @@ def build_report(items: list[ReportItem], title: str = "anomalens inspection rep
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><h2>Summary</h2>{summary}"
             f"<div class='charts'>{''.join(charts)}</div>{curves_note}<h2>Defect types</h2>{types_table}"
             f"<h2>Anomalous images ({n_anomalous})</h2><div class='cards'>{cards}</div></body></html>")
+
+
+def _expectations(records: list[dict]) -> str:
+    """The fail rate beside what the model's calibration said to expect on good parts."""
+    expected = {r.get("expected_false_alarm_rate") for r in records} - {None}
+    if len(expected) != 1:
+        return ""
+    rate = expected.pop()
+    detected = {r.get("expected_simulated_detection_rate") for r in records} - {None}
+    caught = (f"; it caught {100 * detected.pop():.0f}% of simulated defects" if len(detected) == 1 else "")
+    return (f"<p>The model's calibration flagged {100 * rate:.1f}% of held-out good images at this threshold"
+            f"{caught}. A fail rate far above that on good parts means the parts or the imaging have changed.</p>")
 
 
 def items_from_results(results_path: str | Path) -> list[ReportItem]:

@@ -234,14 +234,14 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
 
     @api.get("/models", response_model=list[ModelInfo], tags=["models"])
     def models() -> Any:
-        return [{"name": name, "active": name == inspector.model_name} for name in inspector.available]
+        return [inspector.model_info(name) for name in inspector.available]
 
     @api.post("/models/{name}/load", response_model=ModelInfo, tags=["models"])
     def load_model(name: str) -> Any:
         if name not in inspector.available:
             raise HTTPException(404, f"no model named {name!r}; GET /models lists them")
         inspector.switch(name)
-        return {"name": name, "active": True}
+        return inspector.model_info(name)
 
     @api.get("/report", response_class=HTMLResponse, tags=["results"])
     def report(where: ResultFilter = Depends(result_filter)) -> str:

@@ -18,10 +18,12 @@ import numpy as np
 
 from anomalens import api
 from anomalens.data import read_image, to_uint8_rgb
+from anomalens.data.scale import WorkingScale
 from anomalens.models import BaseDetector, load_detector
+from anomalens.models.base import read_config
 from anomalens.reports.visualize import mask_png, overlay
 from anomalens.service.settings import ServiceSettings
-from anomalens.types import Prediction
+from anomalens.types import Prediction, Thresholds
 
 
 class BadImage(ValueError):
@@ -94,6 +96,15 @@ class Inspector:
             from anomalens.explanation.taxonomy import load_taxonomy
 
             self.taxonomy = load_taxonomy(settings.taxonomy_dir, detector=self.detector)
+
+    def model_info(self, name: str) -> dict[str, Any]:
+        """Name, whether it inspects now, its working scale and what its calibration says to expect."""
+        config = read_config(self.available[name])
+        expected = Thresholds.from_dict(config["thresholds"]).expected()
+        scale = config.get("working_scale")
+        return {"name": name, "active": name == self.model_name,
+                "working_scale": WorkingScale.from_dict(scale).describe() if scale else None,
+                **{f"expected_{key}": value for key, value in expected.items() if key != "n_normal"}}
 
     def _load(self, name: str) -> tuple[str, BaseDetector]:
         return name, load_detector(self.available[name])

@@ -64,8 +64,14 @@ class Health(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """A model the service can use, with its working scale and what its calibration says to expect."""
+
     name: str
     active: bool
+    working_scale: str | None = None
+    expected_false_alarm_rate: float | None = None
+    expected_false_alarm_rate_bound: float | None = None
+    expected_simulated_detection_rate: float | None = None
 
 
 class ChatRequest(BaseModel):

@@ -40,55 +40,63 @@ class PatchCore(BaseDetector):
     Parameters
     ----------
     backbone, layers: feature extractor name and the layers whose features are concatenated.
-    coreset_ratio: fraction of all normal patches kept in the memory bank (greedy k-center).
+    coreset_ratio: fraction of all normal patches kept in the memory bank (greedy k-center), at most
+        ``max_bank_size`` patches; with more than ``coreset_candidates`` patches the coreset is chosen from a
+        random subset of that many, so that fit time stays bounded at high resolutions.
     coreset_projection: random projection size used only to measure distances during coreset selection.
     min_bank_size: the bank keeps at least this many patches (all of them when there are fewer), so that
         few-shot banks are not thinned out.
     augment_below: with fewer normal images than this, flips and rotations of each are added to the bank.
-    false_alarm_rate: expected share of normal images flagged at the automatic threshold.
+    max_false_alarm_rate: the largest share of normal images the automatic threshold may flag, bounded on the
+        held-out normals (see ``postprocessing/thresholds.py``).
     calibration_images: at most this many normal images are scored (leave-one-out) to set thresholds.
-    calibration: "simulated" sets thresholds between those normal scores and scores of the same images with
-        simulated defects (``simulated_per_image`` each, kinds cycled); "normal" uses the normal scores alone
-        (a false-alarm-rate bound).
+    calibration: "simulated" sets thresholds between those normal scores and scores of up to
+        ``simulated_images`` of the same images with simulated defects (``simulated_per_image`` each, kinds
+        cycled), never below the false-alarm bound; "normal" uses the false-alarm bound alone.
     """
 
     name = "patchcore"
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] = ("blocks.4", "blocks.10", "blocks.14"),
-                 image_size: int = 256, coreset_ratio: float = 0.02, min_bank_size: int = 4096,
-                 coreset_projection: int = 32, neighbourhood: int = 3, smoothing_sigma: float = 4.0, augment_below: int = 8,
-                 false_alarm_rate: float = 0.01, calibration_images: int = 60,
-                 calibration: str = "simulated", simulated_per_image: int = 2,
-                 tile_size: int | None = None, tile_overlap: int = 32, score_top_fraction: float = 0.05,
-                 batch_size: int = 8, seed: int = 0, progress: bool = False, device: str = "auto"):
+                 image_size: int | None = None, coreset_ratio: float = 0.02, min_bank_size: int = 4096,
+                 max_bank_size: int = 16384, coreset_candidates: int = 400_000, coreset_projection: int = 32,
+                 neighbourhood: int = 3, smoothing_sigma: float = 4.0, augment_below: int = 8,
+                 max_false_alarm_rate: float = 0.05, calibration_images: int = 200,
+                 calibration: str = "simulated", simulated_images: int = 60, simulated_per_image: int = 2,
+                 tile_size: int | None = None, tile_overlap: int = 32, pixel_budget: int = 262_144,
+                 score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False,
+                 device: str = "auto"):
         super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
-                         score_top_fraction=score_top_fraction, batch_size=batch_size, seed=seed,
+                         pixel_budget=pixel_budget, score_top_fraction=score_top_fraction, batch_size=batch_size, seed=seed,
                          progress=progress, device=device)
         self.backbone = backbone
         self.layers = tuple(layers)
         self.coreset_ratio = coreset_ratio
         self.min_bank_size = min_bank_size
+        self.max_bank_size = max_bank_size
+        self.coreset_candidates = coreset_candidates
         self.coreset_projection = coreset_projection
         self.neighbourhood = neighbourhood
         self.smoothing_sigma = smoothing_sigma
         self.augment_below = augment_below
-        self.false_alarm_rate = false_alarm_rate
+        self.max_false_alarm_rate = max_false_alarm_rate
         self.calibration_images = calibration_images
         self.calibration = calibration
+        self.simulated_images = simulated_images
         self.simulated_per_image = simulated_per_image
         self.model_: PatchCoreModel | None = None
         self.info_: dict[str, Any] = {}
 
     def _build_model(self) -> PatchCoreModel:
         extractor = build_feature_extractor(self.backbone, self.layers)
-        return PatchCoreModel(extractor, self.layers, self.image_size, self.neighbourhood,
+        return PatchCoreModel(extractor, self.layers, self.input_size, self.neighbourhood,
                               self.smoothing_sigma).eval().to(self.torch_device)
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, images: Iterable[np.ndarray]) -> "PatchCore":
         torch.manual_seed(self.seed)
         views, owners = [], []
-        for index, image in enumerate(images):
+        for index, image in enumerate(self._start_fit(images)):
             for view in self._views(image):
                 views.append(view)
                 owners.append(index)
@@ -112,14 +120,25 @@ class PatchCore(BaseDetector):
         patches = torch.cat(patches) if augmented else patches[0]
         patch_groups = torch.cat(patch_groups)
 
-        bank_size = min(len(patches), max(self.min_bank_size, int(round(self.coreset_ratio * len(patches)))))
-        chosen = greedy_coreset(patches, bank_size, projection_dim=self.coreset_projection, seed=self.seed)
+        chosen = self._choose_bank(patches)
+        bank_size = len(chosen)
         self.model_.set_memory_bank(patches[chosen])
         self.thresholds_ = self._calibrate(views, embeddings, groups, patch_groups[chosen])
         self.info_ = {"n_images": n_images, "n_views": n_views, "augmented_views": augmented,
                       "n_patches": int(len(patches)), "bank_size": int(bank_size), "feature_dim": dim,
                       "feature_grid": [height, width]}
         return self
+
+    def _choose_bank(self, patches: torch.Tensor) -> torch.Tensor:
+        """Indices of the patches kept as the memory bank."""
+        wanted = max(self.min_bank_size, min(self.max_bank_size, int(round(self.coreset_ratio * len(patches)))))
+        candidates = torch.arange(len(patches))
+        if len(patches) > self.coreset_candidates:
+            generator = torch.Generator().manual_seed(self.seed)
+            candidates = torch.randperm(len(patches), generator=generator)[:self.coreset_candidates]
+        chosen = greedy_coreset(patches[candidates], min(wanted, len(candidates)),
+                                projection_dim=self.coreset_projection, seed=self.seed)
+        return candidates[chosen]
 
     @staticmethod
     def _leave_out_groups(owners: torch.Tensor, n_images: int, height: int, width: int) -> torch.Tensor:
@@ -173,7 +192,7 @@ class PatchCore(BaseDetector):
 
         return calibrate(units, lambda g: [int(i) for i in members[g]], [v.pixels for v in views], normal_maps,
                          anomaly_map, self.view_scores, self.calibration, self.simulated_per_image,
-                         self.false_alarm_rate, self.seed)
+                         self.max_false_alarm_rate, self.seed, simulated_units=self.simulated_images)
 
     # -- inference and persistence -----------------------------------------------------------------------
     def _score_views(self, batch: torch.Tensor) -> torch.Tensor:
