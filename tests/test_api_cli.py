@@ -165,6 +165,29 @@ def test_cli_fit(tiny_mvtec, tmp_path, capsys, monkeypatch):
     assert load_detector(tmp_path / "model").thresholds_.image == config["thresholds"]["image"]
 
 
+def test_cli_fit_chooses_the_working_scale_and_says_what_to_expect(tiny_mvtec, tmp_path, capsys):
+    data = tiny_mvtec
+    assert main(["fit", str(data.root), "--category", data.category, "-o", str(tmp_path / "model"),
+                 "--max-false-alarm-rate", "0.2"]) == 0
+    out = capsys.readouterr().out
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["params"]["image_size"] is None and config["params"]["max_false_alarm_rate"] == 0.2
+    assert config["working_scale"]["chosen_by"].startswith("pixel budget")
+    assert "working scale:" in out and "held-out good images" in out
+    assert len(config["thresholds"]["details"]["normal_scores"]) == 8
+
+
+def test_cli_evaluate_on_one_half(cli_model, tmp_path):
+    data, model = cli_model
+    sizes = {}
+    for half in ("validation", "report"):
+        target = tmp_path / f"{half}.json"
+        assert main(["evaluate", str(model), str(data.root), "--category", data.category, "--half", half,
+                     "--json", str(target)]) == 0
+        sizes[half] = json.loads(target.read_text())["n_images"]
+    assert sizes == {"validation": 4, "report": 2}  # 3 good + 3 spots: the odd image of each type validates
+
+
 def test_cli_predict(cli_model, tmp_path, capsys):
     data, model = cli_model
     good_dir, spot_dir = data.test_good[0].parent, data.test_spot[0].parent

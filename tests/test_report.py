@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from anomalens.cli.main import main
+from anomalens.models import load_detector
 from anomalens.reports.html import ReportItem, build_report, items_from_results, label_from_feedback, label_from_path
 
 
@@ -104,6 +105,8 @@ def test_cli_report_from_predict_results(tmp_path, demo_data, capsys):
     assert 0 < n_anomalous and parse(page).tags.get("article", 0) == n_anomalous
     assert "ROC, AUROC" in page and page.count("<img") == 2 * n_anomalous
     assert all(link.startswith("data:") for link in parse(page).links)
+    expected = load_detector(model).thresholds_.expected()["false_alarm_rate"]  # the calibration's promise
+    assert f"flagged {100 * expected:.1f}% of held-out good images" in page
 
 
 def test_cli_report_rejects_a_file_that_is_not_results(tmp_path, capsys):

@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from anomalens.data import read_image, read_mask  # noqa: E402
 from anomalens.explanation.history import DefectHistory  # noqa: E402
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
-from anomalens.models import PatchCore  # noqa: E402
+from anomalens.models import PatchCore, load_detector  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
 
 # Fitted on 8 of the shipped magnetic-tile images in a fraction of a second; normal-only calibration keeps the
@@ -293,8 +293,16 @@ def test_models_are_listed_and_switched_by_name(model_dir, tmp_path, images):
     shutil.copytree(model_dir, root / "line1")
     shutil.copytree(model_dir, root / "line2")
     with TestClient(create_app(settings_for(root, tmp_path / "d"))) as client:
-        assert client.get("/models").json() == [{"name": "line1", "active": True}, {"name": "line2", "active": False}]
-        assert client.post("/models/line2/load").json() == {"name": "line2", "active": True}
+        listed = client.get("/models").json()
+        assert [(m["name"], m["active"]) for m in listed] == [("line1", True), ("line2", False)]
+        expected = load_detector(model_dir).thresholds_.expected()
+        for model in listed:  # what the calibration promises, and the scale the model works at
+            assert model["expected_false_alarm_rate"] == pytest.approx(expected["false_alarm_rate"])
+            assert model["expected_false_alarm_rate_bound"] >= model["expected_false_alarm_rate"]
+            assert model["expected_simulated_detection_rate"] == expected.get("simulated_detection_rate")
+            assert "network input" in model["working_scale"] or "images at" in model["working_scale"]
+        switched = client.post("/models/line2/load").json()
+        assert (switched["name"], switched["active"]) == ("line2", True)
         assert upload(client, images["normal"]).json()["model"] == "line2"
         assert client.post("/models/..%2Fline1/load").status_code == 404
         assert client.post("/models/line9/load").status_code == 404

@@ -28,7 +28,6 @@ from anomalens.cli.serve import add_parser as add_serve_parser
 from anomalens.cli.simulate import add_parser as add_simulate_parser
 from anomalens.data.splits import HALVES, select_half
 from anomalens.evaluation.evaluate import evaluate, json_ready
-from anomalens.postprocessing.thresholds import expected_rates
 from anomalens.explanation.chat import ChatSession, findings_of
 from anomalens.explanation.taxonomy import Taxonomy, load_taxonomy
 from anomalens.models import DETECTORS, RUNTIMES, load_detector
@@ -110,7 +109,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     console.print(f"fitted {args.model} on {report.n_images} images in {report.seconds:.1f} s; "
                   f"image threshold {detector.thresholds_.image:.4f}; saved to {args.output}")
     console.print(f"working scale: {detector.working_scale_.describe()}")
-    console.print(describe_expected(expected_rates(detector.thresholds_)))
+    console.print(describe_expected(detector.thresholds_.expected()))
     return 0
 
 
@@ -198,6 +197,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     detector, report = api.fit(DEMO_DATA, "magnetic_tile", "patchcore", progress=True, seed=0)
     detector.save(model_dir)
     console.print(f"fitted on {report.n_images} normal images in {report.seconds:.1f} s -> {model_dir}")
+    assert detector.thresholds_ is not None and detector.working_scale_ is not None
+    console.print(f"working scale: {detector.working_scale_.describe()}")
+    console.print(describe_expected(detector.thresholds_.expected()))
     console.rule("2. inspecting test images")
     samples = mvtec_samples(DEMO_DATA, "magnetic_tile", "test")
     run = api.inspect(detector, [s.path for s in samples], out / "predictions", progress=True)
