@@ -35,7 +35,7 @@ PEER_PYTHON = "/tmp/peerv/bin/python"
 PEER_SCRIPT = Path("../shared/peer/run_anomalib.py")
 
 
-def run_ours(data: str, category: str, detector: str) -> dict:
+def run_ours(data: str, category: str, detector: str, save_to: str | None = None) -> dict:
     """Fit with the defaults, evaluate on the report half (called in a child process)."""
     from anomalens import api
     from anomalens.data import mvtec_samples
@@ -43,6 +43,8 @@ def run_ours(data: str, category: str, detector: str) -> dict:
     from anomalens.evaluation.evaluate import evaluate
 
     model, fit = api.fit(data, category, detector, **DETECTORS[detector])
+    if save_to:
+        model.save(Path(save_to) / detector / category)
     report = evaluate(model, select_half(mvtec_samples(data, category, "test"), HALF))
     return {"detector": f"anomalens {detector}", "category": category, "fit_seconds": round(fit.seconds, 1),
             "working_scale": model.working_scale_.describe(), "expected": model.thresholds_.expected(),
@@ -88,16 +90,18 @@ def run_peer(data: str, category: str, name: str) -> dict | None:
 
 
 def child(args: argparse.Namespace) -> None:
-    result = run_ours(args.data, args.category, args.detector)
+    result = run_ours(args.data, args.category, args.detector, args.save_models)
     from anomalens.evaluation.evaluate import json_ready
 
     Path(args.child_out).write_text(json.dumps(json_ready(result)))
 
 
-def in_child(data: str, category: str, detector: str) -> dict:
+def in_child(data: str, category: str, detector: str, save_models: str | None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        saving = ["--save-models", save_models] if save_models else []
         done = subprocess.run([sys.executable, __file__, "--data", data, "--child", "--category", category,
-                               "--detector", detector, "--child-out", out.name], capture_output=True, text=True)
+                               "--detector", detector, "--child-out", out.name, *saving],
+                              capture_output=True, text=True)
         if done.returncode != 0:
             return {"detector": f"anomalens {detector}", "category": category, "error": done.stderr[-2000:]}
         return json.loads(Path(out.name).read_text())
@@ -113,7 +117,9 @@ def markdown(results: list[dict], meta: dict) -> str:
     lines = ["# Suite bench: report halves, defaults", "",
              f"`{meta['command']}` on {meta['date']} ({meta['machine']}). Defaults chosen on the validation "
              "halves (bench/results/choose_defaults.md); figures here on the report halves only. "
-             "`-`: absent (no masks, or not measured by that tool).", "",
+             "`-`: absent (no masks, or not measured by that tool)."
+             + (f" Rows of `{meta['included']['file']}` come from `{meta['included']['command']}` on "
+                f"{meta['included']['date']}." if "included" in meta else ""), "",
              "| category | detector | image AUROC | pixel AUROC | AUPRO@30 | AUPRO@5 | accuracy | recall | "
              "false alarms | oracle acc. | fit s | ms/image | peak MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -153,6 +159,9 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--json", default="bench/results/suite.json")
     parser.add_argument("--md", default="bench/results/suite.md")
+    parser.add_argument("--include", help="add the rows of an earlier run's JSON (e.g. the peer's, measured "
+                        "while this machine was free) to this run's tables; its command and date are quoted")
+    parser.add_argument("--save-models", help="keep the fitted models under DIR/<detector>/<category>")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--category", help=argparse.SUPPRESS)
     parser.add_argument("--detector", help=argparse.SUPPRESS)
@@ -163,7 +172,7 @@ def main() -> None:
     results = []
     for category in args.categories:
         for detector in args.detectors:
-            results.append(in_child(args.data, category, detector))
+            results.append(in_child(args.data, category, detector, args.save_models))
             print(json.dumps({k: v for k, v in results[-1].items() if not isinstance(v, (dict, list))}), flush=True)
         for peer in args.peers:
             result = run_peer(args.data, category, peer)
@@ -172,6 +181,12 @@ def main() -> None:
                 print(json.dumps(result), flush=True)
     meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"}
+    if args.include:
+        earlier = json.loads(Path(args.include).read_text())
+        results += earlier["results"]
+        meta["included"] = {"file": args.include, **earlier["meta"]}
+    results.sort(key=lambda r: (SUITE.index(r["category"]) if r["category"] in SUITE else len(SUITE),
+                                not r["detector"].startswith("anomalens")))
     Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=lambda v: None))
     Path(args.md).write_text(markdown(results, meta))
     print(markdown(results, meta))

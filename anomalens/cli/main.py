@@ -47,7 +47,7 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
                         "training images, their own scale up to --pixel-budget; EfficientAD: 256)")
     parser.add_argument("--tile-size", type=int, help="cut large frames into tiles of this many pixels")
     parser.add_argument("--pixel-budget", type=int, help="largest working image in pixels when the scale is "
-                        "chosen from the training images (default 262144 = 512x512); larger images shrink to it")
+                        "chosen from the training images (default 147456 = 384x384); larger images shrink to it")
     parser.add_argument("--max-false-alarm-rate", type=float, help="largest share of good parts the automatic "
                         "threshold may flag, bounded on held-out normal images (default 0.05)")
     parser.add_argument("--tile-overlap", type=int, help="overlap between tiles in pixels (default 32)")

@@ -16,6 +16,9 @@ import numpy as np
 # Images whose long side is at most this multiple of the short side are one view (squashed to a square);
 # longer ones are tiled, since squashing them would distort the product by more than that.
 MAX_SQUASH_ASPECT = 1.5
+# 384x384: chosen on the suite's validation halves (bench/results/choose_defaults.md): the best localisation of
+# small defects for its cost; larger budgets cost several times the time for little more
+DEFAULT_PIXEL_BUDGET = 147_456
 SIDE_MULTIPLE = 32  # the backbone's coarsest stride: sides that divide by it keep feature grids aligned
 MIN_SIDE = 128
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from anomalens.data.scale import WorkingScale, choose_working_scale, network_side
+from anomalens.data.scale import DEFAULT_PIXEL_BUDGET, WorkingScale, choose_working_scale, network_side
 from anomalens.data.tiling import Tile, stitch_maps, tile_grid
 from anomalens.models.device import select_device
 from anomalens.models.onnx_runtime import ONNX_FILE, OnnxScorer, export_onnx
@@ -85,7 +85,7 @@ class BaseDetector(ABC):
     outline_level: float = OUTLINE_LEVEL
 
     def __init__(self, image_size: int | None = 256, tile_size: int | None = None, tile_overlap: int = 32,
-                 pixel_budget: int = 262_144, score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0,
+                 pixel_budget: int = DEFAULT_PIXEL_BUDGET, score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0,
                  progress: bool = False, device: str = "auto"):
         self.image_size = image_size
         self.pixel_budget = pixel_budget

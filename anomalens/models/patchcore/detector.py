@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anomalens.data.scale import DEFAULT_PIXEL_BUDGET
 from anomalens.models.backbones import build_feature_extractor
 from anomalens.models.base import BaseDetector, View
 from anomalens.models.patchcore.coreset import greedy_coreset
@@ -63,7 +64,7 @@ class PatchCore(BaseDetector):
                  neighbourhood: int = 3, smoothing_sigma: float = 4.0, augment_below: int = 8,
                  max_false_alarm_rate: float = 0.05, calibration_images: int = 200,
                  calibration: str = "simulated", simulated_images: int = 60, simulated_per_image: int = 2,
-                 tile_size: int | None = None, tile_overlap: int = 32, pixel_budget: int = 262_144,
+                 tile_size: int | None = None, tile_overlap: int = 32, pixel_budget: int = DEFAULT_PIXEL_BUDGET,
                  score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False,
                  device: str = "auto"):
         super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
