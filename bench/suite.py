@@ -118,8 +118,8 @@ def markdown(results: list[dict], meta: dict) -> str:
              f"`{meta['command']}` on {meta['date']} ({meta['machine']}). Defaults chosen on the validation "
              "halves (bench/results/choose_defaults.md); figures here on the report halves only. "
              "`-`: absent (no masks, or not measured by that tool)."
-             + (f" Rows of `{meta['included']['file']}` come from `{meta['included']['command']}` on "
-                f"{meta['included']['date']}." if "included" in meta else ""), "",
+             + "".join(f" Rows of `{inc['file']}` come from `{inc['command']}` on {inc['date']}."
+                       for inc in meta.get("included", [])), "",
              "| category | detector | image AUROC | pixel AUROC | AUPRO@30 | AUPRO@5 | accuracy | recall | "
              "false alarms | oracle acc. | fit s | ms/image | peak MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -159,8 +159,9 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--json", default="bench/results/suite.json")
     parser.add_argument("--md", default="bench/results/suite.md")
-    parser.add_argument("--include", help="add the rows of an earlier run's JSON (e.g. the peer's, measured "
-                        "while this machine was free) to this run's tables; its command and date are quoted")
+    parser.add_argument("--include", action="append", default=[],
+                        help="add the rows of an earlier run's JSON to this run's tables (repeatable); its command "
+                             "and date are quoted")
     parser.add_argument("--save-models", help="keep the fitted models under DIR/<detector>/<category>")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--category", help=argparse.SUPPRESS)
@@ -181,10 +182,11 @@ def main() -> None:
                 print(json.dumps(result), flush=True)
     meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"}
-    if args.include:
-        earlier = json.loads(Path(args.include).read_text())
+    meta["included"] = []
+    for path in args.include:
+        earlier = json.loads(Path(path).read_text())
         results += earlier["results"]
-        meta["included"] = {"file": args.include, **earlier["meta"]}
+        meta["included"].append({"file": path, **earlier["meta"]})
     results.sort(key=lambda r: (SUITE.index(r["category"]) if r["category"] in SUITE else len(SUITE),
                                 not r["detector"].startswith("anomalens")))
     Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=lambda v: None))
