@@ -74,9 +74,10 @@ class View:
 class BaseDetector(ABC):
     """Shared behaviour; subclasses set hyper-parameters in ``__init__`` and learned state in ``fit``.
 
-    Subclasses implement ``_fit_views``, ``_score_views`` and the two ``_state`` hooks. Hyper-parameters must
-    be stored under the same names as the ``__init__`` arguments (as in scikit-learn), so that
-    ``get_params`` and ``load`` can rebuild the object from JSON.
+    Subclasses implement ``fit`` (which passes its images through ``_start_fit`` first: that sets the
+    working scale, ``working_scale_``, from the images unless ``image_size`` is given), ``_score_views`` and
+    the two ``_state`` hooks. Hyper-parameters must be stored under the same names as the ``__init__``
+    arguments (as in scikit-learn), so that ``get_params`` and ``load`` can rebuild the object from JSON.
     """
 
     name: ClassVar[str] = ""
@@ -85,8 +86,8 @@ class BaseDetector(ABC):
     outline_level: float = OUTLINE_LEVEL
 
     def __init__(self, image_size: int | None = 256, tile_size: int | None = None, tile_overlap: int = 32,
-                 pixel_budget: int = DEFAULT_PIXEL_BUDGET, score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0,
-                 progress: bool = False, device: str = "auto"):
+                 pixel_budget: int = DEFAULT_PIXEL_BUDGET, score_top_fraction: float = 0.05, batch_size: int = 8,
+                 seed: int = 0, progress: bool = False, device: str = "auto"):
         self.image_size = image_size
         self.pixel_budget = pixel_budget
         self.score_top_fraction = score_top_fraction
@@ -121,12 +122,15 @@ class BaseDetector(ABC):
         return {name: getattr(self, name) for name in self._param_names()}
 
     # -- views ----------------------------------------------------------------------------------------------
+    def _fitted_scale(self) -> WorkingScale:
+        if self.working_scale_ is None:
+            raise NotFittedError(f"{type(self).__name__} has no working scale yet: call fit() or load() first")
+        return self.working_scale_
+
     @property
     def input_size(self) -> int:
         """The network input side in pixels (the working scale's, once fitted)."""
-        if self.working_scale_ is None:
-            raise NotFittedError(f"{type(self).__name__} has no working scale yet: call fit() or load() first")
-        return self.working_scale_.image_size
+        return self._fitted_scale().image_size
 
     def _start_fit(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Set the working scale from the first training images; the images again, none lost."""
@@ -145,9 +149,7 @@ class BaseDetector(ABC):
         return itertools.chain(first, iterator)
 
     def _views(self, image: np.ndarray) -> list[View]:
-        scale = self.working_scale_
-        if scale is None:
-            raise NotFittedError(f"{type(self).__name__} has no working scale yet: call fit() or load() first")
+        scale = self._fitted_scale()
         height, width = image.shape[:2]
         tiles = (tile_grid(height, width, scale.tile_size, self.tile_overlap) if scale.tile_size
                  else [Tile(0, 0, height, width)])
@@ -271,9 +273,8 @@ class BaseDetector(ABC):
         assert self.thresholds_ is not None
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        assert self.working_scale_ is not None
         config = {"format_version": FORMAT_VERSION, "detector": self.name, "params": self.get_params(),
-                  "working_scale": self.working_scale_.to_dict(), "thresholds": self.thresholds_.to_dict(),
+                  "working_scale": self._fitted_scale().to_dict(), "thresholds": self.thresholds_.to_dict(),
                   "info": self._info()}
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         tensors = {k: v.detach().contiguous().cpu() for k, v in self._state_tensors().items()}

@@ -12,7 +12,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from anomalens.postprocessing.thresholds import thresholds_from_normal, thresholds_from_simulation
+from anomalens.postprocessing.thresholds import (DEFAULT_MAX_FALSE_ALARM_RATE, thresholds_from_normal,
+                                                 thresholds_from_simulation)
 from anomalens.simulation import KINDS, simulate
 from anomalens.types import Thresholds
 
@@ -23,7 +24,7 @@ CALIBRATIONS = ("simulated", "normal")
 def calibrate(units: Sequence[int], unit_views: Callable[[int], Sequence[int]], views: Sequence[np.ndarray],
               normal_maps: Callable[[int], torch.Tensor], anomaly_map: Callable[[int, np.ndarray], torch.Tensor],
               view_scores: Callable[[torch.Tensor], torch.Tensor], calibration: str = "simulated",
-              simulated_per_image: int = 2, max_false_alarm_rate: float = 0.01, seed: int = 0,
+              simulated_per_image: int = 2, max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE, seed: int = 0,
               simulated_units: int | None = None) -> Thresholds:
     """Thresholds from held-out normal ``units`` (an image, or a group of views, per unit).
 

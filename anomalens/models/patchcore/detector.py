@@ -41,6 +41,9 @@ class PatchCore(BaseDetector):
     Parameters
     ----------
     backbone, layers: feature extractor name and the layers whose features are concatenated.
+    image_size, tile_size, pixel_budget: the working scale; by default (``image_size`` None) chosen at fit time
+        from the training images (``anomalens.data.scale``: native resolution up to ``pixel_budget`` pixels,
+        long frames tiled), else a square network input of ``image_size`` (tiles of ``tile_size`` pixels).
     coreset_ratio: fraction of all normal patches kept in the memory bank (greedy k-center), at most
         ``max_bank_size`` patches; with more than ``coreset_candidates`` patches the coreset is chosen from a
         random subset of that many, so that fit time stays bounded at high resolutions.
@@ -68,8 +71,8 @@ class PatchCore(BaseDetector):
                  score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False,
                  device: str = "auto"):
         super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
-                         pixel_budget=pixel_budget, score_top_fraction=score_top_fraction, batch_size=batch_size, seed=seed,
-                         progress=progress, device=device)
+                         pixel_budget=pixel_budget, score_top_fraction=score_top_fraction, batch_size=batch_size,
+                         seed=seed, progress=progress, device=device)
         self.backbone = backbone
         self.layers = tuple(layers)
         self.coreset_ratio = coreset_ratio
