@@ -29,12 +29,12 @@ class WorkingScale:
 
     image_size: int
     tile_size: int | None
-    source_shape: tuple[int, int]  # median (height, width) of the training images; (0, 0) when set by the user
-    chosen_by: str  # "pixel budget N" or "user"
+    source_shape: tuple[int, int]  # median (height, width) of the training images; (0, 0) when fixed by settings
+    chosen_by: str  # "pixel budget N", or "settings" when image_size / tile_size fixed it
 
     @property
     def scale(self) -> float:
-        """Network pixels per source pixel (nan when the user set the sizes)."""
+        """Network pixels per source pixel (nan when settings fixed the sizes)."""
         if self.source_shape == (0, 0):
             return float("nan")
         side = self.tile_size if self.tile_size else float(np.sqrt(self.source_shape[0] * self.source_shape[1]))
@@ -43,7 +43,7 @@ class WorkingScale:
     def describe(self) -> str:
         if self.source_shape == (0, 0):
             tiles = f" in tiles of {self.tile_size} px" if self.tile_size else ""
-            return f"{self.image_size}x{self.image_size} network input{tiles} (set by the user)"
+            return f"{self.image_size}x{self.image_size} network input{tiles} (fixed by image_size / tile_size)"
         height, width = self.source_shape
         how = (f"tiles of {self.tile_size}x{self.tile_size} px, each seen at {self.image_size}x{self.image_size}"
                if self.tile_size else f"one {self.image_size}x{self.image_size} view per image")

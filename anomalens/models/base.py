@@ -136,14 +136,14 @@ class BaseDetector(ABC):
         """Set the working scale from the first training images; the images again, none lost."""
         iterator = iter(images)
         if self.image_size is not None:
-            self.working_scale_ = WorkingScale(self.image_size, self.tile_size, (0, 0), "user")
+            self.working_scale_ = WorkingScale(self.image_size, self.tile_size, (0, 0), "settings")
             return iterator
         first = list(itertools.islice(iterator, SCALE_SAMPLE))
         if not first:
             raise ValueError("fit needs at least one normal image")
         if self.tile_size is not None:
             side = network_side(min(self.tile_size, np.sqrt(self.pixel_budget)))
-            self.working_scale_ = WorkingScale(side, self.tile_size, (0, 0), "user")
+            self.working_scale_ = WorkingScale(side, self.tile_size, (0, 0), "settings")
         else:
             self.working_scale_ = choose_working_scale([image.shape for image in first], self.pixel_budget)
         return itertools.chain(first, iterator)
@@ -294,7 +294,7 @@ class BaseDetector(ABC):
         detector = cls(**params)
         detector.working_scale_ = (WorkingScale.from_dict(config["working_scale"]) if "working_scale" in config
                                    else WorkingScale(params.get("image_size") or 256, params.get("tile_size"),
-                                                     (0, 0), "user"))
+                                                     (0, 0), "settings"))
         detector._load_state(load_file(str(Path(directory) / STATE_FILE)), config.get("info", {}))
         detector.thresholds_ = Thresholds.from_dict(config["thresholds"])
         return detector
