@@ -38,7 +38,7 @@ class Prediction:
     """What a detector says about one image.
 
     ``anomaly_map`` has the input image's height and width; ``mask`` is the map above the pixel threshold and
-    above the image's own half maximum (:func:`anomalens.postprocessing.outline.outline_mask`), and is empty
+    in the upper quarter of the image's own range (:func:`anomalens.postprocessing.outline.outline_mask`), and is empty
     whenever the image-level verdict is normal so that verdict and regions never disagree.
     """
 

@@ -1,4 +1,4 @@
-"""outline_mask: the pixel threshold plus the image's own half maximum."""
+"""outline_mask: the pixel threshold plus the upper part of the image's own range."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,9 +17,10 @@ def test_a_raised_background_is_not_outlined_only_the_peak_is():
 
 def test_the_pixel_threshold_still_applies_and_the_peak_is_never_lost():
     amap = np.zeros((32, 32), np.float32)
-    amap[5, 5], amap[20, 20] = 1.0, 0.7
-    assert outline_mask(amap, 0.8).sum() == 1                 # 0.7 is above the half maximum, not the threshold
+    amap[5, 5], amap[20, 20] = 1.0, 0.8
+    assert outline_mask(amap, 0.9).sum() == 1                 # 0.8 is above the outline level, not the threshold
     assert outline_mask(amap, 0.5).sum() == 2
+    assert outline_mask(amap, 0.5, level=0.85).sum() == 1     # and below a higher level
     assert outline_mask(amap, 2.0).sum() == 0                  # below the pixel threshold: nothing
     flat = np.full((8, 8), 0.3, np.float32)
     assert outline_mask(flat, 0.1).all()                       # no peak: every pixel is at the maximum
