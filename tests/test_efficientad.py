@@ -28,7 +28,7 @@ def normals(textures) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def fitted(normals) -> EfficientAD:
-    return EfficientAD(**FAST).fit(normals)
+    return EfficientAD(**{**FAST, "autoencoder": True}).fit(normals)
 
 
 @pytest.mark.parametrize("size", sorted(PDN_WIDTHS))

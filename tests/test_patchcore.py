@@ -218,8 +218,11 @@ def test_defect_near_corner_is_localised(textures):
 
 
 def test_single_shot_threshold_passes_good_demo_tiles(demo_data):
+    # one image's quarters show its own spread, not the spread between parts: a strict rate is needed here (at the
+    # default 5 % three of the four good tiles are flagged, a known limit of single-shot calibration)
     train = mvtec_samples(demo_data, "magnetic_tile", "train")
-    detector = PatchCore(image_size=128, min_bank_size=1024, calibration="normal").fit([read_image(train[0].path)])
+    detector = PatchCore(image_size=128, min_bank_size=1024, calibration="normal",
+                         max_false_alarm_rate=0.01).fit([read_image(train[0].path)])
     good = [s for s in mvtec_samples(demo_data, "magnetic_tile", "test") if s.label == 0]
     flagged = [s.path.name for s in good if detector.predict(read_image(s.path)).is_anomalous]
     assert len(flagged) <= 1, (flagged, detector.thresholds_.image)

@@ -3,8 +3,8 @@
 At fit time each detector scores normal images it did not learn from (held back, or left out of the memory
 bank). The user's one control is the largest false-alarm rate they accept: the image threshold is the lowest
 cut that keeps new normal images below it with 90 % confidence, judged from those held-out scores (an
-order statistic with a Clopper-Pearson bound where there are enough normals, a log-normal tail bound beyond
-the highest score where there are not).
+order statistic with a Clopper-Pearson bound where there are enough normals, a log-normal tolerance bound
+beyond the highest score where there are not).
 
 With simulated anomalies (``thresholds_from_simulation``) the same normal scores are set against scores of
 the same images with synthetic defects put in; the best cut between the two is used where it is stricter
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import beta, norm, t
+from scipy.stats import beta, nct, norm
 
 from anomalens.types import Thresholds
 
@@ -25,17 +25,23 @@ DEFAULT_MAX_FALSE_ALARM_RATE = 0.05
 BOUND_CONFIDENCE = 0.9
 
 
-def tail_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> float:
-    """Score above which a fraction ``max_false_alarm_rate`` of normal images is expected to fall."""
+def tail_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
+                   confidence: float = BOUND_CONFIDENCE) -> float:
+    """Upper tolerance bound on the score that a share ``max_false_alarm_rate`` of normal images exceeds, with
+    probability ``confidence``, under a Gaussian fitted to the log-scores (the one-sided normal tolerance
+    factor, from the noncentral t: a handful of normals gives a much wider, safer bound than a few hundred)."""
     scores = np.asarray(normal_scores, dtype=np.float64)
     if scores.size == 0:
         raise ValueError("need at least one normal score to set a threshold")
     logs = np.log(np.maximum(scores, 1e-12))
     n = logs.size
-    if n < 3:  # too few to estimate a spread: assume a 10 % spread of the level
-        return float(np.exp(logs.mean() + norm.ppf(1.0 - max_false_alarm_rate) * 0.1))
-    bound = t.ppf(1.0 - max_false_alarm_rate, df=n - 1) * logs.std(ddof=1) * np.sqrt(1.0 + 1.0 / n)
-    return float(np.exp(logs.mean() + bound))
+    quantile = norm.ppf(1.0 - max_false_alarm_rate)
+    # with fewer than 3 normals there is no spread to measure: a 10 % spread of the level is assumed, and the
+    # factor is the one 3 normals would get
+    effective = max(n, 3)
+    factor = nct.ppf(confidence, df=effective - 1, nc=quantile * np.sqrt(effective)) / np.sqrt(effective)
+    spread = logs.std(ddof=1) if n >= 3 else 0.1
+    return float(np.exp(logs.mean() + factor * spread))
 
 
 def exceedance_upper_bound(exceedances: int, n: int, confidence: float = BOUND_CONFIDENCE) -> float:
@@ -50,8 +56,8 @@ def false_alarm_threshold(normal_scores: Sequence[float], max_false_alarm_rate: 
 
     Distribution-free where the normals allow it: the cut lets through as many of the highest normal scores as
     the Clopper-Pearson upper bound on their share permits. With too few normals for even zero exceedances to
-    prove the rate (about 230 normals for 1 % at 90 %), the log-normal tail bound (``tail_threshold``)
-    extrapolates beyond the highest score instead.
+    prove the rate (about 230 normals for 1 % at 90 %), a log-normal tolerance bound at the same confidence
+    (``tail_threshold``) extrapolates beyond the highest score instead.
     """
     scores = np.sort(np.asarray(normal_scores, dtype=np.float64))[::-1]
     if scores.size == 0:
@@ -61,7 +67,7 @@ def false_alarm_threshold(normal_scores: Sequence[float], max_false_alarm_rate: 
     while allowed + 1 < n and exceedance_upper_bound(allowed + 1, n, confidence) <= max_false_alarm_rate:
         allowed += 1
     if allowed < 0:
-        return max(tail_threshold(scores, max_false_alarm_rate), float(np.nextafter(scores[0], np.inf)))
+        return max(tail_threshold(scores, max_false_alarm_rate, confidence), float(np.nextafter(scores[0], np.inf)))
     # scores >= threshold are flagged: the cut lies just above the highest normal score that must pass
     passing = scores[allowed]
     return float(np.nextafter(passing, np.inf)) if allowed == 0 else float((passing + scores[allowed - 1]) / 2)
