@@ -10,11 +10,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Literal
 
 from .datasets import Sample
 
-Half = Literal["validation", "report"]
 HALVES: tuple[str, ...] = ("validation", "report")
 SPLIT_SEED = 0
 
