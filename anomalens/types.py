@@ -6,6 +6,7 @@ reports never need to know which detector produced them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -26,8 +27,10 @@ class Thresholds:
     def from_dict(cls, data: dict) -> "Thresholds":
         return cls(**data)
 
+    @cached_property
     def expected(self) -> dict[str, float]:
-        """What a user can expect at the image threshold, from the calibration kept in ``details``."""
+        """What a user can expect at the image threshold, from the calibration kept in ``details`` (computed
+        once: every prediction's record carries it)."""
         from anomalens.postprocessing.thresholds import expected_rates
 
         return expected_rates(self)
@@ -65,6 +68,6 @@ class Prediction:
             "width": int(self.anomaly_map.shape[1]),
             "image_threshold": round(float(self.thresholds.image), 6),
             "pixel_threshold": round(float(self.thresholds.pixel), 6),
-            **{f"expected_{name}": round(float(value), 4) for name, value in self.thresholds.expected().items()
+            **{f"expected_{name}": round(float(value), 4) for name, value in self.thresholds.expected.items()
                if name in ("false_alarm_rate", "simulated_detection_rate")},
         }

@@ -47,7 +47,7 @@ def run_ours(data: str, category: str, detector: str, save_to: str | None = None
         model.save(Path(save_to) / detector / category)
     report = evaluate(model, select_half(mvtec_samples(data, category, "test"), HALF))
     return {"detector": f"anomalens {detector}", "category": category, "fit_seconds": round(fit.seconds, 1),
-            "working_scale": model.working_scale_.describe(), "expected": model.thresholds_.expected(),
+            "working_scale": model.working_scale_.describe(), "expected": model.thresholds_.expected,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **report}
 
 

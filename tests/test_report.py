@@ -105,7 +105,7 @@ def test_cli_report_from_predict_results(tmp_path, demo_data, capsys):
     assert 0 < n_anomalous and parse(page).tags.get("article", 0) == n_anomalous
     assert "ROC, AUROC" in page and page.count("<img") == 2 * n_anomalous
     assert all(link.startswith("data:") for link in parse(page).links)
-    expected = load_detector(model).thresholds_.expected()["false_alarm_rate"]  # the calibration's promise
+    expected = load_detector(model).thresholds_.expected["false_alarm_rate"]  # the calibration's promise
     assert f"flagged {100 * expected:.1f}% of held-out good images" in page
 
 

@@ -295,7 +295,7 @@ def test_models_are_listed_and_switched_by_name(model_dir, tmp_path, images):
     with TestClient(create_app(settings_for(root, tmp_path / "d"))) as client:
         listed = client.get("/models").json()
         assert [(m["name"], m["active"]) for m in listed] == [("line1", True), ("line2", False)]
-        expected = load_detector(model_dir).thresholds_.expected()
+        expected = load_detector(model_dir).thresholds_.expected
         for model in listed:  # what the calibration promises, and the scale the model works at
             assert model["expected_false_alarm_rate"] == pytest.approx(expected["false_alarm_rate"])
             assert model["expected_false_alarm_rate_bound"] >= model["expected_false_alarm_rate"]

@@ -47,6 +47,10 @@ def test_working_scale_keeps_native_resolution_within_the_budget_and_tiles_long_
     # beyond the budget the image shrinks to it, uniformly
     shrunk = choose_working_scale([(2000, 2000)], pixel_budget=512 * 512)
     assert shrunk.image_size == 512 and shrunk.tile_size is None
+    # a tile size the user sets is kept, seen at its own size up to the budget
+    for tile, side in ((256, 256), (800, 512)):
+        fixed = choose_working_scale([(720, 1280)], 512 * 512, tile_size=tile)
+        assert (fixed.image_size, fixed.tile_size, fixed.chosen_by) == (side, tile, "settings")
     slightly_long = choose_working_scale([(300, int(300 * MAX_SQUASH_ASPECT))], pixel_budget=512 * 512)
     assert slightly_long.tile_size is None
 
@@ -86,7 +90,7 @@ def test_false_alarm_bound_holds_on_new_normals_and_widens_with_fewer():
 
 def test_fit_stores_what_the_user_can_expect(textures):
     detector = PatchCore(image_size=96, max_false_alarm_rate=0.1).fit(textures.normals([(96, 96)] * 12, 0))
-    expected = detector.thresholds_.expected()
+    expected = detector.thresholds_.expected
     assert expected["n_normal"] == 12
     assert 0.0 <= expected["false_alarm_rate"] <= 0.1 < expected["false_alarm_rate_bound"]
     assert 0.0 <= expected["simulated_detection_rate"] <= 1.0

@@ -109,7 +109,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     console.print(f"fitted {args.model} on {report.n_images} images in {report.seconds:.1f} s; "
                   f"image threshold {detector.thresholds_.image:.4f}; saved to {args.output}")
     console.print(f"working scale: {detector.working_scale_.describe()}")
-    console.print(describe_expected(detector.thresholds_.expected()))
+    console.print(describe_expected(detector.thresholds_.expected))
     return 0
 
 
@@ -199,7 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"fitted on {report.n_images} normal images in {report.seconds:.1f} s -> {model_dir}")
     assert detector.thresholds_ is not None and detector.working_scale_ is not None
     console.print(f"working scale: {detector.working_scale_.describe()}")
-    console.print(describe_expected(detector.thresholds_.expected()))
+    console.print(describe_expected(detector.thresholds_.expected))
     console.rule("2. inspecting test images")
     samples = mvtec_samples(DEMO_DATA, "magnetic_tile", "test")
     run = api.inspect(detector, [s.path for s in samples], out / "predictions", progress=True)

@@ -63,16 +63,19 @@ def network_side(length: float) -> int:
     return max(MIN_SIDE, int(round(length / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
 
 
-def choose_working_scale(shapes: Sequence[tuple[int, ...]], pixel_budget: int) -> WorkingScale:
+def choose_working_scale(shapes: Sequence[tuple[int, ...]], pixel_budget: int,
+                         tile_size: int | None = None) -> WorkingScale:
     """The working scale for training images of these (height, width, ...) shapes.
 
     The median image keeps its native resolution when it has at most ``pixel_budget`` pixels and is shrunk
-    to that many otherwise.
+    to that many otherwise. A ``tile_size`` set by the user is kept, seen at its own size up to the budget.
     """
     if not shapes:
         raise ValueError("need at least one image shape to choose a working scale")
     if pixel_budget < MIN_SIDE * MIN_SIDE:
         raise ValueError(f"pixel_budget must be at least {MIN_SIDE * MIN_SIDE}, got {pixel_budget}")
+    if tile_size is not None:
+        return WorkingScale(network_side(min(tile_size, np.sqrt(pixel_budget))), tile_size, (0, 0), "settings")
     height, width = (int(v) for v in np.median(np.array([s[:2] for s in shapes]), axis=0))
     factor = min(1.0, float(np.sqrt(pixel_budget / (height * width))))
     short, long = min(height, width), max(height, width)

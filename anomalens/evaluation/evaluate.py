@@ -73,8 +73,9 @@ def evaluate(detector: BaseDetector, samples: Sequence[Sample], progress: bool =
     for defect in sorted(set(types) - {"good"}):
         keep = normal | (type_array == defect)
         index = np.flatnonzero(keep)
-        per_type[defect] = _metrics(label_array[keep], score_array[keep], [masks[i] for i in index if with_masks],
-                                    [maps[i] for i in index if with_masks], thresholds.image, thresholds.pixel)
+        pixels = ([masks[i] for i in index], [maps[i] for i in index]) if with_masks else ([], [])
+        per_type[defect] = _metrics(label_array[keep], score_array[keep], *pixels, thresholds.image,
+                                    thresholds.pixel)
         per_type[defect]["n_defective"] = int((type_array == defect).sum())
     normal_only = thresholds.details.get("normal_tail_image_threshold")
     if normal_only is not None:  # the normal-only bound, kept to compare calibrations on real defects

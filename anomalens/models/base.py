@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from anomalens.data.scale import DEFAULT_PIXEL_BUDGET, WorkingScale, choose_working_scale, network_side
+from anomalens.data.scale import DEFAULT_PIXEL_BUDGET, WorkingScale, choose_working_scale
 from anomalens.data.tiling import Tile, stitch_maps, tile_grid
 from anomalens.models.device import select_device
 from anomalens.models.onnx_runtime import ONNX_FILE, OnnxScorer, export_onnx
@@ -141,11 +141,8 @@ class BaseDetector(ABC):
         first = list(itertools.islice(iterator, SCALE_SAMPLE))
         if not first:
             raise ValueError("fit needs at least one normal image")
-        if self.tile_size is not None:
-            side = network_side(min(self.tile_size, np.sqrt(self.pixel_budget)))
-            self.working_scale_ = WorkingScale(side, self.tile_size, (0, 0), "settings")
-        else:
-            self.working_scale_ = choose_working_scale([image.shape for image in first], self.pixel_budget)
+        self.working_scale_ = choose_working_scale([image.shape for image in first], self.pixel_budget,
+                                                   self.tile_size)
         return itertools.chain(first, iterator)
 
     def _views(self, image: np.ndarray) -> list[View]:

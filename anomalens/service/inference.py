@@ -100,7 +100,7 @@ class Inspector:
     def model_info(self, name: str) -> dict[str, Any]:
         """Name, whether it inspects now, its working scale and what its calibration says to expect."""
         config = read_config(self.available[name])
-        expected = Thresholds.from_dict(config["thresholds"]).expected()
+        expected = Thresholds.from_dict(config["thresholds"]).expected
         scale = config.get("working_scale")
         return {"name": name, "active": name == self.model_name,
                 "working_scale": WorkingScale.from_dict(scale).describe() if scale else None,

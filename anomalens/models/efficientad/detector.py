@@ -64,11 +64,10 @@ class EfficientAD(BaseDetector):
                  calibration: str = "simulated", simulated_per_image: int = 2, max_false_alarm_rate: float = 0.05,
                  smoothing_sigma: float = 2.0, tile_size: int | None = None, tile_overlap: int = 32,
                  pixel_budget: int = DEFAULT_PIXEL_BUDGET, score_top_fraction: float = 0.0, batch_size: int = 8,
-                 seed: int = 0,                 progress: bool = False,
-                 device: str = "auto"):
+                 seed: int = 0, progress: bool = False, device: str = "auto"):
         super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
-                         pixel_budget=pixel_budget, score_top_fraction=score_top_fraction, batch_size=batch_size, seed=seed,
-                         progress=progress, device=device)
+                         pixel_budget=pixel_budget, score_top_fraction=score_top_fraction, batch_size=batch_size,
+                         seed=seed,                         progress=progress, device=device)
         self.size = size
         self.autoencoder = autoencoder
         self.backbone = backbone
