@@ -86,6 +86,9 @@ def test_false_alarm_bound_holds_on_new_normals_and_widens_with_fewer():
     few = population[:100]
     assert false_alarm_threshold(few, 0.01) > few.max()
     assert exceedance_upper_bound(0, 230) < 0.01 < exceedance_upper_bound(0, 200)
+    for impossible in (0.0, 1.0, 5.0):  # a rate of 0 would flag nothing ever; refused, not silently inf
+        with pytest.raises(ValueError):
+            false_alarm_threshold(few, impossible)
 
 
 def test_fit_stores_what_the_user_can_expect(textures):

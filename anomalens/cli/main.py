@@ -39,6 +39,13 @@ console = Console()
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"a rate between 0 and 1 (exclusive), e.g. 0.05, not {text}")
+    return value
+
+
 def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="patchcore", choices=sorted(DETECTORS))
     parser.add_argument("--shots", type=int, help="fit on this many normal images only (few-shot)")
@@ -48,7 +55,7 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-size", type=int, help="cut large frames into tiles of this many pixels")
     parser.add_argument("--pixel-budget", type=int, help="largest working image in pixels when the scale is "
                         "chosen from the training images (default 147456 = 384x384); larger images shrink to it")
-    parser.add_argument("--max-false-alarm-rate", type=float, help="largest share of good parts the automatic "
+    parser.add_argument("--max-false-alarm-rate", type=_rate, help="largest share of good parts the automatic "
                         "threshold may flag, bounded on held-out normal images (default 0.05)")
     parser.add_argument("--tile-overlap", type=int, help="overlap between tiles in pixels (default 32)")
     parser.add_argument("--coreset-ratio", type=float, help="share of normal patches kept in the memory bank")

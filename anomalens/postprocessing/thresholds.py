@@ -59,6 +59,8 @@ def false_alarm_threshold(normal_scores: Sequence[float], max_false_alarm_rate: 
     prove the rate (about 230 normals for 1 % at 90 %), a log-normal tolerance bound at the same confidence
     (``tail_threshold``) extrapolates beyond the highest score instead.
     """
+    if not 0.0 < max_false_alarm_rate < 1.0:
+        raise ValueError(f"the false-alarm rate must lie between 0 and 1 (exclusive), got {max_false_alarm_rate}")
     scores = np.sort(np.asarray(normal_scores, dtype=np.float64))[::-1]
     if scores.size == 0:
         raise ValueError("need at least one normal score to set a threshold")
