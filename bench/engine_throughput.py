@@ -27,6 +27,7 @@ import torch
 from anomalens import api, engine
 from anomalens.data import mvtec_samples, read_image
 from anomalens.models import load_detector
+from anomalens.results.run_directory import RunDirectory
 
 POLL_SECONDS = 0.1
 
@@ -72,7 +73,7 @@ def run_engine(spec: str, model_dir: Path, images: list[Path], out: Path, device
     return {"engine": spec, "images": n, "errors": len(run.errors), "seconds": end - start,
             "end_to_end": n / (end - start),
             "steady": (n - first_count) / (end - first_time) if end > first_time else float("nan"),
-            "results": run.results, "out": out}
+            "results": run.to_dict()["results"], "out": out}
 
 
 def agreement(reference: dict, other: dict) -> dict:
@@ -98,9 +99,9 @@ def stage_costs(model_dir: Path, images: list[Path], device: str | None, out: Pa
         read = time.perf_counter()
         prediction = detector.predict(image)
         predicted = time.perf_counter()
-        api.inspection_record(path, image, prediction, 0.0)
+        record = api.inspection_record(path, image, prediction, 0.0)
         recorded = time.perf_counter()
-        api.write_image_outputs(out, f"stage_{index}", image, prediction)
+        RunDirectory(out).write_images(record, f"stage_{index}", image, prediction)
         written = time.perf_counter()
         for times, seconds in zip(stages.values(), (read - tic, predicted - read, recorded - predicted,
                                                      written - recorded)):

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from anomalens import api
 from anomalens.data import mvtec_samples, read_image
 from anomalens.explanation.llm import LLMExplainer
 from anomalens.explanation.llm.local_server import LocalLlamaServer
 from anomalens.models import load_detector
-from anomalens.postprocessing.findings import extract_findings
 
 QUESTIONS = ("Is there any anomaly in the image?", "Where is it?", "How many are there?")
 # what a rejection was about, by the wording of the grounding check's problems (first match wins)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server {server.base_url} model {server.model}; {len(samples)} images", flush=True)
         for i, sample in enumerate(samples):
             image = read_image(sample.path)
-            findings = extract_findings(detector.predict(image), image)
+            findings = api.inspection_record(sample.path, image, detector.predict(image), 0.0)
             result = explainer.explain(findings)
             turns, chat = [], []
             for question in QUESTIONS:
@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                 turns.append({"role": "assistant", "content": answer})
                 chat.append({"question": question, "answer": answer, **chatter.last_chat})
             records.append({"image": str(sample.path), "type": sample.defect_type,
-                            "anomalous": findings.is_anomalous, "count": findings.count,
+                            "anomalous": findings.anomalous, "count": findings.region_count,
                             "first_rejected": bool(result["problems"] and result["problems"][0]),
                             "explain_source": result["source"], "attempts": result["attempts"],
                             "problems": result["problems"], "reason": result["reason"], "chat": chat})
-            key = "anomalous" if findings.is_anomalous else "normal"
+            key = "anomalous" if findings.anomalous else "normal"
             if key not in transcripts:
                 transcripts[key] = {"image": str(sample.path), "findings": findings.to_dict(),
                                     "explanation": result, "chat": chat}
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = [f"# SmolLM2-135M over {args.category}: two transcripts", ""]
         for key, t in transcripts.items():
             lines += [f"## {key}: `{t['image']}`", "", "Findings: " + json.dumps(
-                {k: t["findings"][k] for k in ("verdict", "count", "severity")}) + ", positions " + json.dumps(
+                {k: t["findings"][k] for k in ("verdict", "region_count", "severity")}) + ", positions " + json.dumps(
                 [r["grid"] for r in t["findings"]["regions"]]), "",
                 f"Explanation ({t['explanation']['source']}, {t['explanation']['attempts']} attempt(s), "
                 f"reason: {t['explanation']['reason']}): {t['explanation']['text']}", ""]

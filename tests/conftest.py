@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import anomalens
+from anomalens.postprocessing.findings import SEVERITY_ORDER
+from anomalens.results.record import InspectionRecord
 
 # The test machine's two cores are shared with other jobs: torch's intra-op thread pool then spins against
 # them and runs >10x slower than on one thread. One thread changes no result, only the wall time.
@@ -157,3 +159,26 @@ def demo_data() -> Path:
     """Root of the shipped demo data (MVTec layout, category ``magnetic_tile``)."""
     assert (DEMO_DATA / "magnetic_tile" / "train" / "good").is_dir()
     return DEMO_DATA
+
+
+REGION_DEFAULTS = {"index": 0, "parts": 1, "bbox": [0, 0, 10, 10], "area_pixels": 100, "area_fraction": 0.01,
+                   "centroid": [5.0, 5.0], "peak_score": 2.0, "mean_score": 1.5, "relative_peak": 2.0,
+                   "severity": "high", "grid": ["top left"], "position": "top left", "shape": "compact",
+                   "elongation": 1.0, "orientation_degrees": 0.0, "brightness": "similar", "appearance": [],
+                   "mean_intensity": 0.5, "surround_intensity": 0.5, "intensity_difference": 0.0,
+                   "colour_difference": 0.0}
+
+
+def build_record(image: str = "part.png", anomalous: bool = True, regions: list[dict] | None = None,
+                 text: str = "text", **fields) -> InspectionRecord:
+    """A hand-made inspection record: each region is REGION_DEFAULTS with the given fields replaced."""
+    regions = [{**REGION_DEFAULTS, "index": i, **region} for i, region in enumerate(regions or [])]
+    severities = [r["severity"] for r in regions]
+    values = {"image": image, "score": 2.0 if anomalous else 0.5, "normalized_score": 2.0 if anomalous else 0.5,
+              "anomalous": anomalous, "verdict": "anomalous" if anomalous else "normal",
+              "anomalous_area_fraction": sum(r["area_fraction"] for r in regions), "height": 100, "width": 100,
+              "image_threshold": 1.0, "pixel_threshold": 0.5, "milliseconds": 1.0, "region_count": len(regions),
+              "severity": max(severities, key=SEVERITY_ORDER.index) if severities else "none",
+              "regions": regions, "explanation": {"text": text, "source": "offline"}}
+    return InspectionRecord.model_validate({**values, **fields})
+

@@ -50,13 +50,14 @@ def mixed_folder(tmp_path, textures, png_writer) -> dict[str, list[Path]]:
 def test_inspect_reports_bad_files_and_writes_every_good_one(detector, mixed_folder, tmp_path):
     out = tmp_path / "out"
     run = api.inspect(detector, mixed_folder["folder"], out)
+    results = run.to_dict()["results"]
 
     assert sorted(e["path"] for e in run.errors) == sorted(str(p) for p in mixed_folder["bad"])
     assert all(e["error"] for e in run.errors)
-    assert sorted(r["image"] for r in run.results) == sorted(str(p) for p in mixed_folder["good"])
+    assert sorted(r["image"] for r in results) == sorted(str(p) for p in mixed_folder["good"])
 
     overlays = set()
-    for record in run.results:
+    for record in results:
         image = read_image(record["image"])
         overlay = cv2.imread(str(out / record["overlay"]), cv2.IMREAD_UNCHANGED)
         mask = cv2.imread(str(out / record["mask"]), cv2.IMREAD_UNCHANGED)
@@ -66,17 +67,17 @@ def test_inspect_reports_bad_files_and_writes_every_good_one(detector, mixed_fol
         assert (mask > 0).any() == record["anomalous"]  # mask empty exactly when the verdict is normal
         assert record["height"] == image.shape[0] and record["width"] == image.shape[1]
         overlays.add(record["overlay"])
-    assert len(overlays) == len(run.results)  # part.jpg and part.png do not overwrite each other
-    by_name = {Path(r["image"]).name: r for r in run.results}
+    assert len(overlays) == len(results)  # part.jpg and part.png do not overwrite each other
+    by_name = {Path(r["image"]).name: r for r in results}
     assert by_name["spot.png"]["anomalous"]
     assert by_name["spot.png"]["score"] > max(by_name[n]["score"] for n in ("a1.png", "a2.png"))
 
     saved = json.loads((out / "summary.json").read_text())
     assert saved["summary"]["n_images"] == 5 and saved["summary"]["n_errors"] == 2
-    assert saved["summary"]["n_anomalous"] == sum(r["anomalous"] for r in run.results)
-    assert json.loads((out / "results.json").read_text()) == run.results and saved["errors"] == run.errors
+    assert saved["summary"]["n_anomalous"] == sum(r["anomalous"] for r in results)
+    assert json.loads((out / "results.json").read_text()) == results and saved["errors"] == run.errors
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert lines == run.results
+    assert lines == results
 
 
 def test_inspect_raise_stops_at_the_bad_file_and_keeps_earlier_lines(detector, mixed_folder, tmp_path):
@@ -94,7 +95,7 @@ def test_inspect_raise_stops_at_the_bad_file_and_keeps_earlier_lines(detector, m
 def test_inspect_without_output_folder(detector, mixed_folder):
     run = api.inspect(detector, mixed_folder["good"][:2], None)
     assert len(run.results) == 2 and not run.errors
-    assert "overlay" not in run.results[0]
+    assert run.results[0].overlay is None and "overlay" not in run.to_dict()["results"][0]
 
 
 # -- training_paths / fit ----------------------------------------------------------------------------------------------

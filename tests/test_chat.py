@@ -5,12 +5,11 @@ import pytest
 
 from anomalens.cli.main import main
 from anomalens.explanation.chat import ChatSession
+from conftest import build_record
 
-FINDINGS = {"anomalous": True, "normalized_score": 1.8, "severity": "high", "total_area_fraction": 0.03,
-            "regions": [{"position": "bottom left", "grid": ["bottom left", "left"], "area_fraction": 0.02,
-                         "severity": "high"},
-                        {"position": "top right", "grid": ["top right"], "area_fraction": 0.01,
-                         "severity": "medium"}]}
+FINDINGS = build_record(normalized_score=1.8, regions=[
+    {"position": "bottom left", "grid": ["bottom left", "left"], "area_fraction": 0.02, "severity": "high"},
+    {"position": "top right", "grid": ["top right"], "area_fraction": 0.01, "severity": "medium"}])
 
 
 class BrokenModel:

@@ -17,6 +17,7 @@ from anomalens import api, engine
 from anomalens.cli.main import main
 from anomalens.data import read_image
 from anomalens.models import PatchCore, load_detector
+from anomalens.results.record import InspectionRecord
 
 ray = pytest.importorskip("ray")
 
@@ -61,17 +62,18 @@ def local_run(data, inbox, tmp_path_factory) -> tuple[api.InspectionRun, Path]:
     return engine.predict(data["model"], inbox, out), out
 
 
-def _without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != TIMING} for r in records]
+def _without_timing(records: list[InspectionRecord] | list[dict]) -> list[dict]:
+    as_dicts = [r.to_dict() if isinstance(r, InspectionRecord) else r for r in records]
+    return [{k: v for k, v in r.items() if k != TIMING} for r in as_dicts]
 
 
-def _assert_same_up_to_float_rounding(batched: list[dict], single: list[dict]) -> None:
+def _assert_same_up_to_float_rounding(batched: list[InspectionRecord], single: list[InspectionRecord]) -> None:
     """Images through the network together round floats differently: same verdicts and regions, scores
     equal to float32 precision."""
-    assert [r["image"] for r in batched] == [r["image"] for r in single]
+    assert [r.image for r in batched] == [r.image for r in single]
     for record, alone in zip(batched, single):
-        assert (record["anomalous"], record["region_count"]) == (alone["anomalous"], alone["region_count"])
-        assert record["score"] == pytest.approx(alone["score"], rel=1e-5)
+        assert (record.anomalous, record.region_count) == (alone.anomalous, alone.region_count)
+        assert record.score == pytest.approx(alone.score, rel=1e-5)
 
 
 def _output_files(out: Path) -> dict[str, bytes]:
@@ -83,7 +85,7 @@ def test_ray_predict_gives_the_local_results_record_for_record(ray_cluster, data
     out = tmp_path / "ray"
     run = engine.predict(data["model"], inbox, out, "ray", workers=1)  # on a CPU one image at a time
 
-    assert len(run.results) == 6 and sum(r["anomalous"] for r in run.results) >= 3
+    assert len(run.results) == 6 and sum(r.anomalous for r in run.results) >= 3
     assert _without_timing(run.results) == _without_timing(local.results)
     assert run.errors == local.errors and len(run.errors) == 1 and "zz_corrupt.png" in run.errors[0]["error"]
     assert _output_files(out) == _output_files(local_out)  # same names (000.png twice), same pixels
@@ -117,7 +119,7 @@ def test_a_batch_that_keeps_failing_is_reported_and_the_rest_delivered(ray_clust
     run = engine.predict(data["model"], inbox, out, "ray", batch_size=1, workers=1)
 
     failed = data["tiny"].test_good[1]
-    assert len(run.results) == 5 and str(failed) not in {r["image"] for r in run.results}
+    assert len(run.results) == 5 and str(failed) not in {r.image for r in run.results}
     assert [e["path"] for e in run.errors] == [str(failed), str(inbox[2] / "zz_corrupt.png")]
     assert "failed 3 times" in run.errors[0]["error"]
 
@@ -135,8 +137,8 @@ def test_resume_does_not_mix_in_records_of_another_model(data, inbox, tmp_path):
     again = engine.predict(data["model"], inbox, out)
 
     threshold = load_detector(data["model"]).thresholds_.image
-    assert len(again.results) == 6 and {r["image_threshold"] for r in again.results} == {round(threshold, 6)}
-    assert {r["image_threshold"] for r in first.results} != {round(threshold, 6)}
+    assert len(again.results) == 6 and {r.image_threshold for r in again.results} == {round(threshold, 6)}
+    assert {r.image_threshold for r in first.results} != {round(threshold, 6)}
 
 
 def test_fit_many_on_ray_fits_the_local_models_and_reports_a_failed_category(ray_cluster, data, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,27 +12,29 @@ from anomalens import api
 from anomalens.cli.main import _results_table
 from anomalens.explanation import answer, explain
 from anomalens.models import PatchCore
-from anomalens.postprocessing.findings import extract_findings
+from anomalens.results.record import InspectionRecord
 from anomalens.types import Prediction, Thresholds
+from conftest import build_record
 
 H, W = 90, 120
 THRESHOLDS = Thresholds(image=1.0, pixel=0.5, method="test")
 
 
 def findings_for(boxes: list[tuple[slice, slice, float]], image: np.ndarray | None = None, score: float = 1.7):
-    """Findings of an anomalous prediction with one square region per (rows, cols, peak)."""
+    """The record of an anomalous prediction with one square region per (rows, cols, peak)."""
     amap = np.full((H, W), 0.1, np.float32)
     for rows, cols, peak in boxes:
         amap[rows, cols] = peak
     mask = amap >= THRESHOLDS.pixel
     image = np.full((H, W, 3), 0.5, np.float32) if image is None else image
-    return extract_findings(Prediction(score, amap, bool(mask.any()), mask, THRESHOLDS), image)
+    return api.inspection_record("part.png", image, Prediction(score, amap, bool(mask.any()), mask, THRESHOLDS), 1.0)
 
 
 @pytest.fixture
 def normal():
     amap = np.full((H, W), 0.1, np.float32)
-    return extract_findings(Prediction(0.82, amap, False, np.zeros((H, W), bool), THRESHOLDS))
+    return api.inspection_record("part.png", None, Prediction(0.82, amap, False, np.zeros((H, W), bool), THRESHOLDS),
+                                 1.0)
 
 
 @pytest.fixture
@@ -50,7 +53,8 @@ def test_explain_anomalous(two):
     assert "severity: high" in text and "severity: low" in text
     # the strongest region is described first
     assert text.index("bottom left") < text.index("top right")
-    assert explain(two.to_dict()) == text
+    assert explain(InspectionRecord.model_validate_json(json.dumps(two.to_dict()))) == text
+    assert two.explanation.text == text
 
 
 def test_explain_one_region_and_normal(normal):
@@ -126,14 +130,21 @@ def test_types_from_a_taxonomy_reach_the_text_the_answers_and_the_prompt():
 
     region = {"position": "bottom left", "grid": ["bottom left"], "area_fraction": 0.02, "severity": "high",
               "brightness": "darker", "appearance": ["darker"], "shape": "compact"}
-    base = {"anomalous": True, "verdict": "anomalous", "score": 2.0, "normalized_score": 1.8, "severity": "high",
-            "total_area_fraction": 0.02}
-    typed = {**base, "regions": [{**region, "defect_type": "blowhole", "type_confidence": 0.83}]}
+    typed = build_record(regions=[{**region, "defect_type": "blowhole", "type_confidence": 0.83}])
     assert "looks most like blowhole (type confidence 0.83)" in explain(typed)
     assert answer("What kind of defect is it?", typed) == "The region looks most like blowhole (type confidence 0.83)."
     assert "type by the user's examples: blowhole (confidence 0.83)" in findings_text(typed)
-    unknown = {**base, "regions": [{**region, "defect_type": "unknown", "type_confidence": 0.4}]}
+    unknown = build_record(regions=[{**region, "defect_type": "unknown", "type_confidence": 0.4}])
     assert "matches none of the known defect types" in explain(unknown)
-    untyped = {**base, "regions": [region]}
+    untyped = build_record(regions=[region])
     assert "looks most like" not in explain(untyped)
     assert "--taxonomy" in answer("What type is it?", untyped)
+
+
+def test_the_record_type_writes_results_json_exactly_as_the_untyped_records_did():
+    """Two entries of the demo's results.json written before the record became a type: read and written again,
+    the bytes are the same (key order, rounding, keys left out)."""
+    saved = (Path(__file__).parent / "data" / "results_before_record_type.json").read_text()
+    records = [InspectionRecord.model_validate(entry) for entry in json.loads(saved)]
+    assert records[0].regions and records[0].overlay and not records[1].anomalous
+    assert json.dumps([record.to_dict() for record in records], indent=2) == saved

@@ -8,10 +8,10 @@ import pytest
 
 from anomalens.explanation import explain
 from anomalens.explanation.history import Case, DefectHistory
+from conftest import build_record
 
-RECORD = {"image": "line3/part17.png", "anomalous": True,
-          "regions": [{"position": "bottom left", "grid": ["bottom left"], "defect_type": "crack"}],
-          "explanation": {"text": "Yes, there is an anomaly ...", "source": "offline"}}
+RECORD = build_record("line3/part17.png", regions=[{"position": "bottom left", "grid": ["bottom left"],
+                                                    "defect_type": "crack"}], text="Yes, there is an anomaly ...")
 
 
 def unit(vector):
@@ -45,7 +45,7 @@ def test_feedback_confirm_correct_and_false_alarm():
     corrected = history.record_feedback(RECORD, 0, "corrected", defect_type="break")
     history.record_feedback(RECORD, 0, "false_alarm")
     cases = {c.id: c for c in history.cases()}
-    assert cases[confirmed].defect_type == "crack" and cases[confirmed].region["position"] == "bottom left"
+    assert cases[confirmed].defect_type == "crack" and cases[confirmed].region.position == "bottom left"
     assert cases[confirmed].seen_before() == ("seen before: crack at the bottom left, cause was tool wear, "
                                               "fixed by replace the cutter")
     assert cases[corrected].defect_type == "break"
@@ -71,8 +71,7 @@ def test_history_persists_in_sqlite_without_pickle(tmp_path):
 
 
 def test_offline_explanation_quotes_past_cases():
-    findings = {"anomalous": True, "normalized_score": 1.5, "severity": "high", "total_area_fraction": 0.01,
-                "regions": [{"position": "top", "grid": ["top"], "area_fraction": 0.01, "severity": "high"}]}
+    findings = build_record(regions=[{"position": "top", "grid": ["top"], "area_fraction": 0.01, "severity": "high"}])
     text = explain(findings, seen_before=["seen before: crack at the top, cause was thermal stress"])
     assert text.endswith("Seen before: crack at the top, cause was thermal stress.")
     assert "Seen before" not in explain(findings)
@@ -83,9 +82,8 @@ def test_a_new_finding_is_matched_by_what_its_region_looks_like(textures):
 
     def record_of(image, mask, position):
         ys, xs = np.nonzero(mask)
-        return {"image": "x.png", "regions": [{"position": position, "bbox": [int(xs.min()), int(ys.min()),
-                                                                              int(xs.max()) + 1, int(ys.max()) + 1],
-                                               "severity": "high"}]}
+        return build_record("x.png", regions=[{"position": position, "bbox": [int(xs.min()), int(ys.min()),
+                                                                            int(xs.max()) + 1, int(ys.max()) + 1]}])
 
     blob, blob_mask = textures.defect(textures.normal(96, 96, seed=1), "blob", center=(30, 30), size=12, seed=1)
     scratch, scratch_mask = textures.defect(textures.normal(96, 96, seed=2), "scratch", size=40, seed=2)
@@ -100,4 +98,4 @@ def test_a_new_finding_is_matched_by_what_its_region_looks_like(textures):
     new_blob, new_mask = textures.defect(textures.normal(96, 96, seed=3), "blob", center=(60, 50), size=11, seed=3)
     sentences = history.seen_before(record_of(new_blob, new_mask, "center"), new_blob, new_mask)
     assert "gas in the mould" in sentences[0], sentences
-    assert history.seen_before({"regions": []}) == []      # nothing found, nothing to compare
+    assert history.seen_before(build_record(anomalous=False)) == []      # nothing found, nothing to compare

@@ -8,12 +8,13 @@ import time
 import numpy as np
 import pytest
 
+from anomalens import api
 from anomalens.explanation import offline
 from anomalens.explanation.llm import (LLMClient, LLMConfig, LLMExplainer, LLMExplanation, LLMUnavailable,
                                        ReplyError, check, check_text, extract_json, findings_text, parse_reply)
 from anomalens.explanation.llm.prompts import explain_messages, load_template, render
-from anomalens.postprocessing.findings import extract_findings
 from anomalens.types import Prediction, Thresholds
+from conftest import build_record
 from llm_server import free_port, llm_server  # noqa: F401  (session fixture)
 
 H, W = 90, 120
@@ -21,7 +22,7 @@ THRESHOLDS = Thresholds(image=1.0, pixel=0.5, method="test")
 
 
 def findings_for(boxes, score: float = 1.7, dark: bool = True):
-    """Findings of a prediction with one rectangle per (rows, cols, peak); no boxes gives a normal image."""
+    """The record of a prediction with one rectangle per (rows, cols, peak); no boxes gives a normal image."""
     amap = np.full((H, W), 0.1, np.float32)
     image = np.full((H, W, 3), 0.5, np.float32)
     for rows, cols, peak in boxes:
@@ -30,7 +31,7 @@ def findings_for(boxes, score: float = 1.7, dark: bool = True):
     mask = amap >= THRESHOLDS.pixel
     anomalous = bool(mask.any())
     prediction = Prediction(score if anomalous else 0.7, amap, anomalous, mask, THRESHOLDS)
-    return extract_findings(prediction, image), image, prediction
+    return api.inspection_record("part.png", image, prediction, 1.0), image, prediction
 
 
 @pytest.fixture
@@ -316,17 +317,17 @@ def test_server_down_gives_offline_quickly(one_bottom_left):
 def test_chat_answers_must_state_the_fact_asked_for():
     from anomalens.explanation.llm.grounding import check_answer
 
-    findings = {"anomalous": True, "regions": [{"position": "top left", "grid": ["top left", "top"]},
-                                               {"position": "bottom", "grid": ["bottom"]}]}
+    findings = build_record(regions=[{"position": "top left", "grid": ["top left", "top"]},
+                                     {"position": "bottom", "grid": ["bottom"]}])
     assert check_answer("How many?", "There are 2 regions.", findings) == []
     assert check_answer("How many regions?", "The anomaly is in the image of a detector.", findings)
     assert check_answer("Where is it?", "At the top left and at the bottom.", findings) == []
     assert check_answer("Where is it?", "It is located in the image of a defect detector.", findings)
     assert check_answer("Is there any anomaly in the image?", "Yes, two regions.", findings) == []
     assert check_answer("Is there any anomaly in the image?", "The anomaly is not an anomaly.", findings)
-    assert check_answer("Is there any anomaly?", "No.", {"anomalous": False, "regions": []}) == []
-    sized = {"anomalous": True, "total_area_fraction": 0.05, "severity": "medium",
-             "regions": [{"position": "bottom", "grid": ["bottom"], "area_fraction": 0.05, "severity": "medium"}]}
+    assert check_answer("Is there any anomaly?", "No.", build_record(anomalous=False)) == []
+    sized = build_record(regions=[{"position": "bottom", "grid": ["bottom"], "area_fraction": 0.05,
+                                   "severity": "medium"}])
     assert check_answer("How large is it?", "It covers about 5% of the image.", sized) == []
     assert check_answer("How large is it?", "It is 1.2% larger than the average value.", sized)
     assert check_answer("How large is it?", "It is quite big.", sized)
@@ -338,7 +339,7 @@ def test_chat_answers_must_state_the_fact_asked_for():
 def test_every_offline_answer_passes_the_answer_check(one_bottom_left):
     questions = ("Is there any anomaly in the image?", "Where is it?", "How many are there?", "How large is it?",
                  "How severe is it?", "What could cause it?")
-    normal = {"anomalous": False, "verdict": "normal", "score": 0.5, "normalized_score": 0.5, "regions": []}
+    normal = build_record(anomalous=False)
     for findings in (one_bottom_left, normal):
         for question in questions:
             from anomalens.explanation.llm.grounding import check_answer

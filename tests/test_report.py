@@ -10,13 +10,12 @@ import numpy as np
 
 from anomalens.cli.main import main
 from anomalens.models import load_detector
-from anomalens.reports.html import ReportItem, build_report, items_from_results, label_from_feedback, label_from_path
+from anomalens.reports.html import ReportItem, build_report, items_from_results, label_from_path
+from conftest import build_record
 
 
-def record(name: str, score: float, anomalous: bool, regions: list | None = None, text: str = "text") -> dict:
-    return {"image": name, "score": score, "normalized_score": score / 2, "anomalous": anomalous,
-            "image_threshold": 2.0, "severity": "high" if anomalous else "none", "regions": regions or [],
-            "explanation": {"text": text, "source": "offline"}}
+def record(name: str, score: float, anomalous: bool, regions: list | None = None, text: str = "text"):
+    return build_record(name, anomalous, regions, text, score=score, normalized_score=score / 2, image_threshold=2.0)
 
 
 REGION = {"grid": ["top left", "top"], "position": "top left", "bbox": [0, 0, 5, 5], "area_fraction": 0.0123,
@@ -77,15 +76,11 @@ def test_no_curves_without_labels_of_both_classes():
     assert "<td>0</td><td>0</td><td>0</td>" in empty and "<svg" not in empty
 
 
-def test_labels_come_from_mvtec_paths_and_operator_feedback():
+def test_labels_come_from_mvtec_paths():
     assert label_from_path("data/tile/test/good/1.png") == 0
     assert label_from_path("data/tile/test/crack/1.png") == 1
     assert label_from_path("inbox/1.png") is None
-    assert label_from_feedback({"anomalous": True, "feedback_status": "confirmed"}) == 1
-    assert label_from_feedback({"anomalous": False, "feedback_status": "confirmed"}) == 0
-    assert label_from_feedback({"anomalous": True, "feedback_status": "false_alarm"}) == 0
-    assert label_from_feedback({"anomalous": False, "feedback_status": "corrected"}) == 1
-    assert label_from_feedback({"anomalous": True, "feedback_status": None}) is None
+
 
 
 def test_cli_report_from_predict_results(tmp_path, demo_data, capsys):
@@ -101,7 +96,7 @@ def test_cli_report_from_predict_results(tmp_path, demo_data, capsys):
     page = report.read_text()
     items = items_from_results(out / "results.json")
     assert [i.label for i in items] == [0] * 4 + [1] * 4
-    n_anomalous = sum(i.record["anomalous"] for i in items)
+    n_anomalous = sum(i.record.anomalous for i in items)
     assert 0 < n_anomalous and parse(page).tags.get("article", 0) == n_anomalous
     assert "ROC, AUROC" in page and page.count("<img") == 2 * n_anomalous
     assert all(link.startswith("data:") for link in parse(page).links)

@@ -28,6 +28,8 @@ from anomalens.explanation.history import DefectHistory  # noqa: E402
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.models import PatchCore, load_detector  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
+from anomalens.service.schemas import StoredResult  # noqa: E402
+from conftest import build_record  # noqa: E402
 
 # Fitted on 8 of the shipped magnetic-tile images in a fraction of a second; normal-only calibration keeps the
 # good test tile below the threshold, and the blowhole tile is flagged where its ground truth is.
@@ -194,7 +196,7 @@ def test_a_failing_llm_keeps_the_stored_offline_result(model_dir, tmp_path, imag
                                                                    "source": "llm"}
         # the second turn sees the first one (system, user, assistant, user)
         assert client.post(url, json={"message": "And?"}).json()["reply"] == "It is one region (4 messages so far)."
-        assert explainer.grounded_in["regions"] == result["regions"]
+        assert [r.bbox for r in explainer.grounded_in.regions] == [r["bbox"] for r in result["regions"]]
 
 
 def test_batch_inspects_every_readable_file_and_names_the_others(client, images):
@@ -419,3 +421,15 @@ def test_a_taxonomy_types_the_regions_and_types_filter_results(model_dir, tmp_pa
         found = client.get(f"/results?defect_type={region['defect_type']}").json()
         assert [r["id"] for r in found] == [result["id"]]
         assert client.get("/results?defect_type=no-such-type").json() == []
+
+
+def test_the_operators_judgement_gives_the_label_of_a_stored_result():
+    def judged(anomalous: bool, status: str | None) -> StoredResult:
+        return StoredResult(**build_record(anomalous=anomalous).model_dump(), id="0" * 32, model="m", station="s",
+                            created_at=0.0, feedback_status=status)
+
+    assert judged(True, "confirmed").feedback_label == 1
+    assert judged(False, "confirmed").feedback_label == 0
+    assert judged(True, "false_alarm").feedback_label == 0
+    assert judged(False, "corrected").feedback_label == 1
+    assert judged(True, None).feedback_label is None

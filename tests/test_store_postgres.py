@@ -21,12 +21,14 @@ pytest.importorskip("psycopg")
 from sqlalchemy import create_engine, inspect, text  # noqa: E402
 
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
+from anomalens.results.record import ExplanationRecord  # noqa: E402
 from anomalens.service.store import ResultFilter, Store  # noqa: E402
+from conftest import build_record  # noqa: E402
 
-RECORD = {"image": "part1.png", "anomalous": True, "score": 3.5, "normalized_score": 1.4, "severity": "high",
-          "regions": [{"grid": ["top left"], "position": "top left", "bbox": [1, 2, 30, 40], "area_fraction": 0.01,
-                       "severity": "high", "defect_type": "crack", "type_confidence": 0.9}],
-          "explanation": {"text": "Yes, there is an anomaly.", "source": "offline"}}
+RECORD = build_record("part1.png", score=3.5, normalized_score=1.4, text="Yes, there is an anomaly.",
+                      regions=[{"grid": ["top left"], "position": "top left", "bbox": [1, 2, 30, 40],
+                                "area_fraction": 0.01, "severity": "high", "defect_type": "crack",
+                                "type_confidence": 0.9}])
 PNGS = {"image": b"\x89PNG-image", "overlay": b"\x89PNG-overlay", "mask": b"\x89PNG-mask"}
 
 
@@ -112,22 +114,21 @@ def test_two_stations_share_one_postgres_store(postgres_url):
     station_a, station_b = Store(postgres_url), Store(postgres_url)
     try:
         first = station_a.add_inspection(RECORD, PNGS, model="tile", station="a")
-        second = station_b.add_inspection({**RECORD, "image": "part2.png", "anomalous": False, "regions": []},
-                                          PNGS, model="tile", station="b")
-        assert station_b.get(first)["station"] == "a" and station_a.get(second)["station"] == "b"
+        second = station_b.add_inspection(build_record("part2.png", anomalous=False), PNGS, model="tile", station="b")
+        assert station_b.get(first).station == "a" and station_a.get(second).station == "b"
         assert station_a.count() == station_b.count() == 2
         assert station_b.image(first, "overlay") == PNGS["overlay"]
-        assert [r["id"] for r in station_a.results(ResultFilter(anomalous=True))] == [first]
-        assert [r["id"] for r in station_a.results(ResultFilter(defect_type="crack"))] == [first]
+        assert [r.id for r in station_a.results(ResultFilter(anomalous=True))] == [first]
+        assert [r.id for r in station_a.results(ResultFilter(defect_type="crack"))] == [first]
         assert station_a.results(ResultFilter(defect_type="crac")) == []
         station_b.add_message(first, "user", "where?")
         station_b.add_message(first, "assistant", "top left", "offline")
         assert [m["content"] for m in station_a.messages(first)] == ["where?", "top left"]
         feedback_id = station_a.add_feedback(first, "confirmed", 0, "crack", "", "", "", [7])
         assert station_b.feedback(first)[0]["id"] == feedback_id
-        assert station_b.get(first)["feedback_status"] == "confirmed"
-        station_a.set_explanation(first, {"text": "A crack.", "source": "llm", "reason": "grounded"})
-        assert station_b.get(first)["explanation"]["source"] == "llm"
+        assert station_b.get(first).feedback_status == "confirmed"
+        station_a.set_explanation(first, ExplanationRecord(text="A crack.", source="llm", reason="grounded"))
+        assert station_b.get(first).explanation.source == "llm"
     finally:
         station_a.close()
         station_b.close()

@@ -158,9 +158,9 @@ def test_inspect_with_taxonomy_adds_types_to_regions(taxonomy, textures, png_wri
     png_writer(tmp_path / "in" / "spot.png", spot)
     png_writer(tmp_path / "in" / "good.png", textures.normal(80, 100, seed=46))
     run = api.inspect(detector, [tmp_path / "in"], None, taxonomy=taxonomy)
-    records = {r["image"].rsplit("/", 1)[-1]: r for r in run.results}
+    records = {r["image"].rsplit("/", 1)[-1]: r for r in run.to_dict()["results"]}
     assert records["spot.png"]["anomalous"] and records["spot.png"]["regions"]
-    for record in run.results:
+    for record in records.values():
         for region in record["regions"]:
             assert region["defect_type"] in (*TYPES, UNKNOWN)
             assert 0.0 <= region["type_confidence"] <= 1.0
@@ -169,7 +169,7 @@ def test_inspect_with_taxonomy_adds_types_to_regions(taxonomy, textures, png_wri
             else f"looks most like {spot_region['defect_type']}")
     assert said in records["spot.png"]["explanation"]["text"]
     plain = api.inspect(detector, [tmp_path / "in" / "spot.png"], None)
-    assert all("defect_type" not in region for region in plain.results[0]["regions"])
+    assert all("defect_type" not in region for region in plain.to_dict()["results"][0]["regions"])
 
 
 def test_cli_parser_and_command(tmp_path, examples, png_writer, taxonomy):

@@ -9,17 +9,18 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from anomalens import api
 from anomalens.data import read_image
 from anomalens.explanation.chat import ChatBackend, ChatSession, GroundedLLM
 from anomalens.explanation.history import DefectHistory
 from anomalens.models import load_detector
-from anomalens.postprocessing.findings import extract_findings
+from anomalens.results.record import InspectionRecord
 
 console = Console()
 QUIT = {"quit", "exit", "q", "bye"}
 
 
-def _backend(args: argparse.Namespace, findings: Any, seen_before: list[str],
+def _backend(args: argparse.Namespace, findings: InspectionRecord, seen_before: list[str],
              stack: contextlib.ExitStack) -> ChatBackend | None:
     """The configured LLM, if any: --llm URL (an OpenAI-compatible server), --llm local (a llama.cpp server
     started for this chat, stopped by ``stack``) or ANOMALENS_LLM_* variables."""
@@ -43,10 +44,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     detector = load_detector(args.model_dir)
     image = read_image(args.image)
     prediction = detector.predict(image)
-    findings = extract_findings(prediction, image)
+    findings = api.inspection_record(args.image, image, prediction, 0.0)
     seen_before: list[str] = []
     if args.history:
-        seen_before = DefectHistory(args.history).seen_before(findings.to_dict(), image, prediction.mask)
+        seen_before = DefectHistory(args.history).seen_before(findings, image, prediction.mask)
     with contextlib.ExitStack() as stack:
         session = ChatSession(findings, _backend(args, findings, seen_before, stack), seen_before)
         console.print(f"[bold]anomalens:[/] {session.opening()}")

@@ -28,12 +28,13 @@ from anomalens.cli.serve import add_parser as add_serve_parser
 from anomalens.cli.simulate import add_parser as add_simulate_parser
 from anomalens.data.splits import HALVES, select_half
 from anomalens.evaluation.evaluate import evaluate, json_ready
-from anomalens.explanation.chat import ChatSession, findings_of
+from anomalens.explanation.chat import ChatSession
 from anomalens.explanation.taxonomy import Taxonomy, load_taxonomy
 from anomalens.models import DETECTORS, RUNTIMES, load_detector
 from anomalens.models.device import DEVICE_CHOICES
 from anomalens.models.efficientad.pdn import PDN_WIDTHS
 from anomalens.reports.html import build_report, items_from_results
+from anomalens.results.record import InspectionRecord
 
 console = Console()
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
@@ -132,19 +133,19 @@ def describe_expected(expected: dict[str, float]) -> str:
     return "expected at the automatic threshold: " + "; ".join(parts) if parts else ""
 
 
-def _results_table(results: list[dict[str, Any]], truth: dict[str, str] | None = None) -> Table:
+def _results_table(results: list[InspectionRecord], truth: dict[str, str] | None = None) -> Table:
     """One row per image; ``truth`` (path -> defect type, "good" for normal) adds a ground-truth column."""
     table = Table(title="inspection results")
     for column in ("image", *(("truth",) if truth else ()), "verdict", "score", "score / threshold", "area %",
                    "regions", "where"):
         table.add_column(column)
     for r in results:
-        style = "red" if r["anomalous"] else "green"
-        known = (truth.get(r["image"], "?"),) if truth else ()
-        where = ", ".join(region["position"] for region in r["regions"][:2]) or "-"
-        table.add_row(Path(r["image"]).name, *known, f"[{style}]{r['verdict']}[/]", f"{r['score']:.4f}",
-                      f"{r['normalized_score']:.2f}", f"{100 * r['anomalous_area_fraction']:.2f}",
-                      str(r["region_count"]), where)
+        style = "red" if r.anomalous else "green"
+        known = (truth.get(r.image, "?"),) if truth else ()
+        where = ", ".join(region.position for region in r.regions[:2]) or "-"
+        table.add_row(Path(r.image).name, *known, f"[{style}]{r.verdict}[/]", f"{r.score:.4f}",
+                      f"{r.normalized_score:.2f}", f"{100 * r.anomalous_area_fraction:.2f}",
+                      str(r.region_count), where)
     return table
 
 
@@ -159,8 +160,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     console.print(_results_table(run.results))
     for error in run.errors:
         console.print(f"[yellow]skipped[/] {error['path']}: {error['error']}")
-    summary = run.to_dict()["summary"]
-    console.print(f"{summary['n_anomalous']} of {summary['n_images']} images anomalous; "
+    console.print(f"{run.n_anomalous} of {len(run.results)} images anomalous; "
                   f"results in {args.output}/results.json, counts in summary.json")
     return 0
 
@@ -226,15 +226,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_words(results: list[dict[str, Any]], shown: int = 3) -> None:
+def _demo_words(results: list[InspectionRecord], shown: int = 3) -> None:
     """The explanations of a few anomalous images, then AnomalyGPT's questions about the strongest one."""
-    anomalous = sorted((r for r in results if r["anomalous"]), key=lambda r: -r["normalized_score"])
+    anomalous = sorted((r for r in results if r.anomalous), key=lambda r: -r.normalized_score)
     for record in anomalous[:shown]:
-        console.print(f"[bold]{Path(record['image']).name}[/]: {record['explanation']['text']}")
+        console.print(f"[bold]{Path(record.image).name}[/]: {record.explanation.text}")
     if not anomalous:
         return
-    session = ChatSession(findings_of(anomalous[0]))
-    console.print(f"\n[bold]a chat about {Path(anomalous[0]['image']).name}[/] (`anomalens chat MODEL IMAGE`):")
+    session = ChatSession(anomalous[0])
+    console.print(f"\n[bold]a chat about {Path(anomalous[0].image).name}[/] (`anomalens chat MODEL IMAGE`):")
     for question in ("Is there any anomaly in the image?", "Where is it?", "How many are there?",
                      "How severe is it?"):
         console.print(f"  you: {question}\n  anomalens: {session.ask(question)[0]}")

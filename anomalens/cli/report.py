@@ -12,7 +12,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     items = items_from_results(args.results)
     out = Path(args.output)
     out.write_text(build_report(items, title=args.title), encoding="utf-8")
-    n_anomalous = sum(bool(i.record["anomalous"]) for i in items)
+    n_anomalous = sum(i.record.anomalous for i in items)
     print(f"report of {len(items)} images ({n_anomalous} anomalous) written to {out} "
           f"({out.stat().st_size / 1024:.0f} KiB, images embedded)")
     return 0

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from anomalens import api
 from anomalens.engine.common import FitManyRun
 from anomalens.models import load_detector
+from anomalens.results.run import InspectionRun
 
 Engine = Literal["local", "ray"]
 # imported on use, so that the default local path never imports Ray
@@ -30,7 +31,7 @@ def _engine(name: str) -> ModuleType:
 def predict(model_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path | None, engine: Engine = "local",
             *, address: str | None = None, workers: int | None = None, device: str | None = None,
             runtime: str = "torch", batch_size: int | None = None, on_error: api.OnError = "skip",
-            progress: bool = False, taxonomy: Any = None) -> api.InspectionRun:
+            progress: bool = False, taxonomy: Any = None) -> InspectionRun:
     """Inspect ``inputs`` with the model saved in ``model_dir``; outputs as :func:`anomalens.api.inspect`.
 
     ``engine="ray"`` runs on the Ray cluster at ``address`` (default: a new local one with ``workers`` CPUs),

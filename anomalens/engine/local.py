@@ -9,12 +9,13 @@ from typing import Any
 from anomalens import api
 from anomalens.engine.common import FitManyLog, FitManyRun, fit_category
 from anomalens.models import load_detector
+from anomalens.results.run import InspectionRun
 from anomalens.progress import track
 
 
 def predict(model_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path | None, *,
             address: str | None, workers: int | None, device: str | None, runtime: str, batch_size: int | None,
-            on_error: api.OnError, progress: bool, taxonomy: Any) -> api.InspectionRun:
+            on_error: api.OnError, progress: bool, taxonomy: Any) -> InspectionRun:
     """``address``, ``workers`` and ``batch_size`` concern a cluster; here one process predicts image by image."""
     return api.inspect(load_detector(model_dir, device, runtime), inputs, out_dir, on_error, progress=progress,
                        taxonomy=taxonomy, resume=True)

@@ -24,6 +24,9 @@ from anomalens.engine.common import FitManyLog, FitManyRun, fit_category
 from anomalens.models import load_detector
 from anomalens.models.base import read_config
 from anomalens.progress import track
+from anomalens.results.record import InspectionRecord
+from anomalens.results.run import InspectionRun, pending
+from anomalens.results.run_directory import RunDirectory
 from anomalens.types import Prediction, Thresholds
 
 # Crashed workers and lost nodes are retried by Ray itself; these are the retries of errors raised by our code.
@@ -56,7 +59,7 @@ class ImagePredictor:
 
     def __init__(self, model_dir: str, out_dir: str | None, device: str | None, runtime: str = "torch"):
         self.detector = load_detector(model_dir, device, runtime)
-        self.out = Path(out_dir) if out_dir is not None else None
+        self.directory = RunDirectory(out_dir) if out_dir is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         """Rows of ``path`` (as the user gave it), ``file`` (absolute) and ``stem`` in; out ``path``, ``record``
@@ -79,10 +82,10 @@ class ImagePredictor:
             if isinstance(prediction, str):
                 errors[path] = f"cannot inspect image '{path}': {prediction}"
                 continue
-            record = api.inspection_record(Path(path), image, prediction, milliseconds)
-            if self.out is not None:
-                record.update(api.write_image_outputs(self.out, stem, image, prediction))
-            records[path] = json.dumps(record)
+            record = api.inspection_record(path, image, prediction, milliseconds)
+            if self.directory is not None:
+                self.directory.write_images(record, stem, image, prediction)
+            records[path] = json.dumps(record.to_dict())
         return {"path": list(batch["path"]), "record": [records.get(p, "") for p in batch["path"]],
                 "error": [errors.get(p, "") for p in batch["path"]]}
 
@@ -118,21 +121,19 @@ def _replicas(device: str | None, model_dir: str | Path, workers: int | None) ->
 
 def predict(model_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path | None, *,
             address: str | None, workers: int | None, device: str | None, runtime: str, batch_size: int | None,
-            on_error: api.OnError, progress: bool, taxonomy: Any) -> api.InspectionRun:
+            on_error: api.OnError, progress: bool, taxonomy: Any) -> InspectionRun:
     items = collect_images(inputs)
-    out = Path(out_dir) if out_dir is not None else None
-    results: list[dict[str, Any]] = []
-    if out is not None:
-        results = api.finished_records(out, Thresholds.from_dict(read_config(model_dir)["thresholds"]))
-        api.start_results_lines(out, results)
-    done = {r["image"] for r in results}
-    todo = [{"path": str(path), "file": str(path.resolve()), "stem": stem}
-            for path, stem in zip(items, api.output_stems(items)) if str(path) not in done]
+    directory = RunDirectory(out_dir) if out_dir is not None else None
+    results: list[InspectionRecord] = []
+    if directory is not None:
+        results = directory.begin(Thresholds.from_dict(read_config(model_dir)["thresholds"]))
+    todo = [{"path": str(path), "file": str(Path(path).resolve()), "stem": stem}
+            for path, stem in pending(items, results)]
     errors: list[dict[str, str]] = []
     start = time.perf_counter()
     if todo:
         with ray_cluster(address, workers):
-            rows = _predicted_rows(model_dir, out, todo, workers, device, runtime, batch_size, on_error == "raise")
+            rows = _predicted_rows(model_dir, out_dir, todo, workers, device, runtime, batch_size, on_error == "raise")
             answered = set()
             for row in track(rows, "inspecting", total=len(todo), enabled=progress):
                 answered.add(row["path"])
@@ -141,20 +142,19 @@ def predict(model_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | 
                         raise RuntimeError(row["error"])
                     errors.append({"path": row["path"], "error": row["error"]})
                     continue
-                record = json.loads(row["record"])
-                if out is not None:
-                    api.append_result_line(out, record)
+                record = InspectionRecord.model_validate_json(row["record"])
+                if directory is not None:
+                    directory.append(record)
                 results.append(record)
         errors += [{"path": row["path"], "error": f"its batch failed {1 + BATCH_RETRIES} times; see the Ray logs"}
                    for row in todo if row["path"] not in answered]
-    run = api.InspectionRun(api.in_input_order(results, items), api.in_input_order(errors, items, key="path"),
-                            time.perf_counter() - start)
-    if out is not None:
-        api.write_run_files(out, run)
+    run = InspectionRun.in_input_order(results, errors, items, time.perf_counter() - start)
+    if directory is not None:
+        directory.finish(run)
     return run
 
 
-def _predicted_rows(model_dir: str | Path, out: Path | None, todo: list[dict[str, str]], workers: int | None,
+def _predicted_rows(model_dir: str | Path, out_dir: str | Path | None, todo: list[dict[str, str]], workers: int | None,
                     device: str | None, runtime: str, batch_size: int | None,
                     stop_on_error: bool) -> Iterator[dict[str, str]]:
     """One row per image of ``todo`` that was answered, in completion order."""
@@ -174,7 +174,7 @@ def _predicted_rows(model_dir: str | Path, out: Path | None, todo: list[dict[str
         ImagePredictor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=min(replicas, batches)),
         batch_format="numpy",
         fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()),
-                               "out_dir": None if out is None else str(out.resolve()), "device": device,
+                               "out_dir": None if out_dir is None else str(Path(out_dir).resolve()), "device": device,
                                "runtime": runtime},
         **resources)
     yield from predicted.iter_rows()

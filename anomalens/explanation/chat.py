@@ -12,14 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from anomalens.explanation.offline import answer, explain
-from anomalens.postprocessing.findings import Findings
+from anomalens.results.record import InspectionRecord
 
 log = logging.getLogger(__name__)
-
-
-def findings_of(record: dict[str, Any]) -> dict[str, Any]:
-    """The findings dict the explainers read, from a result record (which lacks the total area)."""
-    return {**record, "total_area_fraction": sum(r["area_fraction"] for r in record.get("regions", []))}
 
 
 class ChatBackend(Protocol):
@@ -31,7 +26,7 @@ class ChatBackend(Protocol):
 class GroundedLLM:
     """An LLM explainer's chat bound to one result's findings (it falls back to offline answers itself)."""
 
-    def __init__(self, explainer: Any, findings: Any, seen_before: list[str] | None = None):
+    def __init__(self, explainer: Any, findings: InspectionRecord, seen_before: list[str] | None = None):
         self.explainer, self.findings, self.seen_before = explainer, findings, seen_before
 
     def chat(self, messages: list[dict[str, Any]]) -> str:
@@ -42,7 +37,7 @@ class GroundedLLM:
         return self.explainer.last_chat
 
 
-def context_prompt(findings: Findings | dict[str, Any], seen_before: list[str]) -> str:
+def context_prompt(findings: InspectionRecord, seen_before: list[str]) -> str:
     """The system message: the measured facts, which the answers must not contradict."""
     facts = explain(findings, seen_before)
     return ("You are an assistant for visual quality inspection. Answer briefly and only from these measured "
@@ -51,7 +46,7 @@ def context_prompt(findings: Findings | dict[str, Any], seen_before: list[str]) 
 
 @dataclass
 class ChatSession:
-    findings: Findings | dict[str, Any]
+    findings: InspectionRecord
     backend: ChatBackend | None = None
     seen_before: list[str] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
+
+from anomalens.results.record import InspectionRecord, RegionRecord
 
 Status = Literal["confirmed", "corrected", "false_alarm"]
 STATUSES = ("confirmed", "corrected", "false_alarm")
@@ -47,7 +49,7 @@ class Case:
     description: str = ""
     cause: str = ""
     action: str = ""
-    region: dict[str, Any] = field(default_factory=dict)
+    region: RegionRecord | None = None
     embedding: np.ndarray | None = None
     id: int | None = None
     created_at: float | None = None
@@ -61,8 +63,8 @@ class Case:
         if self.status == "false_alarm":
             return f"seen before: a similar finding on {Path(self.image).name} was a false alarm"
         parts = [f"seen before: {self.defect_type or 'a defect'}"]
-        if self.region.get("position"):
-            parts[0] += f" at the {self.region['position']}"
+        if self.region is not None:
+            parts[0] += f" at the {self.region.position}"
         if self.cause:
             parts.append(f"cause was {self.cause}")
         if self.action:
@@ -72,10 +74,11 @@ class Case:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "created_at": self.created_at, "image": self.image, "status": self.status,
                 "defect_type": self.defect_type, "description": self.description, "cause": self.cause,
-                "action": self.action, "region": self.region, "seen_before": self.seen_before()}
+                "action": self.action, "region": self.region.to_dict() if self.region is not None else {},
+                "seen_before": self.seen_before()}
 
 
-def region_query(record: dict[str, Any], index: int = 0, image: np.ndarray | None = None,
+def region_query(record: InspectionRecord, index: int = 0, image: np.ndarray | None = None,
                  outline: np.ndarray | None = None) -> tuple[np.ndarray | None, str]:
     """``(embedding, text)`` describing region ``index`` of an inspection record, to store or to search with.
 
@@ -83,20 +86,25 @@ def region_query(record: dict[str, Any], index: int = 0, image: np.ndarray | Non
     the inspected ``image`` and its ``outline`` (the record's mask, at the image's size; the region is its part
     inside the region's box); the text is the region's type, position, brightness and shape.
     """
-    regions = record.get("regions", [])
-    if not 0 <= index < len(regions):
+    if not 0 <= index < len(record.regions):
         return None, ""
-    region = regions[index]
-    words = (region.get("defect_type"), region.get("position"), region.get("brightness"), region.get("shape"))
+    region = record.regions[index]
+    words = (region.defect_type, region.position, region.brightness, region.shape)
     text = " ".join(w for w in words if w and w not in ("unknown", "similar"))
-    if image is None or outline is None or "bbox" not in region:
+    if image is None or outline is None:
         return None, text
     from anomalens.explanation.taxonomy import region_embedding
 
-    x0, y0, x1, y1 = (int(v) for v in region["bbox"])
+    x0, y0, x1, y1 = region.bbox
     part = np.zeros(np.asarray(outline).shape[:2], dtype=bool)
     part[y0:y1, x0:x1] = np.asarray(outline)[y0:y1, x0:x1] > 0
     return (region_embedding(image, part) if part.any() else None), text
+
+
+def _region(stored: str) -> RegionRecord | None:
+    """A case's region from its stored JSON (``{}`` for a case entered without one)."""
+    data = json.loads(stored)
+    return RegionRecord.model_validate(data) if data else None
 
 
 class DefectHistory:
@@ -121,38 +129,38 @@ class DefectHistory:
             "INSERT INTO cases (created_at, image, status, defect_type, description, cause, action, region_json,"
             " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (case.created_at or time.time(), case.image, case.status, case.defect_type, case.description,
-             case.cause, case.action, json.dumps(case.region), blob))
+             case.cause, case.action, json.dumps(case.region.to_dict() if case.region is not None else {}), blob))
         self._db.commit()
         return int(cursor.lastrowid)
 
-    def record_feedback(self, record: dict[str, Any], region_index: int, status: Status,
+    def record_feedback(self, record: InspectionRecord, region_index: int, status: Status,
                         defect_type: str | None = None, cause: str = "", action: str = "", description: str = "",
                         embedding: np.ndarray | None = None) -> int:
         """Store an operator's judgement of one region of an inspection record (``results.json`` entry).
 
         ``confirmed`` keeps the predicted type unless one is given; ``corrected`` needs the right type.
         """
-        regions = record.get("regions", [])
+        regions = record.regions
         if not 0 <= region_index < len(regions):
             raise ValueError(f"the result has {len(regions)} regions; no region {region_index}")
         region = regions[region_index]
         if status == "corrected" and not defect_type:
             raise ValueError("a correction needs the right defect type")
-        text = description or record.get("explanation", {}).get("text", "")
-        return self.add(Case(image=str(record.get("image", "")), status=status,
-                             defect_type=defect_type or region.get("defect_type"), description=text, cause=cause,
+        text = description or record.explanation.text
+        return self.add(Case(image=record.image, status=status,
+                             defect_type=defect_type or region.defect_type, description=text, cause=cause,
                              action=action, region=region, embedding=embedding))
 
     def cases(self, include_false_alarms: bool = True) -> list[Case]:
         rows = self._db.execute("SELECT id, created_at, image, status, defect_type, description, cause, action,"
                                 " region_json, embedding FROM cases ORDER BY id").fetchall()
         found = [Case(id=r[0], created_at=r[1], image=r[2], status=r[3], defect_type=r[4], description=r[5],
-                      cause=r[6], action=r[7], region=json.loads(r[8]),
+                      cause=r[6], action=r[7], region=_region(r[8]),
                       embedding=None if r[9] is None else np.frombuffer(r[9], dtype=np.float32).copy())
                  for r in rows]
         return [c for c in found if include_false_alarms or c.status != "false_alarm"]
 
-    def seen_before(self, record: dict[str, Any], image: np.ndarray | None = None,
+    def seen_before(self, record: InspectionRecord, image: np.ndarray | None = None,
                     outline: np.ndarray | None = None, k: int = 3) -> list[str]:
         """Sentences about the past cases most like the strongest region of ``record``: by what it looks like
         (with ``image`` and ``outline``, see :func:`region_query`) and by its type and position words. A record

@@ -4,15 +4,13 @@ Nothing is said that the findings do not hold: no defect type, no cause, only th
 regions, where they are (3x3 grid of the image), how large, their shape, how they look next to their
 surroundings, and their severity band (see :mod:`anomalens.postprocessing.findings`).
 
-Both functions take a :class:`~anomalens.postprocessing.findings.Findings` or its ``to_dict()`` (as stored in
-``results.json``).
+Both functions read an :class:`~anomalens.results.record.InspectionRecord`.
 """
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from anomalens.postprocessing.findings import Findings
+from anomalens.results.record import InspectionRecord, RegionRecord
 
 ORDINALS = ("first", "second", "third")
 MAX_DESCRIBED = 3
@@ -20,12 +18,8 @@ CAN_ANSWER = ("is there an anomaly, where is it, how many regions are there, how
               "how severe are they, and what kind of defect it is (with a taxonomy)")
 
 
-def _as_dict(findings: Findings | dict[str, Any]) -> dict[str, Any]:
-    return findings.to_dict() if isinstance(findings, Findings) else findings
-
-
-def _score(f: dict[str, Any]) -> str:
-    value = f.get("normalized_score")
+def _score(f: InspectionRecord) -> str:
+    value = f.normalized_score
     return f"score {value:.2f} of the threshold" if value is not None else "score above any threshold"
 
 
@@ -47,56 +41,56 @@ def _join(words: list[str]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def where_phrase(region: dict[str, Any]) -> str:
+def where_phrase(region: RegionRecord) -> str:
     """ "at the top left, extending to the top and top right" (main cell first, then the others by share)."""
-    main = region["position"]
-    others = [p for p in region.get("grid", []) if p != main]
+    main = region.position
+    others = [p for p in region.grid if p != main]
     phrase = _place(main)
     return f"{phrase}, extending to the {_join(others)}" if others else phrase
 
 
-def _looks(region: dict[str, Any]) -> list[str]:
+def _looks(region: RegionRecord) -> list[str]:
     words = []
-    brightness = region.get("brightness")
+    brightness = region.brightness
     if brightness in ("darker", "brighter"):
         words.append(f"is {brightness} than its surroundings")
     elif brightness == "similar":
         words.append("has about the same brightness as its surroundings")
-    if "other colour" in region.get("appearance", []):
+    if "other colour" in region.appearance:
         words.append("differs in colour from them" if words else "differs in colour from its surroundings")
     return words
 
 
-def describe_region(region: dict[str, Any], label: str | None = None) -> str:
+def describe_region(region: RegionRecord, label: str | None = None) -> str:
     """One sentence for one region.
 
     With a ``label`` ("The strongest"): "The strongest, at the bottom left, covers 3.1% of the image, is darker
     than its surroundings and is elongated (severity: high)."; without: "It is at the bottom left, covers ...".
     """
-    clauses = [f"covers {_percent(region.get('area_fraction'))} of the image", *_looks(region)]
-    if region.get("shape"):
-        clauses.append(f"is {region['shape']}")
+    clauses = [f"covers {_percent(region.area_fraction)} of the image", *_looks(region)]
+    if region.shape:
+        clauses.append(f"is {region.shape}")
     kind = _kind(region)
     if kind:
         clauses.append(kind)
     start = f"{label}, {where_phrase(region)}," if label else f"It is {where_phrase(region)},"
-    return f"{start} {_join(clauses)} (severity: {region['severity']})."
+    return f"{start} {_join(clauses)} (severity: {region.severity})."
 
 
-def _kind(region: dict[str, Any]) -> str:
+def _kind(region: RegionRecord) -> str:
     """The taxonomy's type of a region, as a clause ("" when no taxonomy classified it)."""
-    kind = region.get("defect_type")
+    kind = region.defect_type
     if not kind:
         return ""
     if kind == "unknown":
         return "matches none of the known defect types"
-    confidence = region.get("type_confidence")
+    confidence = region.type_confidence
     return f"looks most like {kind}" + (f" (type confidence {confidence:.2f})" if confidence is not None else "")
 
 
-def _what_kind(f: dict[str, Any]) -> str:
-    regions = f.get("regions", [])
-    if not f["anomalous"] or not regions:
+def _what_kind(f: InspectionRecord) -> str:
+    regions = f.regions
+    if not f.anomalous or not regions:
         return f"There is no defect to name: the image looks normal ({_score(f)})."
     named = [(i, _kind(r)) for i, r in enumerate(regions) if _kind(r)]
     if not named:
@@ -111,16 +105,15 @@ def _regions_word(count: int) -> str:
     return f"{count} region" if count == 1 else f"{count} regions"
 
 
-def explain(findings: Findings | dict[str, Any], seen_before: list[str] | None = None) -> str:
-    """A few sentences grounded only in ``findings`` and, when given, past cases from the defect history
-    (``Case.seen_before()`` sentences), which are quoted, never generalised."""
-    f = _as_dict(findings)
-    if not f["anomalous"]:
+def explain(f: InspectionRecord, seen_before: list[str] | None = None) -> str:
+    """A few sentences grounded only in the record's findings and, when given, past cases from the defect
+    history (``Case.seen_before()`` sentences), which are quoted, never generalised."""
+    if not f.anomalous:
         return f"No, the image looks normal ({_score(f)})."
-    regions = f.get("regions", [])
+    regions = f.regions
     count = len(regions)
     head = (f"Yes, there is an anomaly in the image: {_regions_word(count)}, covering "
-            f"{_percent(f.get('total_area_fraction'))} of the image ({_score(f)}, severity: {f['severity']}).")
+            f"{_percent(f.total_area_fraction)} of the image ({_score(f)}, severity: {f.severity}).")
     sentences = [head]
     if count == 1:
         sentences.append(describe_region(regions[0]))
@@ -136,9 +129,9 @@ def explain(findings: Findings | dict[str, Any], seen_before: list[str] | None =
     return " ".join(sentences)
 
 
-def _where(f: dict[str, Any]) -> str:
-    regions = f.get("regions", [])
-    if not f["anomalous"] or not regions:
+def _where(f: InspectionRecord) -> str:
+    regions = f.regions
+    if not f.anomalous or not regions:
         return "There is no anomaly in the image, so there is nothing to locate."
     if len(regions) == 1:
         return f"The anomaly is {where_phrase(regions[0])} of the image."
@@ -146,55 +139,55 @@ def _where(f: dict[str, Any]) -> str:
     return f"There are {len(regions)} anomalous regions, strongest first: " + "; ".join(parts) + "."
 
 
-def _how_many(f: dict[str, Any]) -> str:
-    count = len(f.get("regions", []))
-    if not f["anomalous"] or count == 0:
+def _how_many(f: InspectionRecord) -> str:
+    count = len(f.regions)
+    if not f.anomalous or count == 0:
         return "There are no anomalous regions: the image looks normal."
     return f"There {'is' if count == 1 else 'are'} {_regions_word(count)} with an anomaly."
 
 
-def _how_large(f: dict[str, Any]) -> str:
-    regions = f.get("regions", [])
-    if not f["anomalous"] or not regions:
+def _how_large(f: InspectionRecord) -> str:
+    regions = f.regions
+    if not f.anomalous or not regions:
         return "There is no anomaly in the image, so it has no size."
     if len(regions) == 1:
         r = regions[0]
-        return (f"The anomalous region covers {_percent(r['area_fraction'])} of the image "
-                f"({r['area_pixels']} pixels).")
-    parts = [f"region {i + 1}: {_percent(r['area_fraction'])} ({r['area_pixels']} pixels)"
+        return (f"The anomalous region covers {_percent(r.area_fraction)} of the image "
+                f"({r.area_pixels} pixels).")
+    parts = [f"region {i + 1}: {_percent(r.area_fraction)} ({r.area_pixels} pixels)"
              for i, r in enumerate(regions)]
-    return (f"Together the {len(regions)} regions cover {_percent(f.get('total_area_fraction'))} of the image: "
+    return (f"Together the {len(regions)} regions cover {_percent(f.total_area_fraction)} of the image: "
             + "; ".join(parts) + ".")
 
 
-def _how_severe(f: dict[str, Any]) -> str:
-    regions = f.get("regions", [])
-    if not f["anomalous"] or not regions:
+def _how_severe(f: InspectionRecord) -> str:
+    regions = f.regions
+    if not f.anomalous or not regions:
         return f"Nothing: the image looks normal ({_score(f)})."
     bands = ("severity bands by peak score in units of the image threshold: below 1.25 low, below 1.6 "
              "medium, below 2.2 high, otherwise critical")
     if len(regions) == 1:
         r = regions[0]
-        peak = f"{r['relative_peak']:.2f}" if r.get("relative_peak") is not None else "above any"
-        return f"The severity is {r['severity']} (peak {peak} times the threshold; {bands})."
-    parts = [f"region {i + 1}: {r['severity']}" for i, r in enumerate(regions)]
-    return f"The worst severity is {f['severity']}: " + "; ".join(parts) + f" ({bands})."
+        peak = f"{r.relative_peak:.2f}" if r.relative_peak is not None else "above any"
+        return f"The severity is {r.severity} (peak {peak} times the threshold; {bands})."
+    parts = [f"region {i + 1}: {r.severity}" for i, r in enumerate(regions)]
+    return f"The worst severity is {f.severity}: " + "; ".join(parts) + f" ({bands})."
 
 
-def _yes_no(f: dict[str, Any]) -> str:
-    if not f["anomalous"]:
+def _yes_no(f: InspectionRecord) -> str:
+    if not f.anomalous:
         return f"No, the image looks normal ({_score(f)})."
-    count = len(f.get("regions", []))
+    count = len(f.regions)
     return f"Yes, there is an anomaly in the image: {_regions_word(count)} ({_score(f)})."
 
 
-def _summary(f: dict[str, Any]) -> str:
-    if not f["anomalous"]:
+def _summary(f: InspectionRecord) -> str:
+    if not f.anomalous:
         return f"The image looks normal ({_score(f)})."
-    regions = f.get("regions", [])
+    regions = f.regions
     where = f", the strongest {where_phrase(regions[0])}" if regions else ""
     return (f"The image is anomalous: {_regions_word(len(regions))}{where} "
-            f"(severity: {f['severity']}).")
+            f"(severity: {f.severity}).")
 
 
 # what a question asks about; the grounding check of LLM answers (explanation/llm/grounding.py) reads the same
@@ -211,14 +204,13 @@ RULES = (
 )
 
 
-def answer(question: str, findings: Findings | dict[str, Any]) -> str:
+def answer(question: str, f: InspectionRecord) -> str:
     """Answer one of AnomalyGPT's standard questions by keyword rules (case-insensitive).
 
     "Is there any anomaly in the image?" -> yes / no; "Where ...?" -> grid positions; "How many ...?" ->
     region count; "How large ...?" -> areas; "How severe ...?" -> severity. Anything else gets a one-line
     summary and the list of questions that can be answered.
     """
-    f = _as_dict(findings)
     text = question.lower()
     for pattern, respond in RULES:
         if re.search(pattern, text):

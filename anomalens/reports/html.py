@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from anomalens.evaluation.metrics import image_auroc
+from anomalens.results.record import InspectionRecord, RegionRecord
 
+RESULTS_FILE = TypeAdapter(list[InspectionRecord])
 THUMBNAIL_SIDE = 320
 CHART_W, CHART_H, PAD = 360, 220, 36
 
@@ -26,7 +27,7 @@ CHART_W, CHART_H, PAD = 360, 220, 36
 class ReportItem:
     """One result record (``results.json`` entry) with its images as encoded files and its label if known."""
 
-    record: dict[str, Any]
+    record: InspectionRecord
     image_png: bytes | None = None
     overlay_png: bytes | None = None
     label: int | None = None   # 1 defective, 0 good, None unknown
@@ -38,15 +39,6 @@ def label_from_path(image: str) -> int | None:
     if len(parts) >= 3 and parts[-3] == "test":
         return 0 if parts[-2] == "good" else 1
     return None
-
-
-def label_from_feedback(result: dict[str, Any]) -> int | None:
-    """The label an operator's judgement gives a stored result: a confirmed verdict stands, a corrected one
-    is a defect (with another type), a false alarm is good."""
-    status = result.get("feedback_status")
-    if status == "confirmed":
-        return int(bool(result["anomalous"]))
-    return {"corrected": 1, "false_alarm": 0}.get(status)
 
 
 def _thumbnail(encoded: bytes) -> bytes | None:
@@ -129,24 +121,23 @@ def histogram_svg(scores: list[float], labels: list[int | None], threshold: floa
     return _svg_frame("Score histogram", "image score", "images", "".join(bars) + axis, legend)
 
 
-def _region_words(region: dict[str, Any]) -> str:
-    kind = f"{region['defect_type']} " if region.get("defect_type") else ""
-    confidence = f" ({100 * region['type_confidence']:.0f}% sure)" if region.get("type_confidence") is not None else ""
-    return (f"{kind}at the {', '.join(region.get('grid', [])) or region.get('position', '?')}, "
-            f"{100 * region['area_fraction']:.2f}% of the image, severity {region['severity']}{confidence}")
+def _region_words(region: RegionRecord) -> str:
+    kind = f"{region.defect_type} " if region.defect_type else ""
+    confidence = f" ({100 * region.type_confidence:.0f}% sure)" if region.type_confidence is not None else ""
+    return (f"{kind}at the {', '.join(region.grid) or region.position}, "
+            f"{100 * (region.area_fraction or 0.0):.2f}% of the image, severity {region.severity}{confidence}")
 
 
 def _card(item: ReportItem) -> str:
     r = item.record
     findings = "".join(f"<li>{html.escape(_region_words(region))}</li>"
-                       for region in r.get("regions", []))
-    return (f'<article class="card"><h3>{html.escape(Path(r["image"]).name)}</h3>'
+                       for region in r.regions)
+    return (f'<article class="card"><h3>{html.escape(Path(r.image).name)}</h3>'
             f'<div class="pair">{_img(item.image_png, "image")}{_img(item.overlay_png, "heatmap overlay")}</div>'
-            f'<p>score {r["score"]:.4f} ({r.get("normalized_score", float("nan")):.2f} x threshold)'
-            f'{", severity " + html.escape(str(r.get("severity"))) if r.get("severity") else ""}</p>'
+            f'<p>score {r.score:.4f} ({r.normalized_score:.2f} x threshold), severity {html.escape(r.severity)}</p>'
             f'<ul>{findings or "<li>no region above the pixel threshold</li>"}</ul>'
-            f'<p class="explanation">{html.escape(r["explanation"]["text"])} '
-            f'<small>({html.escape(r["explanation"]["source"])})</small></p></article>')
+            f'<p class="explanation">{html.escape(r.explanation.text)} '
+            f'<small>({html.escape(r.explanation.source)})</small></p></article>')
 
 
 STYLE = """
@@ -169,10 +160,10 @@ def build_report(items: list[ReportItem], title: str = "anomalens inspection rep
     """The report page for ``items``, as one HTML string."""
     records = [i.record for i in items]
     n = len(records)
-    n_anomalous = sum(bool(r["anomalous"]) for r in records)
-    scores = [float(r["score"]) for r in records]
+    n_anomalous = sum(r.anomalous for r in records)
+    scores = [r.score for r in records]
     labels = [i.label for i in items]
-    thresholds = {r.get("image_threshold") for r in records if r.get("image_threshold") is not None}
+    thresholds = {r.image_threshold for r in records}
     threshold = thresholds.pop() if len(thresholds) == 1 else None
     summary = (f"<table><tr><th>images</th><th>anomalous (fail)</th><th>normal (pass)</th><th>pass rate</th>"
                f"<th>fail rate</th></tr><tr><td>{n}</td><td>{n_anomalous}</td><td>{n - n_anomalous}</td>"
@@ -194,26 +185,25 @@ def build_report(items: list[ReportItem], title: str = "anomalens inspection rep
         curves_note = "<p>No ROC or PR curve: the labelled images are all of one class.</p>"
     else:
         curves_note = "<p>No ROC or PR curve: no image has a label.</p>"
-    types = Counter(region.get("defect_type") or "untyped" for r in records if r["anomalous"]
-                    for region in r.get("regions", []))
+    types = Counter(region.defect_type or "untyped" for r in records if r.anomalous for region in r.regions)
     type_rows = "".join(f"<tr><td style='text-align:left'>{html.escape(t)}</td><td>{c}</td></tr>"
                         for t, c in types.most_common())
     types_table = (f"<table><tr><th>defect type</th><th>regions</th></tr>{type_rows}</table>" if types
                    else "<p>No anomalous regions.</p>")
-    cards = "".join(_card(i) for i in items if i.record["anomalous"])
+    cards = "".join(_card(i) for i in items if i.record.anomalous)
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><h2>Summary</h2>{summary}"
             f"<div class='charts'>{''.join(charts)}</div>{curves_note}<h2>Defect types</h2>{types_table}"
             f"<h2>Anomalous images ({n_anomalous})</h2><div class='cards'>{cards}</div></body></html>")
 
 
-def _expectations(records: list[dict]) -> str:
+def _expectations(records: list[InspectionRecord]) -> str:
     """The fail rate beside what the model's calibration said to expect on good parts."""
-    expected = {r.get("expected_false_alarm_rate") for r in records} - {None}
+    expected = {r.expected_false_alarm_rate for r in records} - {None}
     if len(expected) != 1:
         return ""
     rate = expected.pop()
-    detected = {r.get("expected_simulated_detection_rate") for r in records} - {None}
+    detected = {r.expected_simulated_detection_rate for r in records} - {None}
     caught = (f"; it caught {100 * detected.pop():.0f}% of simulated defects" if len(detected) == 1 else "")
     return (f"<p>The model's calibration flagged {100 * rate:.1f}% of held-out good images at this threshold"
             f"{caught}. A fail rate far above that on good parts means the parts or the imaging have changed.</p>")
@@ -226,14 +216,15 @@ def items_from_results(results_path: str | Path) -> list[ReportItem]:
     path = Path(results_path)
     if path.is_dir():
         path = path / "results.json"
-    records = json.loads(path.read_text())
-    if not isinstance(records, list):
-        raise ValueError(f"{path} is not a results.json list of per-image records")
+    try:
+        records = RESULTS_FILE.validate_json(path.read_bytes())
+    except ValidationError as error:
+        raise ValueError(f"{path} is not a results.json list of per-image records: {error}") from error
     folder = path.parent
     return [ReportItem(record,
-                       _file_bytes(Path(record["image"])) if record["anomalous"] else None,
-                       _file_bytes(folder / record["overlay"]) if record.get("overlay") else None,
-                       record.get("label", label_from_path(record["image"])))
+                       _file_bytes(Path(record.image)) if record.anomalous else None,
+                       _file_bytes(folder / record.overlay) if record.overlay else None,
+                       record.label if record.label is not None else label_from_path(record.image))
             for record in records]
 
 

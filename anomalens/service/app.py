@@ -23,13 +23,14 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from anomalens.explanation.history import DefectHistory
-from anomalens.reports.html import ReportItem, build_report, label_from_feedback
+from anomalens.reports.html import ReportItem, build_report
+from anomalens.results.record import ExplanationRecord
 from anomalens.service import chat
 from anomalens.service.export import to_csv
 from anomalens.service.feedback import FeedbackError, HistoryFeed
 from anomalens.service.inference import BadImage, Inspected, Inspector
 from anomalens.service.schemas import (BatchError, BatchResult, ChatReply, ChatRequest, ChatTurn, FeedbackReceipt,
-                                       FeedbackRequest, Health, InspectionResult, ModelInfo)
+                                       FeedbackRequest, Health, InspectionResult, ModelInfo, StoredResult)
 from anomalens.service.security import BodySizeLimit, api_key_guard
 from anomalens.service.settings import ServiceSettings
 from anomalens.service.store import IMAGE_KINDS, ResultFilter, Store
@@ -50,9 +51,9 @@ def display_name(filename: str | None) -> str:
     return name[:120] if name and name not in (".", "..") else "upload"
 
 
-def _with_urls(result: dict[str, Any]) -> dict[str, Any]:
-    urls = {kind: f"/results/{result['id']}/images/{kind}" for kind in IMAGE_KINDS}
-    return {**result, "urls": urls}
+def _with_urls(result: StoredResult) -> InspectionResult:
+    urls = {kind: f"/results/{result.id}/images/{kind}" for kind in IMAGE_KINDS}
+    return InspectionResult.model_validate({**result.model_dump(), "urls": urls})
 
 
 def _llm_explainer() -> Any:
@@ -110,7 +111,7 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
 
     api = APIRouter(dependencies=[Depends(api_key_guard(settings.api_key))])
 
-    def stored(result_id: str) -> dict[str, Any]:
+    def stored(result_id: str) -> StoredResult:
         result = store.get(result_id) if re.fullmatch(r"[0-9a-f]{32}", result_id) else None
         if result is None:
             raise HTTPException(404, f"no stored result with id {result_id!r}")
@@ -122,13 +123,12 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
             raise HTTPException(413, too_large)
         return data
 
-    def inspect_and_store(data: bytes, name: str) -> dict[str, Any]:
+    def inspect_and_store(data: bytes, name: str) -> InspectionResult:
         try:
             inspected = inspector.inspect(data, name)
         except BadImage as error:
             raise HTTPException(422, f"not an inspectable image: {error}") from error
-        result_id = store.add_inspection(inspected.record, inspected.images, inspected.record["model"],
-                                         settings.station)
+        result_id = store.add_inspection(inspected.record, inspected.images, inspected.model, settings.station)
         if explainer is not None:
             add_llm_explanation(result_id, inspected)
         return _with_urls(store.get(result_id))
@@ -136,14 +136,14 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
     def add_llm_explanation(result_id: str, inspected: Inspected) -> None:
         """Replace the stored offline explanation by the LLM's; any failure keeps the offline one."""
         try:
-            explanation = explainer.explain(chat.findings_of(inspected.record), image=inspected.image,
+            explanation = explainer.explain(inspected.record, image=inspected.image,
                                             prediction=inspected.prediction,
                                             seen_before=history.seen_before(inspected.record, inspected.image,
                                                                             inspected.prediction.mask))
         except Exception as error:  # the result is stored already; the explanation is a bonus
             log.warning("LLM explanation failed for %s, keeping the offline one: %s", result_id, error)
             return
-        store.set_explanation(result_id, {k: explanation[k] for k in ("text", "source", "reason") if k in explanation})
+        store.set_explanation(result_id, ExplanationRecord.model_validate(explanation))
 
     # Plain `def` endpoints run in the thread pool: inference and database work never block the event loop.
     @api.post("/inspect", response_model=InspectionResult, tags=["inspection"],
@@ -180,7 +180,7 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
     def export(format: Literal["csv", "json"] = "csv", where: ResultFilter = Depends(result_filter)) -> Response:
         records = store.results(where)
         if format == "json":
-            return Response(json.dumps(records, indent=1), media_type="application/json",
+            return Response(json.dumps([r.to_dict() for r in records], indent=1), media_type="application/json",
                             headers={"Content-Disposition": 'attachment; filename="inspections.json"'})
         return Response(to_csv(records), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="inspections.csv"'})
@@ -246,8 +246,8 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
     @api.get("/report", response_class=HTMLResponse, tags=["results"])
     def report(where: ResultFilter = Depends(result_filter)) -> str:
         """A self-contained HTML report of the stored results (operator feedback gives the labels)."""
-        items = [ReportItem(record=r, image_png=store.image(r["id"], "image"),
-                            overlay_png=store.image(r["id"], "overlay"), label=label_from_feedback(r))
+        items = [ReportItem(record=r, image_png=store.image(r.id, "image"),
+                            overlay_png=store.image(r.id, "overlay"), label=r.feedback_label)
                  for r in store.results(where)]
         return build_report(items, title="anomalens service report")
 

@@ -6,24 +6,24 @@ import io
 from datetime import datetime, timezone
 from typing import Any
 
+from anomalens.service.schemas import StoredResult
+
 CSV_COLUMNS = ("id", "created_at", "station", "model", "image", "anomalous", "score", "normalized_score",
                "region_count", "severity", "defect_types", "feedback_status", "explanation_source", "explanation")
 
 
-def csv_row(record: dict[str, Any]) -> dict[str, Any]:
-    regions = record.get("regions", [])
-    return {"id": record["id"],
-            "created_at": datetime.fromtimestamp(record["created_at"], timezone.utc).isoformat(timespec="seconds"),
-            "station": record.get("station"), "model": record.get("model"), "image": record["image"],
-            "anomalous": record["anomalous"], "score": record["score"],
-            "normalized_score": record.get("normalized_score"), "region_count": len(regions),
-            "severity": record.get("severity"),
-            "defect_types": ";".join(sorted({r["defect_type"] for r in regions if r.get("defect_type")})),
-            "feedback_status": record.get("feedback_status") or "",
-            "explanation_source": record["explanation"]["source"], "explanation": record["explanation"]["text"]}
+def csv_row(result: StoredResult) -> dict[str, Any]:
+    return {"id": result.id,
+            "created_at": datetime.fromtimestamp(result.created_at, timezone.utc).isoformat(timespec="seconds"),
+            "station": result.station, "model": result.model, "image": result.image,
+            "anomalous": result.anomalous, "score": result.score, "normalized_score": result.normalized_score,
+            "region_count": len(result.regions), "severity": result.severity,
+            "defect_types": ";".join(sorted({r.defect_type for r in result.regions if r.defect_type})),
+            "feedback_status": result.feedback_status or "",
+            "explanation_source": result.explanation.source, "explanation": result.explanation.text}
 
 
-def to_csv(records: list[dict[str, Any]]) -> str:
+def to_csv(records: list[StoredResult]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
     writer.writeheader()

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
-
 import numpy as np
 
 from anomalens.explanation.history import DefectHistory, region_query
+from anomalens.results.record import InspectionRecord
 from anomalens.service.schemas import FeedbackRequest
 
 
@@ -21,17 +20,17 @@ class HistoryFeed:
         self.history = history
         self._lock = threading.Lock()
 
-    def seen_before(self, record: dict[str, Any], image: np.ndarray | None = None,
+    def seen_before(self, record: InspectionRecord, image: np.ndarray | None = None,
                     outline: np.ndarray | None = None) -> list[str]:
         """Sentences about past cases like the record's strongest region (its look and its words)."""
         with self._lock:
             return self.history.seen_before(record, image, outline)
 
-    def record(self, record: dict[str, Any], judgement: FeedbackRequest, image: np.ndarray | None = None,
+    def record(self, record: InspectionRecord, judgement: FeedbackRequest, image: np.ndarray | None = None,
                outline: np.ndarray | None = None) -> list[int]:
         """History case ids for the judged regions (all regions unless one is named; none for a clean image),
         each stored with its embedding when the image and its outline are given."""
-        regions = record.get("regions", [])
+        regions = record.regions
         if judgement.status == "corrected" and not judgement.defect_type:
             raise FeedbackError("a correction needs the right defect_type")
         if judgement.region_index is not None and judgement.region_index >= len(regions):

@@ -22,6 +22,7 @@ from anomalens.data.scale import WorkingScale
 from anomalens.models import BaseDetector, load_detector
 from anomalens.models.base import read_config
 from anomalens.reports.visualize import mask_png, overlay
+from anomalens.results.record import InspectionRecord
 from anomalens.service.settings import ServiceSettings
 from anomalens.types import Prediction, Thresholds
 
@@ -32,7 +33,8 @@ class BadImage(ValueError):
 
 @dataclass
 class Inspected:
-    record: dict[str, Any]
+    record: InspectionRecord
+    model: str                 # the name of the model that judged it
     images: dict[str, bytes]   # "image", "overlay", "mask" -> PNG bytes
     image: np.ndarray
     prediction: Prediction
@@ -123,9 +125,8 @@ class Inspector:
             model_name, tic = self.model_name, time.perf_counter()
             prediction = self.detector.predict(image)
             milliseconds = 1000 * (time.perf_counter() - tic)
-        record = api.inspection_record(Path(image_name), image, prediction, milliseconds, self.taxonomy)
-        record["model"] = model_name
+        record = api.inspection_record(image_name, image, prediction, milliseconds, self.taxonomy)
         rgb = to_uint8_rgb(image)
         images = {"image": png_bytes(rgb), "overlay": png_bytes(overlay(rgb, prediction)),
                   "mask": png_bytes(mask_png(prediction))}
-        return Inspected(record, images, image, prediction)
+        return Inspected(record, model_name, images, image, prediction)

@@ -3,25 +3,30 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from anomalens.results.record import InspectionRecord
 
 FeedbackStatus = Literal["confirmed", "corrected", "false_alarm"]
 
 
-class Explanation(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    text: str
-    source: str
+class StoredResult(InspectionRecord):
+    """The per-image record (as in ``results.json``) as the store keeps it: its id, the model that judged it, the
+    station and time, and the operator's latest judgement."""
 
+    id: str
+    model: str
+    station: str
+    created_at: float
+    feedback_status: FeedbackStatus | None = None
 
-class Region(BaseModel):
-    """One anomalous region; ``defect_type`` and ``type_confidence`` are present when a taxonomy is loaded."""
-
-    model_config = ConfigDict(extra="allow")
-    grid: list[str]
-    bbox: list[int]
-    area_fraction: float
-    severity: str
+    @property
+    def feedback_label(self) -> int | None:
+        """The label the operator's judgement gives: a confirmed verdict stands, a corrected one is a defect (of
+        another type), a false alarm is good; None without a judgement."""
+        if self.feedback_status == "confirmed":
+            return int(self.anomalous)
+        return {"corrected": 1, "false_alarm": 0}.get(self.feedback_status or "")
 
 
 class ImageUrls(BaseModel):
@@ -30,21 +35,10 @@ class ImageUrls(BaseModel):
     mask: str
 
 
-class InspectionResult(BaseModel):
-    """The per-image record of ``anomalens.api.inspect`` (as in ``results.json``) plus where it is stored."""
+class InspectionResult(StoredResult):
+    """A stored result with the addresses of its images."""
 
-    model_config = ConfigDict(extra="allow")
-    id: str
-    image: str
-    anomalous: bool
-    score: float
-    regions: list[Region]
-    explanation: Explanation
     urls: ImageUrls
-    model: str
-    station: str
-    created_at: float
-    feedback_status: FeedbackStatus | None = None
 
 
 class BatchError(BaseModel):

@@ -20,6 +20,9 @@ from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Integer, LargeBinary, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from anomalens.results.record import ExplanationRecord, InspectionRecord
+from anomalens.service.schemas import StoredResult
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 IMAGE_KINDS = ("image", "overlay", "mask")
 _MIGRATING = threading.Lock()
@@ -114,8 +117,8 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _types_key(record: dict[str, Any]) -> str:
-    types = sorted({r["defect_type"] for r in record.get("regions", []) if r.get("defect_type")})
+def _types_key(record: InspectionRecord) -> str:
+    types = sorted({r.defect_type for r in record.regions if r.defect_type})
     return "," + "".join(f"{t}," for t in types)
 
 
@@ -132,27 +135,26 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def add_inspection(self, record: dict[str, Any], images: dict[str, bytes], model: str, station: str) -> str:
-        """Store a result and its PNG images; returns the new id (also written into the stored record)."""
+    def add_inspection(self, record: InspectionRecord, images: dict[str, bytes], model: str, station: str) -> str:
+        """Store a result and its PNG images; returns the new id."""
         inspection_id = uuid.uuid4().hex
-        record = {**record, "id": inspection_id}
         with self._session.begin() as session:
             session.add(Inspection(id=inspection_id, created_at=time.time(), station=station, model=model,
-                                   image_name=record["image"][:255], anomalous=bool(record["anomalous"]),
-                                   score=float(record["score"]), defect_types=_types_key(record),
-                                   explanation_source=record["explanation"]["source"], record=record))
+                                   image_name=record.image[:255], anomalous=record.anomalous,
+                                   score=record.score, defect_types=_types_key(record),
+                                   explanation_source=record.explanation.source, record=record.to_dict()))
             session.flush()  # the parent row first: PostgreSQL checks the images' foreign key at once
             session.add_all(InspectionImage(inspection_id=inspection_id, kind=kind, png=png)
                             for kind, png in images.items())
         return inspection_id
 
-    def set_explanation(self, inspection_id: str, explanation: dict[str, Any]) -> None:
+    def set_explanation(self, inspection_id: str, explanation: ExplanationRecord) -> None:
         with self._session.begin() as session:
             row = session.get(Inspection, inspection_id)
-            row.record = {**row.record, "explanation": explanation}
-            row.explanation_source = explanation["source"]
+            row.record = {**row.record, "explanation": explanation.to_dict()}
+            row.explanation_source = explanation.source
 
-    def get(self, inspection_id: str) -> dict[str, Any] | None:
+    def get(self, inspection_id: str) -> StoredResult | None:
         with self._session() as session:
             row = session.get(Inspection, inspection_id)
             return None if row is None else self._summary(row)
@@ -162,7 +164,7 @@ class Store:
             row = session.get(InspectionImage, (inspection_id, kind))
             return None if row is None else row.png
 
-    def results(self, where: ResultFilter = ResultFilter()) -> list[dict[str, Any]]:
+    def results(self, where: ResultFilter = ResultFilter()) -> list[StoredResult]:
         """Stored results, newest first, filtered; each the full record plus its station, model and time."""
         query = select(Inspection).order_by(Inspection.created_at.desc(), Inspection.id)
         if where.anomalous is not None:
@@ -213,6 +215,7 @@ class Store:
                      "history_case_ids": f.history_case_ids} for f in session.scalars(query)]
 
     @staticmethod
-    def _summary(row: Inspection) -> dict[str, Any]:
-        return {**row.record, "id": row.id, "created_at": row.created_at, "station": row.station,
-                "model": row.model, "feedback_status": row.feedback_status}
+    def _summary(row: Inspection) -> StoredResult:
+        return StoredResult.model_validate({**row.record, "id": row.id, "created_at": row.created_at,
+                                            "station": row.station, "model": row.model,
+                                            "feedback_status": row.feedback_status})

@@ -19,13 +19,9 @@ from anomalens.explanation.llm.grounding import check, check_answer
 from anomalens.explanation.llm.images import vision_images
 from anomalens.explanation.llm.prompts import chat_system_message, explain_messages, retry_message
 from anomalens.explanation.llm.schema import LLMExplanation, ReplyError, parse_reply
-from anomalens.postprocessing.findings import Findings
+from anomalens.results.record import InspectionRecord
 
 log = logging.getLogger(__name__)
-
-
-def _as_dict(findings: Findings | dict[str, Any]) -> dict[str, Any]:
-    return findings.to_dict() if isinstance(findings, Findings) else findings
 
 
 def compose_text(reply: LLMExplanation) -> str:
@@ -53,20 +49,20 @@ class LLMExplainer:
         self.config = config if config is not None else (client.config if client else LLMConfig.from_env())
         self.client = client or LLMClient(self.config)
         self.prompts_dir = prompts_dir
-        self.last_findings: dict[str, Any] | None = None
+        self.last_findings: InspectionRecord | None = None
         self.last_chat: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"LLMExplainer({self.client!r})"
 
-    def _evaluate(self, text: str, findings: dict[str, Any]) -> tuple[LLMExplanation | None, list[str]]:
+    def _evaluate(self, text: str, findings: InspectionRecord) -> tuple[LLMExplanation | None, list[str]]:
         try:
             reply = parse_reply(text)
         except ReplyError as exc:
             return None, [str(exc)]
         return reply, check(reply, findings)
 
-    def explain(self, findings: Findings | dict[str, Any], image: np.ndarray | None = None,
+    def explain(self, findings: InspectionRecord, image: np.ndarray | None = None,
                 prediction: Any = None, reference: np.ndarray | None = None,
                 seen_before: list[str] | None = None) -> dict[str, Any]:
         """``{"text", "source": "llm" | "offline", "reason", "llm", "attempts", "problems"}``.
@@ -76,8 +72,7 @@ class LLMExplainer:
         model and, on a fallback, in the offline text. ``llm`` holds the parsed fields of the last reply (None when unparseable),
         ``problems`` the contradictions found in each attempt.
         """
-        f = _as_dict(findings)
-        self.last_findings = f
+        f = self.last_findings = findings
         attempts = 0
         history: list[list[str]] = []
         reply: LLMExplanation | None = None
@@ -104,7 +99,7 @@ class LLMExplainer:
                 "llm": reply.model_dump() if reply is not None else None, "attempts": attempts,
                 "problems": history, "model": self.config.model}
 
-    def chat(self, messages: list[dict[str, Any]], findings: Findings | dict[str, Any] | None = None,
+    def chat(self, messages: list[dict[str, Any]], findings: InspectionRecord | None = None,
              seen_before: list[str] | None = None) -> str:
         """The assistant's next turn in a conversation about ``findings`` (default: the last explained ones).
 
@@ -112,7 +107,7 @@ class LLMExplainer:
         A reply that contradicts the findings, or an unavailable LLM, gives ``offline.answer`` to the last user
         question instead; ``self.last_chat`` records the source and reason (and the ``rejected`` reply).
         """
-        f = _as_dict(findings) if findings is not None else self.last_findings
+        f = findings if findings is not None else self.last_findings
         question = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
         turns = [m for m in messages if m.get("role") != "system"]
         if f is None:

@@ -9,11 +9,11 @@ Each contradiction is one plain sentence, ready to be sent back to the model.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from anomalens.explanation.llm.schema import GRID_WORDS, LLMExplanation
 from anomalens.explanation.offline import ASKS_SEVERITY, ASKS_SIZE
-from anomalens.postprocessing.findings import SEVERITY_ORDER, Findings
+from anomalens.postprocessing.findings import SEVERITY_ORDER
+from anomalens.results.record import InspectionRecord
 
 _DENIALS = re.compile(
     r"\b(no|not any|without|zero)\s+(visible\s+|apparent\s+|obvious\s+)?"
@@ -39,27 +39,17 @@ _GRID = re.compile(r"\b(" + "|".join(sorted((re.escape(w) for w in GRID_WORDS), 
                    + r"|centre|middle)\b", re.IGNORECASE)
 
 
-def _as_dict(findings: Findings | dict[str, Any]) -> dict[str, Any]:
-    return findings.to_dict() if isinstance(findings, Findings) else findings
-
-
-def allowed_positions(findings: Findings | dict[str, Any]) -> list[str]:
+def allowed_positions(f: InspectionRecord) -> list[str]:
     """Grid words covered by some region, in the regions' order (strongest first)."""
-    words: list[str] = []
-    for region in _as_dict(findings).get("regions", []):
-        for word in [region.get("position"), *region.get("grid", [])]:
-            if word and word not in words:
-                words.append(word)
-    return words
+    return list(dict.fromkeys(word for region in f.regions for word in (region.position, *region.grid) if word))
 
 
-def check_text(text: str, findings: Findings | dict[str, Any]) -> list[str]:
+def check_text(text: str, f: InspectionRecord) -> list[str]:
     """Contradictions between a free text and the findings: denial or claim of a defect against the verdict,
     a stated number of regions other than the count, grid words where no region is."""
-    f = _as_dict(findings)
     problems: list[str] = []
-    anomalous = bool(f["anomalous"])
-    count = len(f.get("regions", []))
+    anomalous = f.anomalous
+    count = len(f.regions)
     if anomalous and _DENIALS.search(text or ""):
         problems.append(f"the text {text!r} denies a defect, but the image is anomalous with {count} "
                         f"region{'s' if count != 1 else ''}")
@@ -94,15 +84,13 @@ _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent\b)", re.IGNORECASE)
 _SEVERITIES = SEVERITY_ORDER[1:]   # the bands a region can have ("none" is an image without regions)
 
 
-def _area_problems(text: str, f: dict[str, Any]) -> list[str]:
+def _area_problems(text: str, f: InspectionRecord) -> list[str]:
     """Asked how large: the answer must give a measured area (a region's or all regions' share of the image,
     in %, within a quarter of it or half a point) and no other percentage."""
-    regions = f.get("regions", [])
-    measured = [100 * float(r["area_fraction"]) for r in regions if r.get("area_fraction") is not None]
-    if f.get("total_area_fraction") is not None:
-        measured.append(100 * float(f["total_area_fraction"]))
+    measured = [100 * r.area_fraction for r in f.regions if r.area_fraction is not None]
     if not measured:
         return []
+    measured.append(100 * f.total_area_fraction)
     said = [float(m.group(1)) for m in _PERCENT.finditer(text or "")]
     wrong = [v for v in said if not any(abs(v - m) <= max(0.5, 0.25 * m) for m in measured)]
     facts = ", ".join(dict.fromkeys(f"{m:.1f}%" for m in measured))
@@ -114,10 +102,10 @@ def _area_problems(text: str, f: dict[str, Any]) -> list[str]:
     return []
 
 
-def _severity_problems(text: str, f: dict[str, Any]) -> list[str]:
+def _severity_problems(text: str, f: InspectionRecord) -> list[str]:
     """Asked how severe: the answer must name a measured severity band (others may appear beside it, as when the
     bands are explained)."""
-    measured = {str(r.get("severity")) for r in f.get("regions", []) if r.get("severity")}
+    measured = {r.severity for r in f.regions}
     if not measured:
         return []
     said = {w for w in _SEVERITIES if re.search(rf"\b{w}\b", (text or "").lower())}
@@ -129,13 +117,12 @@ def _severity_problems(text: str, f: dict[str, Any]) -> list[str]:
     return []
 
 
-def check_answer(question: str, text: str, findings: Findings | dict[str, Any]) -> list[str]:
+def check_answer(question: str, text: str, f: InspectionRecord) -> list[str]:
     """For the standard questions (is there an anomaly, where, how many, how large, how severe) the answer must
     state the measured fact, not merely avoid contradicting it; plus everything ``check_text`` finds."""
-    f = _as_dict(findings)
     problems = check_text(text, f)
-    anomalous = bool(f["anomalous"])
-    count = len(f.get("regions", []))
+    anomalous = f.anomalous
+    count = len(f.regions)
     lowered = (text or "").lower()
     if anomalous and _DENIES_ITSELF.search(lowered):
         problems.append(f"the answer {text!r} says the anomaly is not an anomaly")
@@ -156,12 +143,11 @@ def check_answer(question: str, text: str, findings: Findings | dict[str, Any]) 
     return problems
 
 
-def check(reply: LLMExplanation, findings: Findings | dict[str, Any]) -> list[str]:
-    """Every way ``reply`` contradicts ``findings`` (empty when it is consistent)."""
-    f = _as_dict(findings)
+def check(reply: LLMExplanation, f: InspectionRecord) -> list[str]:
+    """Every way ``reply`` contradicts the record's findings (empty when it is consistent)."""
     problems: list[str] = []
-    anomalous = bool(f["anomalous"])
-    count = len(f.get("regions", []))
+    anomalous = f.anomalous
+    count = len(f.regions)
     verdict = "anomalous" if anomalous else "normal"
     if reply.anomalous != anomalous:
         problems.append(f"\"anomalous\" is {str(reply.anomalous).lower()}, but the detector's verdict is {verdict}")

@@ -15,14 +15,10 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from anomalens.postprocessing.findings import Findings
+from anomalens.results.record import InspectionRecord
 
 PROMPTS_ENV = "ANOMALENS_PROMPTS_DIR"
 TEMPLATES = ("system.txt", "explain.txt", "chat_system.txt")
-
-
-def _as_dict(findings: Findings | dict[str, Any]) -> dict[str, Any]:
-    return findings.to_dict() if isinstance(findings, Findings) else findings
 
 
 def load_template(name: str, prompts_dir: str | os.PathLike | None = None) -> str:
@@ -49,45 +45,40 @@ def _percent(fraction: float | None) -> str:
     return f"{percent:.1f}%" if percent >= 0.1 else "<0.1%"
 
 
-def findings_text(findings: Findings | dict[str, Any]) -> str:
+def findings_text(f: InspectionRecord) -> str:
     """Compact facts: verdict, count, and per region its grid positions, area, severity, look and (when a
     taxonomy named it) its type."""
-    f = _as_dict(findings)
-    regions = f.get("regions", [])
-    score = f.get("normalized_score")
+    regions = f.regions
+    score = f.normalized_score
     score_text = f"{score:.2f}x the threshold" if score is not None else "above any threshold"
-    if not f["anomalous"]:
+    if not f.anomalous:
         return f"verdict: normal (score {score_text})\nregions: 0"
-    lines = [f"verdict: anomalous (score {score_text}, severity {f.get('severity', '?')})",
-             f"regions: {len(regions)} (total area {_percent(f.get('total_area_fraction'))} of the image)"]
+    lines = [f"verdict: anomalous (score {score_text}, severity {f.severity})",
+             f"regions: {len(regions)} (total area {_percent(f.total_area_fraction)} of the image)"]
     for i, r in enumerate(regions, 1):
-        where = r["position"]
-        others = [p for p in r.get("grid", []) if p != where]
+        where = r.position
+        others = [p for p in r.grid if p != where]
         if others:
             where += f" (extending to {', '.join(others)})"
-        looks = [r["brightness"]] if r.get("brightness") in ("darker", "brighter") else []
-        if r.get("brightness") == "similar":
+        looks = [r.brightness] if r.brightness in ("darker", "brighter") else []
+        if r.brightness == "similar":
             looks.append("similar brightness")
-        if "other colour" in r.get("appearance", []):
+        if "other colour" in r.appearance:
             looks.append("other colour")
-        if r.get("shape"):
-            looks.append(r["shape"])
+        if r.shape:
+            looks.append(r.shape)
         kind = ""
-        if r.get("defect_type"):   # named by the user's taxonomy, from labelled examples
-            confidence = r.get("type_confidence")
-            kind = f"; type by the user's examples: {r['defect_type']}" + (
+        if r.defect_type:   # named by the user's taxonomy, from labelled examples
+            confidence = r.type_confidence
+            kind = f"; type by the user's examples: {r.defect_type}" + (
                 f" (confidence {confidence:.2f})" if confidence is not None else "")
-        lines.append(f"region {i}: {where}; area {_percent(r.get('area_fraction'))}; severity {r['severity']}"
+        lines.append(f"region {i}: {where}; area {_percent(r.area_fraction)}; severity {r.severity}"
                      + (f"; {', '.join(looks)}" if looks else "") + kind)
     return "\n".join(lines)
 
 
-def _positions(f: dict[str, Any]) -> list[str]:
-    words: list[str] = []
-    for r in f.get("regions", []):
-        if r["position"] not in words:
-            words.append(r["position"])
-    return words
+def _positions(f: InspectionRecord) -> list[str]:
+    return list(dict.fromkeys(r.position for r in f.regions))
 
 
 def history_text(seen_before: list[str] | None) -> str:
@@ -99,13 +90,12 @@ def history_text(seen_before: list[str] | None) -> str:
             f"and actions where they fit:\n{listed}\n")
 
 
-def explain_messages(findings: Findings | dict[str, Any], images: list[str] | None = None,
+def explain_messages(f: InspectionRecord, images: list[str] | None = None,
                      prompts_dir: str | os.PathLike | None = None,
                      seen_before: list[str] | None = None) -> list[dict[str, Any]]:
     """System + user message asking for the JSON explanation; ``images`` (data URLs) are attached as
     image parts (first the image|mask composite, then the normal reference when given); ``seen_before``
     (``Case.seen_before()`` sentences of similar past cases) is quoted as history."""
-    f = _as_dict(findings)
     images = images or []
     note = ""
     if images:
@@ -113,7 +103,7 @@ def explain_messages(findings: Findings | dict[str, Any], images: list[str] | No
                 + ("\nImage 2 is a normal reference image of the same product." if len(images) > 1 else "") + "\n")
     text = render("explain.txt", prompts_dir, findings=findings_text(f), images=note,
                   history=history_text(seen_before),
-                  anomalous=json.dumps(bool(f["anomalous"])), count=len(f.get("regions", [])),
+                  anomalous=json.dumps(f.anomalous), count=len(f.regions),
                   positions_example=json.dumps(_positions(f)))
     content: Any = text
     if images:
@@ -130,7 +120,7 @@ def retry_message(problems: list[str]) -> dict[str, str]:
             f"{listed}\nAnswer again with one corrected JSON object only."}
 
 
-def chat_system_message(findings: Findings | dict[str, Any], prompts_dir: str | os.PathLike | None = None,
+def chat_system_message(findings: InspectionRecord, prompts_dir: str | os.PathLike | None = None,
                         seen_before: list[str] | None = None) -> dict[str, str]:
     return {"role": "system", "content": render("chat_system.txt", prompts_dir, findings=findings_text(findings),
                                                 history=history_text(seen_before))}
