@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from anomalens.data import collect_images, folder_samples, iter_images, mvtec_samples, to_uint8_rgb
+from anomalens.data import collect_images, folder_samples, iter_images, mvtec_samples, to_uint8_rgb, write_png
 from anomalens.data.datasets import Sample
 from anomalens.explanation import explain
 from anomalens.models import BaseDetector, create_detector
 from anomalens.postprocessing.findings import extract_findings
 from anomalens.progress import track
-from anomalens.reports.visualize import mask_png, overlay, write_png
+from anomalens.reports.visualize import mask_png, overlay
 from anomalens.types import Prediction, Thresholds
 
 OnError = Literal["skip", "raise"]

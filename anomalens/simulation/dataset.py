@@ -30,10 +30,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from anomalens.data import ImageReadError, mvtec_samples, read_image, to_uint8_rgb
+from anomalens.data import ImageReadError, mvtec_samples, read_image, to_uint8_rgb, write_png
 from anomalens.progress import track
 
 from ._common import MIN_SIDE
@@ -45,14 +44,6 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "simulation.json"
 _USES_SOURCE = {"nsa", "texture"}
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".png", array)
-    if not ok:  # pragma: no cover - encoding a uint8 array does not fail
-        raise OSError(f"could not encode PNG for '{path}'")
-    path.write_bytes(data.tobytes())
 
 
 def _prepare_output(cat_out: Path, cat_in: Path, overwrite: bool) -> None:
@@ -186,8 +177,8 @@ def write_simulated_dataset(
         name = f"{i:0{width}d}"
         image_rel = Path("test") / sim.kind / f"{name}.png"
         mask_rel = Path("ground_truth") / sim.kind / f"{name}_mask.png"
-        _write_png(cat_out / image_rel, cv2.cvtColor(to_uint8_rgb(sim.image), cv2.COLOR_RGB2BGR))
-        _write_png(cat_out / mask_rel, sim.mask.astype(np.uint8) * 255)
+        write_png(cat_out / image_rel, to_uint8_rgb(sim.image))
+        write_png(cat_out / mask_rel, sim.mask.astype(np.uint8) * 255)
         per_kind[sim.kind] += 1
         records.append({
             "index": i,
