@@ -477,3 +477,16 @@ def test_mvtec_samples_magnetic_tile() -> None:
     img = read_image(s.path)
     mask = read_mask(s.mask_path, shape=img.shape[:2])
     assert mask.shape == img.shape[:2] and mask.any()
+
+
+def test_find_mask_prefers_mask_names_and_never_takes_the_image_itself(tmp_path: Path) -> None:
+    from anomalens.data.datasets import find_mask, mask_index
+
+    for name in ("a.png", "A_MASK.BMP", "b.png", "b.bmp", "c.png", ".d_mask.png"):
+        (tmp_path / name).write_bytes(b"")
+    index = mask_index(tmp_path)
+    assert find_mask(index, "a") == tmp_path / "A_MASK.BMP"   # "<stem>_mask" before "<stem>", any case
+    assert find_mask(index, "b") == tmp_path / "b.png"        # ".png" before other extensions
+    assert find_mask(index, "c", beside_image=True) is None   # beside the image, "c.png" is the image
+    assert find_mask(index, "d") is None                      # hidden files are no masks
+    assert mask_index(tmp_path / "missing") == {}

@@ -21,8 +21,10 @@ from .io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image
 __all__ = [
     "Sample",
     "collect_images",
+    "find_mask",
     "folder_samples",
     "iter_images",
+    "mask_index",
     "mvtec_samples",
 ]
 
@@ -93,12 +95,20 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p)), key=lambda p: p.name)
 
 
-def _find_mask(gt_dir: Path, index: dict[str, Path] | None, stem: str) -> Path | None:
-    """Mask for image ``stem``: ``<stem>_mask.png`` first, then ``<stem>.png``,
-    then either name with any image extension (case-insensitive)."""
-    if index is None:
-        return None
-    for base in (f"{stem}_mask", stem):
+def mask_index(folder: Path) -> dict[str, Path]:
+    """Lower-case file name -> file, for the visible files of ``folder`` (empty when it is no folder);
+    the listing :func:`find_mask` searches."""
+    if not folder.is_dir():
+        return {}
+    return {p.name.lower(): p for p in folder.iterdir() if p.is_file() and not _is_hidden(p)}
+
+
+def find_mask(index: dict[str, Path], stem: str, beside_image: bool = False) -> Path | None:
+    """Mask for image ``stem`` among the files of one folder (``index`` from :func:`mask_index`):
+    ``<stem>_mask.png`` first, then ``<stem>.png``, then either name with any image extension
+    (case-insensitive). ``beside_image``: the folder holds the image itself, so only ``<stem>_mask.*``
+    can be its mask."""
+    for base in (f"{stem}_mask",) if beside_image else (f"{stem}_mask", stem):
         for ext in (".png", *IMAGE_EXTENSIONS):
             hit = index.get((base + ext).lower())
             if hit is not None:
@@ -156,12 +166,10 @@ def mvtec_samples(
         defect_type = type_dir.name
         is_good = defect_type == GOOD
         gt_dir = cat_dir / "ground_truth" / defect_type
-        index = None
-        if not is_good and gt_dir.is_dir():
-            index = {p.name.lower(): p for p in gt_dir.iterdir() if p.is_file() and not _is_hidden(p)}
+        index = {} if is_good else mask_index(gt_dir)
         missing = 0
         for img in _list_images(type_dir):
-            mask = None if is_good else _find_mask(gt_dir, index, img.stem)
+            mask = None if is_good else find_mask(index, img.stem)
             if not is_good and mask is None:
                 missing += 1
             samples.append(Sample(img, 0 if is_good else 1, defect_type, mask))

@@ -22,7 +22,8 @@ What goes into the embedding, and why
    fraction of the image (log10, /4 -> about [-1, 0]), elongation (log of the major/minor axis ratio, /3), fill
    of the bounding box, number of connected components (log1p, /3), and the mean gray difference between the
    region and a ring of surroundings (x4, clipped to [-1, 1]) plus its gray contrast (std inside, x4). These
-   are weighted by ``DESCRIPTOR_WEIGHT`` (about the weight of one pooled feature block).
+   are weighted by ``DESCRIPTOR_WEIGHT`` (about the weight of one pooled feature block). Elongation and the
+   ring are those of the findings (:mod:`anomalens.postprocessing.region_measures`).
 4. The concatenation is **L2-normalised**, so Euclidean distances lie in [0, 2].
 
 Grayscale images (one channel, or three equal channels) work as they are: a gray image is replicated to three
@@ -70,6 +71,8 @@ import torch
 import torch.nn.functional as F
 
 from anomalens.data import IMAGE_EXTENSIONS, read_image, read_mask
+from anomalens.data.datasets import find_mask, mask_index
+from anomalens.postprocessing.region_measures import elongation, gray_level, surround_ring
 
 UNKNOWN = "unknown"
 LAYERS = ("blocks.4", "blocks.10", "blocks.14")
@@ -78,7 +81,6 @@ CROP_SIZE = 160
 CONTEXT = 0.5
 MIN_CROP = 32
 DESCRIPTOR_WEIGHT = 1.0
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 FORMAT_VERSION = 1
 METHODS = ("logistic", "knn", "prototype")
 LOGISTIC_C = 10.0
@@ -150,24 +152,18 @@ def _crop(array: np.ndarray, y0: int, x0: int, side: int, reflect: bool) -> np.n
 def shape_descriptors(gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Scaled measured descriptors of a region (see the module docstring, item 3); float32 vector of 6."""
     h, w = mask.shape
-    area = int(mask.sum())
-    ys, xs = np.nonzero(mask)
-    area_fraction = area / float(h * w)
-    cov = np.cov(np.stack([ys, xs]).astype(np.float64)) if area > 1 else np.zeros((2, 2))
-    eig = np.clip(np.linalg.eigvalsh(np.atleast_2d(cov)), 0.0, None)
-    elongation = math.sqrt((eig.max() + 1 / 12) / (eig.min() + 1 / 12))
+    coords = np.argwhere(mask)
+    area = len(coords)
+    ys, xs = coords[:, 0], coords[:, 1]
     box_area = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    fill = area / float(box_area)
     n_components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
-    radius = max(3, int(round(0.5 * math.sqrt(area))))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    ring = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
+    ring = surround_ring(mask)
     inside = gray[mask]
     difference = float(inside.mean() - gray[ring].mean()) if ring.any() else 0.0
     return np.array([
-        math.log10(max(area_fraction, 1e-6)) / 4.0,
-        math.log(elongation) / 3.0,
-        fill,
+        math.log10(max(area / float(h * w), 1e-6)) / 4.0,
+        math.log(elongation(coords)) / 3.0,
+        area / float(box_area),
         math.log1p(max(n_components - 1, 0)) / 3.0,
         float(np.clip(4.0 * difference, -1.0, 1.0)),
         float(np.clip(4.0 * inside.std(), 0.0, 1.0)),
@@ -211,20 +207,8 @@ def region_embedding(image: np.ndarray, mask: np.ndarray | None, extractor: torc
             f = F.interpolate(f[None], size=(grid, grid), mode="bilinear", align_corners=False)[0]
         parts.append(_unit((f * w).sum(dim=(1, 2)) / w.sum()))
         parts.append(_unit(f.mean(dim=(1, 2))))
-    gray = rgb @ LUMA
-    parts.append(torch.from_numpy(shape_descriptors(gray, m)) * DESCRIPTOR_WEIGHT)
+    parts.append(torch.from_numpy(shape_descriptors(gray_level(rgb), m)) * DESCRIPTOR_WEIGHT)
     return _unit(torch.cat(parts)).numpy().astype(np.float32)
-
-
-def _find_mask(folders: Sequence[Path], stem: str, image_folder: Path | None = None) -> Path | None:
-    for folder in folders:
-        # next to the image only "<stem>_mask.*" can be its mask ("<stem>.*" is the image itself)
-        for base in (f"{stem}_mask",) if folder == image_folder else (f"{stem}_mask", stem):
-            for ext in (".png", *IMAGE_EXTENSIONS):
-                candidate = folder / f"{base}{ext}"
-                if candidate.is_file():
-                    return candidate
-    return None
 
 
 def _is_mask_name(path: Path) -> bool:
@@ -243,12 +227,15 @@ def folder_examples(root: str | Path) -> list[tuple[Path, Path | None, str]]:
         label = folder.name
         if label in ("good", "ground_truth", "masks"):
             continue
-        mask_dirs = [gt_root / label, folder / "masks", folder]
+        mask_folders = [(mask_index(gt_root / label), False), (mask_index(folder / "masks"), False),
+                        (mask_index(folder), True)]
         for path in sorted(folder.iterdir()):
             if not path.is_file() or path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS \
                     or _is_mask_name(path):
                 continue
-            found.append((path, _find_mask(mask_dirs, path.stem, folder), label))
+            mask = next((hit for index, beside_image in mask_folders
+                         if (hit := find_mask(index, path.stem, beside_image)) is not None), None)
+            found.append((path, mask, label))
     return found
 
 
