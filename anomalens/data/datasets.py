@@ -35,14 +35,9 @@ GOOD = "good"
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a data set.
-
-    Attributes:
-        path: image file.
-        label: 0 normal, 1 anomalous.
-        defect_type: ``"good"`` for normal images, else the defect class name.
-        mask_path: ground-truth defect mask, ``None`` when there is none.
-    """
+    """One image of a data set: its file, ``label`` 0 (normal) or 1 (anomalous), ``defect_type`` (``"good"``
+    for normal images, else the defect class name) and ``mask_path``, its ground-truth defect mask (``None``
+    when there is none)."""
 
     path: Path
     label: int  # 0 normal, 1 anomalous
@@ -134,12 +129,10 @@ def mvtec_samples(
     defect type with ``label=1``. A defective image without a mask gets
     ``mask_path=None`` and a warning is logged.
 
-    Returns samples sorted by defect type, then file name.
-
-    Raises:
-        ValueError: ``split`` is not ``"train"`` or ``"test"``.
-        FileNotFoundError: root, category or split folder missing (the message
-            lists what does exist).
+    Returns samples sorted by defect type, then file name. A ``split`` other
+    than ``"train"`` or ``"test"`` raises ``ValueError``; a missing root,
+    category or split folder raises ``FileNotFoundError`` whose message lists
+    what does exist.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -188,8 +181,7 @@ def folder_samples(
 ) -> list[Sample]:
     """All images in ``folder`` (sorted) as samples with the given label and type.
 
-    Raises:
-        FileNotFoundError: ``folder`` does not exist or is not a folder.
+    ``FileNotFoundError`` when ``folder`` does not exist or is not a folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -207,10 +199,8 @@ def collect_images(
     non-image file is reported when read rather than silently dropped);
     folders contribute the image files inside them, sorted by name
     (sub-folders too when ``recursive``). Duplicates are dropped, keeping the
-    first occurrence. A single path may be passed instead of a sequence.
-
-    Raises:
-        FileNotFoundError: a given path does not exist.
+    first occurrence. A single path may be passed instead of a sequence. A
+    given path that does not exist raises ``FileNotFoundError``.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

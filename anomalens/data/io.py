@@ -65,11 +65,9 @@ _MAX_16BIT = 65535
 
 
 class ImageReadError(Exception):
-    """An image or mask file could not be read.
-
-    Attributes:
-        path: the file that failed.
-        reason: short human-readable reason (no path in it).
+    """An image or mask file could not be read: ``path`` is the file that failed
+    (or the name given to :func:`decode_image`), ``reason`` a short
+    human-readable reason without the path.
     """
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
@@ -372,13 +370,11 @@ def read_mask(
     For multi-channel masks a pixel is a defect when any colour channel is
     nonzero (an alpha channel is ignored). If ``shape`` ``(H, W)`` is given and
     differs from the mask's size, the mask is resized with nearest-neighbour
-    interpolation.
+    interpolation. Bad files raise :class:`ImageReadError` as for
+    :func:`read_image`.
 
-    Note: masks should be stored losslessly (PNG/BMP/TIFF); JPEG compression
-    noise makes near-black pixels nonzero.
-
-    Raises:
-        ImageReadError: as for :func:`read_image`.
+    Masks should be stored losslessly (PNG/BMP/TIFF): JPEG compression noise
+    makes near-black pixels nonzero.
     """
     p = Path(path)
     arr, _ = _decode(_read_bytes(p), p)

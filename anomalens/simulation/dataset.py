@@ -76,30 +76,22 @@ def write_simulated_dataset(
 ) -> dict[str, Any]:
     """Make ``n`` simulated defective images from ``data_root/category/train/good`` and write an MVTec set.
 
-    Args:
-        data_root: MVTec-layout root of the real data.
-        category: category folder under ``data_root``.
-        out_root: root of the data set to write (``out_root/category`` must not exist or be empty, unless
-            ``overwrite`` and it holds a previous ``simulation.json``).
-        n: number of defective images.
-        kinds: anomaly kinds to cycle through (see :data:`anomalens.simulation.KINDS`).
-        seed: seed of the whole run (split, and defect ``i`` uses ``default_rng([seed, i])``).
-        progress: draw a progress bar.
-        holdout: share of the usable good images moved to ``test/good`` and used as defect bases (at least
-            one image, and at least one is kept for ``train/good``).
-        overwrite: replace a previous simulated set at the same place.
+    ``data_root`` is the MVTec-layout root of the real data; the set is written to ``out_root/category``, which
+    must not exist or be empty, unless ``overwrite`` is set and it holds a previous ``simulation.json`` (the
+    previous simulated set is then replaced). ``kinds`` are the anomaly kinds to cycle through (see
+    :data:`anomalens.simulation.KINDS`); ``seed`` seeds the whole run (the split, and defect ``i`` uses
+    ``default_rng([seed, i])``); ``progress`` draws a progress bar. ``holdout`` is the share of the usable good
+    images moved to ``test/good`` and used as defect bases (at least one image, and at least one is kept for
+    ``train/good``).
 
     Unreadable good images (and images under 16 px in a side) are skipped with a warning and listed in the
     summary and in ``simulation.json``.
 
-    Returns:
-        summary: ``out_dir``, ``category``, ``n_defects``, ``per_kind`` (counts by the kind actually made),
-        ``n_train_good``, ``n_test_good``, ``skipped`` (``[{"path", "error"}]``), ``failed`` and
-        ``metadata`` (path of ``simulation.json``).
-
-    Raises:
-        ValueError: bad ``n``/``kinds``/``holdout``, fewer than two usable good images, output overlapping the
-            input. FileNotFoundError: missing data set folders. FileExistsError: output not empty.
+    Returns the summary: ``out_dir``, ``category``, ``n_defects``, ``per_kind`` (counts by the kind actually
+    made), ``n_train_good``, ``n_test_good``, ``skipped`` (``[{"path", "error"}]``), ``failed`` and
+    ``metadata`` (path of ``simulation.json``). A bad ``n``, ``kinds`` or ``holdout``, fewer than two usable
+    good images or an output overlapping the input raise ``ValueError``; missing data set folders
+    ``FileNotFoundError``; an output that is not empty ``FileExistsError``.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
