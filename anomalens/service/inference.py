@@ -48,8 +48,8 @@ def model_dirs(root: Path) -> dict[str, Path]:
 
 
 def decode_upload(data: bytes, name: str, settings: ServiceSettings) -> np.ndarray:
-    """The upload as the float RGB image ``read_image`` gives; the format is judged from the content only,
-    ``name`` (the client's file name) only labels the reason when it is not an image."""
+    """The upload as the float RGB image ``read_image`` gives. The format is judged from the content only:
+    ``name``, the client's file name, is quoted only when the content is not an image at all."""
     try:
         image = decode_image(data, name)
     except ImageReadError as error:
