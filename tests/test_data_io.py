@@ -17,12 +17,15 @@ from anomalens.data import (
     ImageReadError,
     Sample,
     collect_images,
+    decode_image,
+    encode_png,
     folder_samples,
     iter_images,
     mvtec_samples,
     read_image,
     read_mask,
     to_uint8_rgb,
+    write_png,
 )
 
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -264,6 +267,51 @@ def test_error_pickles(tmp_path: Path) -> None:
     assert back.path == err.path and str(back) == str(err) and "\n" not in str(back)
 
 
+def test_decode_image_from_bytes_is_read_image(tmp_path: Path) -> None:
+    a = np.linspace(0, 4095, 30 * 40).reshape(30, 40).astype(np.uint16)  # 12-bit data: the scale is chosen
+    ok, buf = cv2.imencode(".png", a)
+    assert ok
+    p = tmp_path / "cam12.png"
+    p.write_bytes(buf.tobytes())
+    decoded = decode_image(buf.tobytes())
+    _check_float_rgb(decoded, a.shape)
+    assert np.array_equal(decoded, read_image(p))
+    np.testing.assert_allclose(decode_image(buf.tobytes(), bit_depth=16)[..., 0], a / 65535.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "message"),
+    [
+        (b"", "upload", "cannot read image 'upload': file is empty (0 bytes)"),
+        (b"hello, I am text\n", "notes.png",
+         "cannot read image 'notes.png': not an image file (content is not PNG, JPEG, BMP or TIFF; extension '.png')"),
+        (b"hello, I am text\n", "upload",
+         "cannot read image 'upload': not an image file (content is not PNG, JPEG, BMP or TIFF)"),
+        (_jpeg_bytes()[:-400], "cut.jpg",
+         "cannot read image 'cut.jpg': truncated JPEG (data ends before the End-Of-Image marker FFD9)"),
+    ],
+)
+def test_decode_image_errors_name_the_data(data: bytes, name: str, message: str) -> None:
+    with pytest.raises(ImageReadError) as info:
+        decode_image(data, name)
+    assert str(info.value) == message
+
+
+def test_encode_png_keeps_rgb_order_and_values(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    back = cv2.imdecode(np.frombuffer(encode_png(rgb), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(back[..., ::-1], rgb)  # OpenCV reads BGR: red stays red
+    gray = np.arange(42, dtype=np.uint8).reshape(6, 7)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(encode_png(gray), np.uint8), cv2.IMREAD_UNCHANGED), gray)
+    written = write_png(tmp_path / "new" / "prüfling.png", rgb)
+    assert written.read_bytes() == encode_png(rgb)
+    assert np.array_equal(to_uint8_rgb(read_image(written)), rgb)
+    for bad in (rgb.astype(np.float32) / 255, rgb[..., :1], np.zeros((2, 2, 4), np.uint8)):
+        with pytest.raises(ValueError):
+            encode_png(bad)
+
+
 # ----------------------------------------------------------- masks, output
 
 
@@ -429,3 +477,16 @@ def test_mvtec_samples_magnetic_tile() -> None:
     img = read_image(s.path)
     mask = read_mask(s.mask_path, shape=img.shape[:2])
     assert mask.shape == img.shape[:2] and mask.any()
+
+
+def test_find_mask_prefers_mask_names_and_never_takes_the_image_itself(tmp_path: Path) -> None:
+    from anomalens.data.datasets import find_mask, mask_index
+
+    for name in ("a.png", "A_MASK.BMP", "b.png", "b.bmp", "c.png", ".d_mask.png"):
+        (tmp_path / name).write_bytes(b"")
+    index = mask_index(tmp_path)
+    assert find_mask(index, "a") == tmp_path / "A_MASK.BMP"   # "<stem>_mask" before "<stem>", any case
+    assert find_mask(index, "b") == tmp_path / "b.png"        # ".png" before other extensions
+    assert find_mask(index, "c", beside_image=True) is None   # beside the image, "c.png" is the image
+    assert find_mask(index, "d") is None                      # hidden files are no masks
+    assert mask_index(tmp_path / "missing") == {}

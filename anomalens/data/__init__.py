@@ -1,7 +1,17 @@
-"""Data access: image/mask reading, data set listings, tiling of large frames."""
+"""Data access: image/mask reading and PNG writing, data set listings, tiling of large frames."""
 
 from .datasets import Sample, collect_images, folder_samples, iter_images, mvtec_samples
-from .io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image, read_mask, to_uint8_rgb
+from .io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    decode_image,
+    encode_png,
+    is_image_file,
+    read_image,
+    read_mask,
+    to_uint8_rgb,
+    write_png,
+)
 from .tiling import Tile, split_tiles, stitch_maps, tile_grid, tile_weight_window
 
 __all__ = [
@@ -10,6 +20,8 @@ __all__ = [
     "Sample",
     "Tile",
     "collect_images",
+    "decode_image",
+    "encode_png",
     "folder_samples",
     "is_image_file",
     "iter_images",
@@ -21,4 +33,5 @@ __all__ = [
     "tile_grid",
     "tile_weight_window",
     "to_uint8_rgb",
+    "write_png",
 ]

@@ -21,8 +21,10 @@ from .io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image
 __all__ = [
     "Sample",
     "collect_images",
+    "find_mask",
     "folder_samples",
     "iter_images",
+    "mask_index",
     "mvtec_samples",
 ]
 
@@ -33,14 +35,9 @@ GOOD = "good"
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a data set.
-
-    Attributes:
-        path: image file.
-        label: 0 normal, 1 anomalous.
-        defect_type: ``"good"`` for normal images, else the defect class name.
-        mask_path: ground-truth defect mask, ``None`` when there is none.
-    """
+    """One image of a data set: its file, ``label`` 0 (normal) or 1 (anomalous), ``defect_type`` (``"good"``
+    for normal images, else the defect class name) and ``mask_path``, its ground-truth defect mask (``None``
+    when there is none)."""
 
     path: Path
     label: int  # 0 normal, 1 anomalous
@@ -93,12 +90,20 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p)), key=lambda p: p.name)
 
 
-def _find_mask(gt_dir: Path, index: dict[str, Path] | None, stem: str) -> Path | None:
-    """Mask for image ``stem``: ``<stem>_mask.png`` first, then ``<stem>.png``,
-    then either name with any image extension (case-insensitive)."""
-    if index is None:
-        return None
-    for base in (f"{stem}_mask", stem):
+def mask_index(folder: Path) -> dict[str, Path]:
+    """Lower-case file name -> file, for the visible files of ``folder`` (empty when it is no folder);
+    the listing :func:`find_mask` searches."""
+    if not folder.is_dir():
+        return {}
+    return {p.name.lower(): p for p in folder.iterdir() if p.is_file() and not _is_hidden(p)}
+
+
+def find_mask(index: dict[str, Path], stem: str, beside_image: bool = False) -> Path | None:
+    """Mask for image ``stem`` among the files of one folder (``index`` from :func:`mask_index`):
+    ``<stem>_mask.png`` first, then ``<stem>.png``, then either name with any image extension
+    (case-insensitive). ``beside_image``: the folder holds the image itself, so only ``<stem>_mask.*``
+    can be its mask."""
+    for base in (f"{stem}_mask",) if beside_image else (f"{stem}_mask", stem):
         for ext in (".png", *IMAGE_EXTENSIONS):
             hit = index.get((base + ext).lower())
             if hit is not None:
@@ -124,12 +129,10 @@ def mvtec_samples(
     defect type with ``label=1``. A defective image without a mask gets
     ``mask_path=None`` and a warning is logged.
 
-    Returns samples sorted by defect type, then file name.
-
-    Raises:
-        ValueError: ``split`` is not ``"train"`` or ``"test"``.
-        FileNotFoundError: root, category or split folder missing (the message
-            lists what does exist).
+    Returns samples sorted by defect type, then file name. A ``split`` other
+    than ``"train"`` or ``"test"`` raises ``ValueError``; a missing root,
+    category or split folder raises ``FileNotFoundError`` whose message lists
+    what does exist.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -156,12 +159,10 @@ def mvtec_samples(
         defect_type = type_dir.name
         is_good = defect_type == GOOD
         gt_dir = cat_dir / "ground_truth" / defect_type
-        index = None
-        if not is_good and gt_dir.is_dir():
-            index = {p.name.lower(): p for p in gt_dir.iterdir() if p.is_file() and not _is_hidden(p)}
+        index = {} if is_good else mask_index(gt_dir)
         missing = 0
         for img in _list_images(type_dir):
-            mask = None if is_good else _find_mask(gt_dir, index, img.stem)
+            mask = None if is_good else find_mask(index, img.stem)
             if not is_good and mask is None:
                 missing += 1
             samples.append(Sample(img, 0 if is_good else 1, defect_type, mask))
@@ -180,8 +181,7 @@ def folder_samples(
 ) -> list[Sample]:
     """All images in ``folder`` (sorted) as samples with the given label and type.
 
-    Raises:
-        FileNotFoundError: ``folder`` does not exist or is not a folder.
+    ``FileNotFoundError`` when ``folder`` does not exist or is not a folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -199,10 +199,8 @@ def collect_images(
     non-image file is reported when read rather than silently dropped);
     folders contribute the image files inside them, sorted by name
     (sub-folders too when ``recursive``). Duplicates are dropped, keeping the
-    first occurrence. A single path may be passed instead of a sequence.
-
-    Raises:
-        FileNotFoundError: a given path does not exist.
+    first occurrence. A single path may be passed instead of a sequence. A
+    given path that does not exist raises ``FileNotFoundError``.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

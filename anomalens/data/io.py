@@ -1,4 +1,4 @@
-"""Reading images and defect masks from disk.
+"""Image files in and out: reading images and defect masks, writing PNGs.
 
 Everything the rest of anomalens sees is normalised here:
 
@@ -10,11 +10,15 @@ Everything the rest of anomalens sees is normalised here:
 Any problem with a file (missing, empty, not an image, truncated, zero-size)
 is reported as :class:`ImageReadError`, whose message names the file and the
 reason, so that callers can skip bad frames on a production line without
-crashing and still tell the operator which file was bad.
+crashing and still tell the operator which file was bad. Bytes already in
+memory (an upload) go through the same decoder, :func:`decode_image`.
+
+Pictures go out as PNG through :func:`encode_png` (bytes) and
+:func:`write_png` (a file), from ``uint8`` RGB or gray arrays.
 
 Notes on decisions made here:
 
-* Decoding is done from the file's bytes with ``cv2.imdecode`` (so non-ASCII
+* Decoding is done from the bytes with ``cv2.imdecode`` (so non-ASCII
   paths work everywhere) with ``IMREAD_UNCHANGED``: bit depth and alpha are
   kept so they can be handled explicitly, and EXIF orientation is *ignored*.
   Pixel data are returned as stored, which keeps them aligned with
@@ -43,10 +47,13 @@ import numpy as np
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
+    "decode_image",
+    "encode_png",
     "is_image_file",
     "read_image",
     "read_mask",
     "to_uint8_rgb",
+    "write_png",
 ]
 
 #: File extensions treated as images (compare with ``suffix.lower()``).
@@ -58,11 +65,9 @@ _MAX_16BIT = 65535
 
 
 class ImageReadError(Exception):
-    """An image or mask file could not be read.
-
-    Attributes:
-        path: the file that failed.
-        reason: short human-readable reason (no path in it).
+    """An image or mask file could not be read: ``path`` is the file that failed
+    (or the name given to :func:`decode_image`), ``reason`` a short
+    human-readable reason without the path.
     """
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
@@ -202,26 +207,24 @@ def _read_bytes(path: Path) -> bytes:
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ImageReadError(path, f"cannot open file ({exc.strerror or exc})") from exc
-    if not data:
-        raise ImageReadError(path, "file is empty (0 bytes)")
-    return data
 
 
-def _decode(path: Path) -> tuple[np.ndarray, bool]:
-    """Decode ``path``; return ``(array, is_bgr)`` with the stored dtype.
+def _decode(data: bytes, name: Path) -> tuple[np.ndarray, bool]:
+    """Decode the bytes of an image called ``name``; return ``(array, is_bgr)`` with the stored dtype.
 
     ``is_bgr`` tells whether a 3/4-channel array is in OpenCV's BGR(A) order.
     """
-    data = _read_bytes(path)
+    if not data:
+        raise ImageReadError(name, "file is empty (0 bytes)")
     kind = _sniff(data)
     check = _CHECKS.get(kind)
     if check is not None:
         problem = check(data)
         if problem is not None:
-            raise ImageReadError(path, problem)
+            raise ImageReadError(name, problem)
 
     failures: list[str] = []
     try:
@@ -243,18 +246,18 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
         try:
             from skimage import io as skio
 
-            arr = skio.imread(str(path))
+            arr = skio.imread(_io.BytesIO(data))
             return np.asarray(arr), False
         except Exception as exc:  # noqa: BLE001
             failures.append(f"skimage: {exc}")
-        raise ImageReadError(path, "corrupt or unsupported TIFF (" + "; ".join(failures) + ")")
+        raise ImageReadError(name, "corrupt or unsupported TIFF (" + "; ".join(failures) + ")")
 
     if kind == "unknown":
-        raise ImageReadError(
-            path, f"not an image file (content is not PNG, JPEG, BMP or TIFF; extension {path.suffix!r})"
-        )
+        # the name's extension is worth quoting: it is what the sender believed the file to be
+        extension = f"; extension {name.suffix!r}" if name.suffix else ""
+        raise ImageReadError(name, f"not an image file (content is not PNG, JPEG, BMP or TIFF{extension})")
     detail = f" ({'; '.join(failures)})" if failures else ""
-    raise ImageReadError(path, f"corrupt {kind.upper()} file, decoder failed{detail}")
+    raise ImageReadError(name, f"corrupt {kind.upper()} file, decoder failed{detail}")
 
 
 def _to_hwc(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -292,12 +295,16 @@ def _scale_to_unit(arr: np.ndarray, bit_depth: int | None) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def read_image(path: str | os.PathLike[str], *, bit_depth: int | None = None) -> np.ndarray:
-    """Read an image file as float32 RGB, shape ``(H, W, 3)``, values in ``[0, 1]``.
+def decode_image(
+    data: bytes, name: str | os.PathLike[str] = "<bytes>", *, bit_depth: int | None = None
+) -> np.ndarray:
+    """Decode image file bytes as float32 RGB, shape ``(H, W, 3)``, values in ``[0, 1]``.
 
-    Accepts PNG, JPEG, BMP and TIFF files: 8- or 16-bit, grayscale (replicated
+    Accepts PNG, JPEG, BMP and TIFF data: 8- or 16-bit, grayscale (replicated
     to 3 channels), RGB, RGBA (alpha dropped) and palette images. The format
-    is recognised from the file content, not its extension.
+    is recognised from the content, never from ``name``, which only labels the
+    data in an :class:`ImageReadError` (its path; a file name's extension is
+    quoted when the content is not an image at all).
 
     Scaling of integer pixels:
 
@@ -310,25 +317,20 @@ def read_image(path: str | os.PathLike[str], *, bit_depth: int | None = None) ->
       by 4095; otherwise it is divided by 65535. (10-bit data thus end up in
       ``[0, 0.25]``; a genuinely 16-bit but very dark frame is brightened.)
       The decision is made per image, so pass ``bit_depth`` (e.g. ``12``) to
-      force one scale for every frame of a camera.
+      force one scale for every frame of a camera: integer pixels are then
+      divided by ``2**bit_depth - 1`` and clipped.
     * other integer types: divided by the dtype's maximum.
     * float images: clipped to ``[0, 1]`` (NaN -> 0).
 
-    Args:
-        path: image file.
-        bit_depth: optional fixed bit depth of integer pixels; the image is
-            divided by ``2**bit_depth - 1`` and clipped.
-
-    Raises:
-        ImageReadError: missing, empty, truncated or corrupt file, a file that
-            is not an image, or an image with zero width/height. Tiny images
-            (e.g. 1x1) are returned; the caller decides what to do with them.
+    Empty, truncated or corrupt data, data that are not an image, and images
+    with zero width or height raise :class:`ImageReadError`. Tiny images
+    (e.g. 1x1) are returned; the caller decides what to do with them.
     """
     if bit_depth is not None and not 1 <= int(bit_depth) <= 32:
         raise ValueError(f"bit_depth must be in 1..32, got {bit_depth}")
-    p = Path(path)
-    arr, is_bgr = _decode(p)
-    arr = _to_hwc(arr, p)
+    label = Path(name)
+    arr, is_bgr = _decode(data, label)
+    arr = _to_hwc(arr, label)
 
     if arr.ndim == 3:
         channels = arr.shape[2]
@@ -341,14 +343,23 @@ def read_image(path: str | os.PathLike[str], *, bit_depth: int | None = None) ->
             if is_bgr:
                 arr = arr[:, :, ::-1]
         else:
-            raise ImageReadError(p, f"unsupported number of channels ({channels})")
+            raise ImageReadError(label, f"unsupported number of channels ({channels})")
     try:
         out = _scale_to_unit(arr, bit_depth)
     except TypeError as exc:
-        raise ImageReadError(p, str(exc)) from exc
+        raise ImageReadError(label, str(exc)) from exc
     if out.ndim == 2:
         out = np.repeat(out[:, :, None], 3, axis=2)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def read_image(path: str | os.PathLike[str], *, bit_depth: int | None = None) -> np.ndarray:
+    """Read an image file as :func:`decode_image` decodes its bytes.
+
+    A missing file or a directory raises :class:`ImageReadError` as well.
+    """
+    p = Path(path)
+    return decode_image(_read_bytes(p), p, bit_depth=bit_depth)
 
 
 def read_mask(
@@ -359,16 +370,14 @@ def read_mask(
     For multi-channel masks a pixel is a defect when any colour channel is
     nonzero (an alpha channel is ignored). If ``shape`` ``(H, W)`` is given and
     differs from the mask's size, the mask is resized with nearest-neighbour
-    interpolation.
+    interpolation. Bad files raise :class:`ImageReadError` as for
+    :func:`read_image`.
 
-    Note: masks should be stored losslessly (PNG/BMP/TIFF); JPEG compression
-    noise makes near-black pixels nonzero.
-
-    Raises:
-        ImageReadError: as for :func:`read_image`.
+    Masks should be stored losslessly (PNG/BMP/TIFF): JPEG compression noise
+    makes near-black pixels nonzero.
     """
     p = Path(path)
-    arr, _ = _decode(p)
+    arr, _ = _decode(_read_bytes(p), p)
     arr = _to_hwc(arr, p)
     if np.issubdtype(arr.dtype, np.floating):
         arr = np.nan_to_num(arr, nan=0.0)
@@ -397,8 +406,8 @@ def to_uint8_rgb(image_float: np.ndarray) -> np.ndarray:
     Values are clipped to ``[0, 1]`` (NaN -> 0) and rounded. ``(H, W)`` and
     ``(H, W, 1)`` inputs are replicated to 3 channels and a 4th (alpha)
     channel is dropped. ``uint8`` input is passed through (as a copy, with the
-    same channel handling). Note OpenCV's ``cv2.imwrite`` expects BGR: use
-    ``cv2.cvtColor(out, cv2.COLOR_RGB2BGR)`` before writing with it.
+    same channel handling); :func:`encode_png` and :func:`write_png` take the
+    result as it is.
     """
     arr = np.asarray(image_float)
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -415,3 +424,34 @@ def to_uint8_rgb(image_float: np.ndarray) -> np.ndarray:
     if out.ndim == 2:
         out = np.repeat(out[:, :, None], 3, axis=2)
     return np.ascontiguousarray(out)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG file bytes of a ``uint8`` image: RGB ``(H, W, 3)`` or gray ``(H, W)``.
+
+    The one PNG encoder of anomalens, so that every picture it writes or
+    sends has the same channel order. Convert float images with
+    :func:`to_uint8_rgb` first.
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) image, got {arr.dtype} {arr.shape}")
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR
+    ok, encoded = cv2.imencode(".png", arr)
+    if not ok:  # pragma: no cover - encoding a uint8 array does not fail
+        raise ValueError("could not encode the image as PNG")
+    return encoded.tobytes()
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """Write :func:`encode_png` of ``image`` to ``path`` (folders created); returns the path.
+
+    The bytes are written by Python rather than ``cv2.imwrite``, so non-ASCII
+    paths work everywhere.
+    """
+    out = Path(path)
+    data = encode_png(image)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    return out

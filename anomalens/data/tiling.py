@@ -78,13 +78,11 @@ def tile_grid(
     tile_size: int | Sequence[int],
     overlap: int | Sequence[int] = 0,
 ) -> list[Tile]:
-    """Tiles covering a ``height x width`` image, row-major.
+    """Tiles covering a ``height x width`` image (pixels), row-major.
 
-    Args:
-        height, width: image size in pixels.
-        tile_size: square tile side, or ``(tile_h, tile_w)``.
-        overlap: minimum overlap in pixels between neighbouring tiles (int or
-            ``(overlap_y, overlap_x)``); must be smaller than the tile size.
+    ``tile_size`` is a square tile's side or ``(tile_h, tile_w)``; ``overlap``
+    the minimum overlap in pixels between neighbouring tiles (an int or
+    ``(overlap_y, overlap_x)``), smaller than the tile size.
 
     Every tile has exactly the tile size, except along a dimension where the
     image is smaller than the tile: there a single tile spans the image.
@@ -124,7 +122,7 @@ def split_tiles(
 
 def _window_1d(n: int, floor: float) -> np.ndarray:
     # Hann window sampled at pixel centres: symmetric, peak 1 in the middle,
-    # close to 0 at both ends, then lifted to `floor`.
+    # close to 0 at both ends, then lifted to ``floor``.
     i = np.arange(n, dtype=np.float64)
     w = np.sin(np.pi * (i + 0.5) / n) ** 2
     return floor + (1.0 - floor) * w
@@ -162,9 +160,8 @@ def stitch_maps(
     average in which each tile's less reliable border counts least, so no
     seams appear. Where tiles agree the result equals their common value.
 
-    Raises:
-        ValueError: mismatched lengths, a tile outside ``shape``, a non-2-D
-            map, or pixels of ``shape`` not covered by any tile.
+    Mismatched lengths, a tile outside ``shape``, a map that is not 2-D, or
+    pixels of ``shape`` covered by no tile raise ``ValueError``.
     """
     if len(maps) != len(tiles):
         raise ValueError(f"got {len(maps)} maps for {len(tiles)} tiles")

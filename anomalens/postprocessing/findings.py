@@ -25,6 +25,7 @@ import numpy as np
 from skimage import measure
 
 from anomalens.postprocessing.outline import outline_mask
+from anomalens.postprocessing.region_measures import elongation, gray_level, surround_ring
 from anomalens.types import Prediction
 
 SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((1.25, "low"), (1.6, "medium"), (2.2, "high"))
@@ -37,7 +38,6 @@ ELONGATED_RATIO = 3.0        # major / minor axis length at and above which a re
 BRIGHTNESS_DELTA = 0.04      # |region - surroundings| mean gray difference (on [0, 1]) for darker / brighter
 CHROMA_DELTA = 0.05          # distance of mean chromaticity (r, g, b) / (r + g + b) for "other colour"
 MIN_CHROMA_SUM = 0.05        # darker means than this (sum of r, g, b) carry no reliable colour
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # Parts of the outline closer than this share of the image's short side are one finding: anomaly maps are
 # smooth at about this scale (PatchCore: 32x32 patches, each seeing its 3x3 neighbours), so a gap narrower than
 # it says little. Measured on magnetic tile (bench/findings_magnetic_tile.py, gaps 0 / 4 / 8 / 16 %): region
@@ -197,12 +197,10 @@ def _positions(coords: np.ndarray, centre_cell: str, cell_rows: np.ndarray, cell
 def _shape(props: Any) -> tuple[str, float, float]:
     """("elongated" | "compact", major/minor axis ratio, orientation in degrees).
 
-    Axis lengths come from the region's second moments plus the 1/12 variance of a unit pixel, so that a
-    one-pixel-thin line still has a finite ratio. The orientation is the major axis' angle to the image's
-    horizontal, counter-clockwise as the image is displayed (y up), in [0, 180).
+    The ratio is :func:`~anomalens.postprocessing.region_measures.elongation`. The orientation is the major
+    axis' angle to the image's horizontal, counter-clockwise as the image is displayed (y up), in [0, 180).
     """
-    big, small = (max(float(v), 0.0) for v in props.inertia_tensor_eigvals)
-    ratio = math.sqrt((big + 1 / 12) / (small + 1 / 12))
+    ratio = elongation(props.coords)
     # skimage: angle between the row axis and the major axis; rows run downwards on screen
     degrees = (90.0 + math.degrees(float(props.orientation))) % 180.0
     return ("elongated" if ratio >= ELONGATED_RATIO else "compact"), ratio, degrees
@@ -219,7 +217,7 @@ def _gray_and_rgb(image: np.ndarray | None, shape: tuple[int, int]) -> tuple[np.
     rgb = rgb[..., :3]
     if rgb.shape[:2] != shape:
         rgb = cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
-    return rgb @ LUMA, rgb
+    return gray_level(rgb), rgb
 
 
 def _chromaticity(mean_rgb: np.ndarray) -> np.ndarray | None:
@@ -227,21 +225,19 @@ def _chromaticity(mean_rgb: np.ndarray) -> np.ndarray | None:
     return mean_rgb / total if total >= MIN_CHROMA_SUM else None
 
 
-def _appearance(region: np.ndarray, anomalous: np.ndarray, pixels: tuple[np.ndarray, np.ndarray] | None,
-                area: int) -> tuple[str, list[str], float | None, float | None, float | None, float | None]:
+def _appearance(region: np.ndarray, anomalous: np.ndarray, pixels: tuple[np.ndarray, np.ndarray] | None
+                ) -> tuple[str, list[str], float | None, float | None, float | None, float | None]:
     """Brightness word, cue list and the measured numbers, region vs. a ring of normal surroundings."""
     if pixels is None:
         return "unknown", [], None, None, None, None
-    gray, rgb = pixels
-    radius = max(3, int(round(0.5 * math.sqrt(area))))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    ring = cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~anomalous
+    luma, rgb = pixels
+    ring = surround_ring(region, exclude=anomalous)
     if not ring.any():
         ring = ~anomalous
-    inside = float(gray[region].mean())
+    inside = float(luma[region].mean())
     if not ring.any():
         return "unknown", [], inside, None, None, None
-    around = float(gray[ring].mean())
+    around = float(luma[ring].mean())
     difference = inside - around
     brightness = "darker" if difference <= -BRIGHTNESS_DELTA else "brighter" if difference >= BRIGHTNESS_DELTA \
         else "similar"
@@ -312,7 +308,7 @@ def extract_findings(prediction: Prediction, image: np.ndarray | None = None, mi
         cy, cx = (float(v) for v in p.centroid)
         centre_cell = grid_cell(cx, cy, shape)
         kind, ratio, degrees = _shape(p)
-        brightness, cues, inside, around, difference, colour = _appearance(region, mask, pixels, int(p.area))
+        brightness, cues, inside, around, difference, colour = _appearance(region, mask, pixels)
         parts = int(measure.label(region[y0:y1, x0:x1], connectivity=2).max())
         regions.append(Region(
             index=0, label=int(p.label), parts=parts, box=(x0, y0, x1, y1), area_pixels=int(p.area),

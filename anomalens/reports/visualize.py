@@ -1,8 +1,6 @@
 """Pictures of a prediction: heatmap overlay with outlined regions, and the binary mask."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
@@ -33,14 +31,6 @@ def overlay(image_rgb: np.ndarray, prediction: Prediction, alpha: float = 0.45) 
         thickness = max(1, round(min(image_rgb.shape[:2]) / 200))
         cv2.drawContours(blended, contours, -1, OUTLINE_RGB, thickness)
     return blended
-
-
-def write_png(path: str | Path, image_rgb_or_gray: np.ndarray) -> None:
-    image = image_rgb_or_gray
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"could not write {path}")
 
 
 def mask_png(prediction: Prediction) -> np.ndarray:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from anomalens.data import to_uint8_rgb
-from anomalens.reports.visualize import mask_png, overlay, write_png
+from anomalens.data import to_uint8_rgb, write_png
+from anomalens.reports.visualize import mask_png, overlay
 from anomalens.results.record import InspectionRecord
 from anomalens.results.run import InspectionRun
 from anomalens.types import Prediction, Thresholds

@@ -5,19 +5,16 @@ PatchCore forward pass already uses the cores given to it and interleaving two o
 """
 from __future__ import annotations
 
-import re
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from anomalens import api
-from anomalens.data import read_image, to_uint8_rgb
+from anomalens.data import ImageReadError, decode_image, encode_png, to_uint8_rgb
 from anomalens.data.scale import WorkingScale
 from anomalens.models import BaseDetector, load_detector
 from anomalens.models.base import read_config
@@ -40,16 +37,6 @@ class Inspected:
     prediction: Prediction
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """uint8 RGB or grey image -> PNG file bytes."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return encoded.tobytes()
-
-
 def model_dirs(root: Path) -> dict[str, Path]:
     """Model name -> directory: ``root`` itself when it is a model, else its sub-folders that are models."""
     if (root / "config.json").is_file():
@@ -62,20 +49,13 @@ def model_dirs(root: Path) -> dict[str, Path]:
     return found
 
 
-def decode_upload(data: bytes, settings: ServiceSettings) -> np.ndarray:
-    """The upload as the float RGB image ``read_image`` gives; the format is judged from the content only."""
-    if not data:
-        raise BadImage("the file is empty (0 bytes)")
-    # read_image works on files: the bytes go to a file whose name the server chooses, never the client
-    with tempfile.TemporaryDirectory(prefix="anomalens-upload-") as folder:
-        path = Path(folder) / "upload"
-        path.write_bytes(data)
-        try:
-            image = read_image(path)
-        except Exception as error:  # ImageReadError, or a decoder's own error on hostile input
-            reason = getattr(error, "reason", None) or f"cannot decode the image ({error})"
-            # the extension read_image quotes is that of the server's own file name, which means nothing here
-            raise BadImage(re.sub(r"; extension '[^']*'", "", reason)) from error
+def decode_upload(data: bytes, name: str, settings: ServiceSettings) -> np.ndarray:
+    """The upload as the float RGB image ``read_image`` gives. The format is judged from the content only:
+    ``name``, the client's file name, is quoted only when the content is not an image at all."""
+    try:
+        image = decode_image(data, name)
+    except ImageReadError as error:
+        raise BadImage(error.reason) from error
     height, width = image.shape[:2]
     side = settings.min_image_side
     if min(height, width) < side:
@@ -120,13 +100,13 @@ class Inspector:
             self.model_name, self.detector = loaded
 
     def inspect(self, data: bytes, image_name: str) -> Inspected:
-        image = decode_upload(data, self.settings)
+        image = decode_upload(data, image_name, self.settings)
         with self._lock:
             model_name, tic = self.model_name, time.perf_counter()
             prediction = self.detector.predict(image)
             milliseconds = 1000 * (time.perf_counter() - tic)
         record = api.inspection_record(image_name, image, prediction, milliseconds, self.taxonomy)
         rgb = to_uint8_rgb(image)
-        images = {"image": png_bytes(rgb), "overlay": png_bytes(overlay(rgb, prediction)),
-                  "mask": png_bytes(mask_png(prediction))}
+        images = {"image": encode_png(rgb), "overlay": encode_png(overlay(rgb, prediction)),
+                  "mask": encode_png(mask_png(prediction))}
         return Inspected(record, model_name, images, image, prediction)

@@ -30,10 +30,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from anomalens.data import ImageReadError, mvtec_samples, read_image, to_uint8_rgb
+from anomalens.data import ImageReadError, mvtec_samples, read_image, to_uint8_rgb, write_png
 from anomalens.progress import track
 
 from ._common import MIN_SIDE
@@ -45,14 +44,6 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "simulation.json"
 _USES_SOURCE = {"nsa", "texture"}
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".png", array)
-    if not ok:  # pragma: no cover - encoding a uint8 array does not fail
-        raise OSError(f"could not encode PNG for '{path}'")
-    path.write_bytes(data.tobytes())
 
 
 def _prepare_output(cat_out: Path, cat_in: Path, overwrite: bool) -> None:
@@ -85,30 +76,22 @@ def write_simulated_dataset(
 ) -> dict[str, Any]:
     """Make ``n`` simulated defective images from ``data_root/category/train/good`` and write an MVTec set.
 
-    Args:
-        data_root: MVTec-layout root of the real data.
-        category: category folder under ``data_root``.
-        out_root: root of the data set to write (``out_root/category`` must not exist or be empty, unless
-            ``overwrite`` and it holds a previous ``simulation.json``).
-        n: number of defective images.
-        kinds: anomaly kinds to cycle through (see :data:`anomalens.simulation.KINDS`).
-        seed: seed of the whole run (split, and defect ``i`` uses ``default_rng([seed, i])``).
-        progress: draw a progress bar.
-        holdout: share of the usable good images moved to ``test/good`` and used as defect bases (at least
-            one image, and at least one is kept for ``train/good``).
-        overwrite: replace a previous simulated set at the same place.
+    ``data_root`` is the MVTec-layout root of the real data; the set is written to ``out_root/category``, which
+    must not exist or be empty, unless ``overwrite`` is set and it holds a previous ``simulation.json`` (the
+    previous simulated set is then replaced). ``kinds`` are the anomaly kinds to cycle through (see
+    :data:`anomalens.simulation.KINDS`); ``seed`` seeds the whole run (the split, and defect ``i`` uses
+    ``default_rng([seed, i])``); ``progress`` draws a progress bar. ``holdout`` is the share of the usable good
+    images moved to ``test/good`` and used as defect bases (at least one image, and at least one is kept for
+    ``train/good``).
 
     Unreadable good images (and images under 16 px in a side) are skipped with a warning and listed in the
     summary and in ``simulation.json``.
 
-    Returns:
-        summary: ``out_dir``, ``category``, ``n_defects``, ``per_kind`` (counts by the kind actually made),
-        ``n_train_good``, ``n_test_good``, ``skipped`` (``[{"path", "error"}]``), ``failed`` and
-        ``metadata`` (path of ``simulation.json``).
-
-    Raises:
-        ValueError: bad ``n``/``kinds``/``holdout``, fewer than two usable good images, output overlapping the
-            input. FileNotFoundError: missing data set folders. FileExistsError: output not empty.
+    Returns the summary: ``out_dir``, ``category``, ``n_defects``, ``per_kind`` (counts by the kind actually
+    made), ``n_train_good``, ``n_test_good``, ``skipped`` (``[{"path", "error"}]``), ``failed`` and
+    ``metadata`` (path of ``simulation.json``). A bad ``n``, ``kinds`` or ``holdout``, fewer than two usable
+    good images or an output overlapping the input raise ``ValueError``; missing data set folders
+    ``FileNotFoundError``; an output that is not empty ``FileExistsError``.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -186,8 +169,8 @@ def write_simulated_dataset(
         name = f"{i:0{width}d}"
         image_rel = Path("test") / sim.kind / f"{name}.png"
         mask_rel = Path("ground_truth") / sim.kind / f"{name}_mask.png"
-        _write_png(cat_out / image_rel, cv2.cvtColor(to_uint8_rgb(sim.image), cv2.COLOR_RGB2BGR))
-        _write_png(cat_out / mask_rel, sim.mask.astype(np.uint8) * 255)
+        write_png(cat_out / image_rel, to_uint8_rgb(sim.image))
+        write_png(cat_out / mask_rel, sim.mask.astype(np.uint8) * 255)
         per_kind[sim.kind] += 1
         records.append({
             "index": i,

@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from anomalens.data import write_png
+
 from ._common import to_uint8
 from .simulator import SimulatedAnomaly
 
@@ -119,14 +121,7 @@ def save_example_grid(
     tile_size: int = 256,
 ) -> Path:
     """Write :func:`example_grid` as a PNG at ``path`` (folders created); returns the path."""
-    grid = example_grid(examples, columns, tile_size)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover - encoding a uint8 array does not fail
-        raise OSError(f"could not encode PNG for '{out}'")
-    out.write_bytes(data.tobytes())
-    return out
+    return write_png(path, example_grid(examples, columns, tile_size))
 
 
 def examples_from_folder(

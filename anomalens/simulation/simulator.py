@@ -45,14 +45,9 @@ _FALLBACKS = ("stain", "texture")
 
 @dataclass(eq=False)  # arrays inside: compare fields explicitly
 class SimulatedAnomaly:
-    """A good image with one simulated defect.
-
-    Attributes:
-        image: float32 ``(H, W, 3)`` RGB in ``[0, 1]``.
-        mask: bool ``(H, W)``, True where the image was changed (the ground truth).
-        kind: the kind that was made (see :data:`KINDS`).
-        params: JSON-safe description of the draw (sizes, positions, blend mode, ...).
-    """
+    """A good image with one simulated defect: ``image`` float32 ``(H, W, 3)`` RGB in ``[0, 1]``, ``mask`` bool
+    ``(H, W)``, True where the image was changed (the ground truth), ``kind`` the kind that was made (see
+    :data:`KINDS`) and ``params`` a JSON-safe description of the draw (sizes, positions, blend mode, ...)."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -68,19 +63,16 @@ def simulate(
 ) -> SimulatedAnomaly:
     """Put one simulated anomaly of ``kind`` into a copy of the good ``image``.
 
-    Args:
-        image: good image, float32 ``(H, W, 3)`` RGB in ``[0, 1]`` (``uint8`` and ``(H, W)`` are accepted),
-            at least 16 pixels in each side.
-        kind: one of :data:`KINDS`: ``"nsa"`` (Poisson-blended patch of ``source``), ``"cutpaste"``,
-            ``"scar"`` (hard pastes of the image itself), ``"texture"`` (DRAEM-style Perlin region of foreign
-            texture), ``"stain"`` (smooth dark/bright blob or faint scratch).
-        rng: the only source of randomness; the same generator state gives a byte-identical result.
-        source: another good image, the donor for ``nsa`` (and optionally ``texture``); ``None`` makes
-            ``nsa`` take its patch from ``image`` itself. Ignored by the other kinds.
+    ``image`` is float32 ``(H, W, 3)`` RGB in ``[0, 1]`` (``uint8`` and ``(H, W)`` are accepted), at least 16
+    pixels in each side. ``kind`` is one of :data:`KINDS`: ``"nsa"`` (Poisson-blended patch of ``source``),
+    ``"cutpaste"``, ``"scar"`` (hard pastes of the image itself), ``"texture"`` (DRAEM-style Perlin region of
+    foreign texture), ``"stain"`` (smooth dark/bright blob or faint scratch). ``rng`` is the only source of
+    randomness: the same generator state gives a byte-identical result. ``source`` is another good image, the
+    donor for ``nsa`` (and optionally ``texture``); ``None`` makes ``nsa`` take its patch from ``image``
+    itself; the other kinds ignore it.
 
-    Raises:
-        ValueError: unknown ``kind``, bad array shape, or an image/source smaller than 16 pixels in a side.
-        TypeError: ``rng`` is not a ``numpy.random.Generator``.
+    An unknown ``kind``, a bad array shape or an image or source smaller than 16 pixels in a side raise
+    ``ValueError``; an ``rng`` that is not a ``numpy.random.Generator`` raises ``TypeError``.
     """
     if kind not in _GENERATORS:
         raise ValueError(f"unknown anomaly kind {kind!r}; choose from: {', '.join(KINDS)}")

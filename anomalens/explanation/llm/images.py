@@ -7,6 +7,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from anomalens.data import encode_png, to_uint8_rgb
+
 MAX_SIDE = 512          # long side of each panel sent to the model
 OVERLAY = np.array([1.0, 0.1, 0.1], np.float32)
 
@@ -33,11 +35,8 @@ def _fit(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
 
 def data_url(image: np.ndarray) -> str:
     """``data:image/png;base64,...`` of an RGB image (see :func:`_rgb` for accepted inputs)."""
-    rgb = np.rint(_rgb(image) * 255).astype(np.uint8)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover
-        raise ValueError("could not encode the image as PNG")
-    return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+    png = encode_png(to_uint8_rgb(_rgb(image)))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def composite(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
