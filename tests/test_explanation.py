@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from anomalens import api
-from anomalens.cli.main import _results_table
+from anomalens.cli.output import results_table
 from anomalens.explanation import answer, explain
 from anomalens.models import PatchCore
 from anomalens.results.record import InspectionRecord
@@ -118,7 +118,7 @@ def test_inspect_writes_findings_and_explanations(textures, png_writer, tmp_path
     line = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
     assert "regions" in line and "explanation" in line
     console = Console(width=200, record=True)
-    console.print(_results_table(run.results))
+    console.print(results_table(run.results))
     table = console.export_text()
     assert "regions" in table and "where" in table
     assert saved[1]["regions"][0]["position"] in table

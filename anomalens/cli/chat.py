@@ -6,17 +6,16 @@ import contextlib
 import os
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 
 from anomalens import api
+from anomalens.cli.output import console
 from anomalens.data import read_image
 from anomalens.explanation.chat import ChatBackend, ChatSession, GroundedLLM
 from anomalens.explanation.history import DefectHistory
 from anomalens.models import load_detector
 from anomalens.results.record import InspectionRecord
 
-console = Console()
 QUIT = {"quit", "exit", "q", "bye"}
 
 

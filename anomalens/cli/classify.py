@@ -14,13 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-
-
-from anomalens.explanation.taxonomy import load_taxonomy, region_masks  # noqa: E402
+from anomalens.cli.output import console
+from anomalens.explanation.taxonomy import load_taxonomy, region_masks
 
 
 def classify_images(taxonomy: Any, images: list[Path], mask: str | None = None,

@@ -1,36 +1,23 @@
 """``anomalens fit-many``: one model per category of an MVTec-layout data set, locally or on a Ray cluster.
 
-Wire it into the main parser with ``add_parser(subparsers)``; ``add_engine_options`` gives ``predict`` the same
-``--engine``/``--address``/``--workers`` options.
+Wire it into the main parser with ``add_parser(subparsers)``; the parsed namespace's ``func`` runs it.
 """
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from rich.console import Console
-
 from anomalens import engine
-
-console = Console()
-
-
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", choices=engine.ENGINES, default="local",
-                        help="where the work runs: this process (default) or a Ray cluster")
-    parser.add_argument("--address", help="Ray cluster to join (e.g. ray://head:10001 or auto); "
-                                          "default: start a local one for this run")
-    parser.add_argument("--workers", type=int,
-                        help="Ray: CPUs of the local cluster and number of model replicas (default: all cores)")
+from anomalens.cli.arguments import (add_engine_options, add_model_options, add_output_option, model_params,
+                                     on_error)
+from anomalens.cli.output import console
 
 
 def cmd_fit_many(args: argparse.Namespace) -> int:
-    from anomalens.cli.main import _model_params, _on_error
-
     # the detectors' own progress bars (one per fit) give way to one bar over the categories
-    params = {name: value for name, value in _model_params(args).items() if name != "progress"}
+    params = {name: value for name, value in model_params(args).items() if name != "progress"}
     run = engine.fit_many(args.data_root, args.categories, args.output, args.engine, address=args.address,
-                          workers=args.workers, model=args.model, shots=args.shots, on_error=_on_error(args),
+                          workers=args.workers, model=args.model, shots=args.shots, on_error=on_error(args),
                           progress=True, **params)
     for category in run.already_fitted:
         console.print(f"kept {category}: already fitted in {args.output}")
@@ -48,8 +35,6 @@ def cmd_fit_many(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``fit-many`` sub-command on ``subparsers`` (from ``add_subparsers``); returns its parser."""
-    from anomalens.cli.main import _add_fit_options  # here, not at the top: main imports this module
-
     p = subparsers.add_parser(
         "fit-many", help="fit one model per category (e.g. on a Ray cluster)",
         description="Fit a model on DATA_ROOT/<category>/train/good for every category and save it to "
@@ -57,8 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "categories already in OUT are kept, so a stopped run resumes where it was.")
     p.add_argument("data_root", help="MVTec-layout root holding the categories")
     p.add_argument("--categories", nargs="+", required=True, metavar="CATEGORY")
-    p.add_argument("-o", "--output", required=True, help="folder that gets one model folder per category")
-    _add_fit_options(p)
+    add_output_option(p, "folder that gets one model folder per category")
+    add_model_options(p)
     add_engine_options(p)
     p.set_defaults(func=cmd_fit_many)
     return p

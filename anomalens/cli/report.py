@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from anomalens.cli.arguments import add_output_option
 from anomalens.reports.html import build_report, items_from_results
 
 
@@ -22,7 +23,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``report`` sub-command on ``subparsers``; returns its parser."""
     p = subparsers.add_parser("report", help="write a self-contained HTML report of inspection results")
     p.add_argument("results", help="results.json of `anomalens predict`, or the folder that holds it")
-    p.add_argument("-o", "--output", required=True, help="HTML file to write")
+    add_output_option(p, "HTML file to write")
     p.add_argument("--title", default="anomalens inspection report")
     p.set_defaults(func=cmd_report)
     return p

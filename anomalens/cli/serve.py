@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from anomalens.cli.arguments import positive_int
+from anomalens.cli.arguments import add_taxonomy_option, positive_int
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="require this key in the X-API-Key header (default: $ANOMALENS_API_KEY)")
     p.add_argument("--station", help="name stored with each result (default: this machine's host name)")
     p.add_argument("--max-upload-mb", type=positive_int, default=20, help="largest accepted image (default 20)")
-    p.add_argument("--taxonomy", help="defect types: a saved taxonomy or a folder per type of labelled examples")
+    add_taxonomy_option(p)
     p.add_argument("--llm", action="store_true", help="explain and chat with the LLM of ANOMALENS_LLM_* variables")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)

@@ -7,12 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.console import Console
-
-from anomalens.cli.arguments import positive_int
+from anomalens.cli.arguments import add_output_option, positive_int
+from anomalens.cli.output import console
 from anomalens.simulation import KINDS, write_simulated_dataset
-
-console = Console()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -59,7 +56,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("data_root", help="MVTec-layout root holding CATEGORY/train/good")
     p.add_argument("--category", required=True, help="category folder under DATA_ROOT")
-    p.add_argument("-o", "--output", required=True, help="root of the data set to write")
+    add_output_option(p, "root of the data set to write")
     p.add_argument("--n", type=positive_int, default=50, help="number of defective images (default 50)")
     p.add_argument("--kind", dest="kinds", action="append", choices=KINDS, metavar="KIND",
                    help=f"anomaly kind, repeatable; kinds are cycled in the given order, so repeating one "
