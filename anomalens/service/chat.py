@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from anomalens.explanation.chat import ChatSession, GroundedLLM, findings_of
+from anomalens.explanation.chat import ChatAnswer, ChatSession, GroundedLLM, findings_of
 
 __all__ = ["findings_of", "reply"]
 
 
 def reply(record: dict[str, Any], turns: list[dict[str, Any]], message: str, explainer: Any,
-          past: list[str]) -> tuple[str, str]:
-    """The answer to ``message`` after the earlier ``turns`` (role/content); returns (reply, source)."""
+          past: list[str]) -> ChatAnswer:
+    """The answer to ``message`` after the earlier ``turns`` (role/content)."""
     findings = findings_of(record)
     backend = GroundedLLM(explainer, findings, past) if explainer is not None else None
     session = ChatSession(findings, backend, past)
