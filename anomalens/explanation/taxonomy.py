@@ -61,6 +61,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from anomalens.data import IMAGE_EXTENSIONS, read_image, read_mask
+from anomalens.models.base import flush_denormals
 
 UNKNOWN = "unknown"
 LAYERS = ("blocks.4", "blocks.10", "blocks.14")
@@ -83,17 +85,19 @@ FORMAT_VERSION = 1
 METHODS = ("logistic", "knn", "prototype")
 LOGISTIC_C = 10.0
 
-_EXTRACTORS: dict[tuple[str, tuple[str, ...]], torch.nn.Module] = {}
-
-
 def get_extractor(backbone: str = BACKBONE, layers: Sequence[str] = LAYERS) -> torch.nn.Module:
-    """A frozen feature extractor, built once per (backbone, layers) and cached."""
+    """A frozen feature extractor, built once per (backbone, layers) and kept (see ``_cached_extractor``)."""
+    flush_denormals()   # before the build's forward pass: see its docstring
+    return _cached_extractor(backbone, tuple(layers))
+
+
+# A process embeds with the default backbone and perhaps a taxonomy's own: a few networks are worth keeping,
+# while an unbounded cache would hold every network ever asked for until the process ends.
+@lru_cache(maxsize=2)
+def _cached_extractor(backbone: str, layers: tuple[str, ...]) -> torch.nn.Module:
     from anomalens.models.backbones import build_feature_extractor
 
-    key = (backbone, tuple(layers))
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = build_feature_extractor(backbone, tuple(layers))
-    return _EXTRACTORS[key]
+    return build_feature_extractor(backbone, layers)
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -187,6 +191,7 @@ def region_embedding(image: np.ndarray, mask: np.ndarray | None, extractor: torc
     when its size differs); None or empty: the whole image. ``extractor``: a module returning a dict of feature
     maps for a [B,3,H,W] batch in [0, 1] (default: the cached EfficientNet-Lite0 with blocks.4/10/14).
     """
+    flush_denormals()
     rgb = _as_rgb(image)
     m = _as_mask(mask, rgb.shape[:2])
     y0, x0, side = _crop_box(m)
