@@ -9,17 +9,13 @@ Quick start::
 """
 import os
 
-# Line PCs share their few cores with cameras and PLC software; OpenMP threads that spin while waiting then
-# slow inference by 10x or more. Passive waiting costs little on an idle machine. Only a default, and only
-# effective when torch has not been imported yet.
+# The one process-wide setting made at import (README, "Process settings"): line PCs share their few cores with
+# cameras and PLC software, and OpenMP threads that spin while waiting then slow inference by 10x or more;
+# passive waiting costs little on an idle machine. It must be here, before torch loads the OpenMP runtime, which
+# reads it once; it is only a default, and has no effect when torch was imported first.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from anomalens.data import read_image  # noqa: E402
-from anomalens.models.base import flush_denormals  # noqa: E402
-
-# before any parallel torch work: the OpenMP threads created later inherit this thread's floating-point mode
-flush_denormals()
-
 from anomalens.models import EfficientAD, PatchCore, create_detector, load_detector  # noqa: E402
 from anomalens.types import Prediction, Thresholds  # noqa: E402
 

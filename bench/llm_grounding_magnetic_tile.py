@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             for question in QUESTIONS:
                 turns.append({"role": "user", "content": question})
                 answer = chatter.chat(turns, findings)
-                turns.append({"role": "assistant", "content": answer})
-                chat.append({"question": question, "answer": answer, **chatter.last_chat})
+                turns.append({"role": "assistant", "content": answer.text})
+                chat.append({"question": question, "answer": answer.text, "source": answer.source,
+                             "reason": answer.reason, "rejected": answer.rejected})
             records.append({"image": str(sample.path), "type": sample.defect_type,
                             "anomalous": findings.anomalous, "count": findings.region_count,
                             "first_rejected": bool(result["problems"] and result["problems"][0]),

@@ -277,10 +277,10 @@ def test_explainer_on_anomalous_findings_is_grounded(llm_server):
 def test_chat_turn_is_grounded_or_offline(llm_server):
     findings = findings_for([(slice(70, 80), slice(8, 22), 1.9)])[0]
     explainer = LLMExplainer(server_config(llm_server, vision=False, max_tokens=60))
-    text = explainer.chat([{"role": "user", "content": "Where is the anomaly?"}], findings)
-    assert text.strip() and explainer.last_chat["source"] in ("llm", "offline")
-    if explainer.last_chat["source"] == "offline":
-        assert text == offline.answer("Where is the anomaly?", findings)
+    answer = explainer.chat([{"role": "user", "content": "Where is the anomaly?"}], findings)
+    assert answer.text.strip() and answer.source in ("llm", "offline")
+    if answer.source == "offline":
+        assert answer.text == offline.answer("Where is the anomaly?", findings)
 
 
 @pytest.mark.llm
@@ -307,9 +307,9 @@ def test_server_down_gives_offline_quickly(one_bottom_left):
     assert time.monotonic() - start < 10
     assert result["source"] == "offline" and "connection" in result["reason"].lower()
     assert result["text"] == offline.explain(one_bottom_left)
-    explainer = LLMExplainer(config)
-    assert explainer.chat([{"role": "user", "content": "How many regions are there?"}], one_bottom_left) == \
-        offline.answer("How many regions are there?", one_bottom_left)
+    answer = LLMExplainer(config).chat([{"role": "user", "content": "How many regions are there?"}], one_bottom_left)
+    assert answer.text == offline.answer("How many regions are there?", one_bottom_left)
+    assert answer.source == "offline" and "connection" in answer.reason.lower()
     with pytest.raises(LLMUnavailable, match="connection"):
         LLMClient(config).supports_images
 

@@ -24,6 +24,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from anomalens.data import read_image, read_mask  # noqa: E402
+from anomalens.explanation.chat import ChatAnswer  # noqa: E402
 from anomalens.explanation.history import DefectHistory  # noqa: E402
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.models import PatchCore, load_detector  # noqa: E402
@@ -167,14 +168,12 @@ class RaisingExplainer:
 class FixedExplainer:
     """Stands in for LLMExplainer: fixed answers, and it records what the chat was grounded in."""
 
-    last_chat = {"source": "llm", "reason": "grounded"}
-
     def explain(self, findings, image=None, prediction=None, seen_before=None):
         return {"text": "A dark hole.", "source": "llm", "reason": "grounded", "attempts": 1}
 
     def chat(self, messages, findings=None, seen_before=None):
         self.grounded_in = findings
-        return f"It is one region ({len(messages)} messages so far)."
+        return ChatAnswer(f"It is one region ({len(messages)} messages so far).", "llm", "grounded")
 
 
 def test_a_failing_llm_keeps_the_stored_offline_result(model_dir, tmp_path, images):

@@ -56,14 +56,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 break
             if not question.strip():
                 continue
-            reply, source = session.ask(question)
+            answer = session.ask(question)
             if args.question:
                 console.print(f"[bold]you:[/] {question}")
-            console.print(f"[bold]anomalens[/] ({source}): {reply}")
-            last = getattr(session.backend, "last_chat", {})
-            if session.backend is not None and source == "offline" and last.get("reason"):
-                said = f"the LLM said {last['rejected']!r}; " if last.get("rejected") else ""
-                console.print(f"[dim]  ({escape(said)}not used: {escape(last['reason'])})[/]")
+            console.print(f"[bold]anomalens[/] ({answer.source}): {answer.text}")
+            if session.backend is not None and answer.source == "offline":
+                said = f"the LLM said {answer.rejected!r}; " if answer.rejected else ""
+                console.print(f"[dim]  ({escape(said)}not used: {escape(answer.reason)})[/]")
     return 0
 
 

@@ -58,7 +58,7 @@ def _demo_words(results: list[InspectionRecord], shown: int = 3) -> None:
     console.print(f"\n[bold]a chat about {Path(anomalous[0].image).name}[/] (`anomalens chat MODEL IMAGE`):")
     for question in ("Is there any anomaly in the image?", "Where is it?", "How many are there?",
                      "How severe is it?"):
-        console.print(f"  you: {question}\n  anomalens: {session.ask(question)[0]}")
+        console.print(f"  you: {question}\n  anomalens: {session.ask(question).text}")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -37,9 +37,12 @@ SCALE_SAMPLE = 32
 def flush_denormals() -> None:
     """Treat float32 denormals as zero. Trained ReLU networks produce many tiny activations, and CPUs handle
     denormal arithmetic in microcode: an EfficientAD forward pass took 670 ms instead of 142 ms because of it.
-    The values involved are below 1e-38, far beneath anything an anomaly map can resolve. The setting is per
-    thread and inherited by threads created afterwards, so ``import anomalens`` calls this before torch starts
-    its OpenMP threads (called again here for the calling thread)."""
+    The values involved are below 1e-38, far beneath anything an anomaly map can resolve.
+
+    The setting belongs to the calling thread and is inherited by the threads it creates later, such as the
+    OpenMP workers torch starts at the thread's first parallel operation. So every entry where a detector starts
+    torch work (fit, load, scoring; the taxonomy's region embeddings) calls this first, in the calling thread:
+    nothing changes at import, and the workers of a thread that runs a detector inherit it."""
     torch.set_flush_denormal(True)
 
 
@@ -134,6 +137,7 @@ class BaseDetector(ABC):
 
     def _start_fit(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Set the working scale from the first training images; the images again, none lost."""
+        flush_denormals()
         iterator = iter(images)
         if self.image_size is not None:
             self.working_scale_ = WorkingScale(self.image_size, self.tile_size, (0, 0), "settings")
@@ -288,6 +292,7 @@ class BaseDetector(ABC):
         params = {k: v for k, v in config["params"].items() if k in cls._param_names()}
         if device is not None:
             params["device"] = device
+        flush_denormals()   # before _load_state builds the network
         detector = cls(**params)
         detector.working_scale_ = (WorkingScale.from_dict(config["working_scale"]) if "working_scale" in config
                                    else WorkingScale(params.get("image_size") or 256, params.get("tile_size"),

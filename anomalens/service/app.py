@@ -215,11 +215,11 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
     @api.post("/results/{result_id}/chat", response_model=ChatReply, tags=["chat"])
     def chat_turn(result_id: str, request: ChatRequest) -> Any:
         record = stored(result_id)
-        answer, source = chat.reply(record, store.messages(result_id), request.message, explainer,
-                                    history.seen_before(record, *stored_pixels(result_id)))
+        answer = chat.reply(record, store.messages(result_id), request.message, explainer,
+                            history.seen_before(record, *stored_pixels(result_id)))
         store.add_message(result_id, "user", request.message)
-        store.add_message(result_id, "assistant", answer, source)
-        return {"reply": answer, "source": source}
+        store.add_message(result_id, "assistant", answer.text, answer.source)
+        return {"reply": answer.text, "source": answer.source}
 
     @api.post("/results/{result_id}/feedback", response_model=FeedbackReceipt, tags=["feedback"])
     def feedback(result_id: str, judgement: FeedbackRequest) -> Any:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MiB = 1024 * 1024
@@ -29,7 +29,7 @@ class ServiceSettings:
     max_image_pixels: int = 64_000_000
     taxonomy_dir: Path | None = None
     use_llm: bool = False
-    station: str = socket.gethostname()
+    station: str = field(default_factory=socket.gethostname)   # read when settings are made, not at import
 
     @classmethod
     def create(cls, model_dir: str | Path, data_dir: str | Path = "anomalens_data", **options) -> "ServiceSettings":

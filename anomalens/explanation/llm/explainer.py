@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from anomalens.explanation import offline
+from anomalens.explanation.chat import ChatAnswer
 from anomalens.explanation.llm.client import LLMClient, LLMUnavailable
 from anomalens.explanation.llm.config import LLMConfig
 from anomalens.explanation.llm.grounding import check, check_answer
@@ -49,8 +50,6 @@ class LLMExplainer:
         self.config = config if config is not None else (client.config if client else LLMConfig.from_env())
         self.client = client or LLMClient(self.config)
         self.prompts_dir = prompts_dir
-        self.last_findings: InspectionRecord | None = None
-        self.last_chat: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"LLMExplainer({self.client!r})"
@@ -72,7 +71,7 @@ class LLMExplainer:
         model and, on a fallback, in the offline text. ``llm`` holds the parsed fields of the last reply (None when unparseable),
         ``problems`` the contradictions found in each attempt.
         """
-        f = self.last_findings = findings
+        f = findings
         attempts = 0
         history: list[list[str]] = []
         reply: LLMExplanation | None = None
@@ -99,32 +98,23 @@ class LLMExplainer:
                 "llm": reply.model_dump() if reply is not None else None, "attempts": attempts,
                 "problems": history, "model": self.config.model}
 
-    def chat(self, messages: list[dict[str, Any]], findings: InspectionRecord | None = None,
-             seen_before: list[str] | None = None) -> str:
-        """The assistant's next turn in a conversation about ``findings`` (default: the last explained ones).
+    def chat(self, messages: list[dict[str, Any]], findings: InspectionRecord,
+             seen_before: list[str] | None = None) -> ChatAnswer:
+        """The assistant's next turn in a conversation about ``findings``.
 
         ``messages`` are the user / assistant turns so far (a system message with the findings is added).
         A reply that contradicts the findings, or an unavailable LLM, gives ``offline.answer`` to the last user
-        question instead; ``self.last_chat`` records the source and reason (and the ``rejected`` reply).
+        question instead, with the reason (and the ``rejected`` reply).
         """
-        f = findings if findings is not None else self.last_findings
+        f = findings
         question = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
         turns = [m for m in messages if m.get("role") != "system"]
-        if f is None:
-            text = self.client.complete(turns)   # nothing to ground in, nothing to fall back to
-            self.last_chat = {"source": "llm", "reason": "no findings given"}
-            return text
         try:
             text = self.client.complete([chat_system_message(f, self.prompts_dir, seen_before), *turns])
         except LLMUnavailable as exc:
-            self.last_chat = {"source": "offline", "reason": f"LLM unavailable: {exc}"}
-            return offline.answer(question, f)
+            return ChatAnswer(offline.answer(question, f), "offline", f"LLM unavailable: {exc}")
         problems = check_answer(question, text, f)
         if problems or not text.strip():
-            self.last_chat = {"source": "offline", "reason": "; ".join(problems) or "empty reply",
-                              "rejected": text.strip()}
-            return offline.answer(question, f)
-        self.last_chat = {"source": "llm", "reason": "grounded"}
-        return text.strip()
-
-
+            return ChatAnswer(offline.answer(question, f), "offline", "; ".join(problems) or "empty reply",
+                              rejected=text.strip() or None)
+        return ChatAnswer(text.strip(), "llm", "grounded")

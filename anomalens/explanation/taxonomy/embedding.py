@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from anomalens.models.base import flush_denormals
 from anomalens.postprocessing.region_measures import elongation, gray_level, surround_ring
 
 LAYERS = ("blocks.4", "blocks.10", "blocks.14")
@@ -43,17 +45,19 @@ CONTEXT = 0.5
 MIN_CROP = 32
 DESCRIPTOR_WEIGHT = 1.0
 
-_EXTRACTORS: dict[tuple[str, tuple[str, ...]], torch.nn.Module] = {}
-
-
 def get_extractor(backbone: str = BACKBONE, layers: Sequence[str] = LAYERS) -> torch.nn.Module:
-    """A frozen feature extractor, built once per (backbone, layers) and cached."""
+    """A frozen feature extractor, built once per (backbone, layers) and kept (see ``_cached_extractor``)."""
+    flush_denormals()   # before the build's forward pass: see its docstring
+    return _cached_extractor(backbone, tuple(layers))
+
+
+# A process embeds with the default backbone and perhaps a taxonomy's own: a few networks are worth keeping,
+# while an unbounded cache would hold every network ever asked for until the process ends.
+@lru_cache(maxsize=2)
+def _cached_extractor(backbone: str, layers: tuple[str, ...]) -> torch.nn.Module:
     from anomalens.models.backbones import build_feature_extractor
 
-    key = (backbone, tuple(layers))
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = build_feature_extractor(backbone, tuple(layers))
-    return _EXTRACTORS[key]
+    return build_feature_extractor(backbone, layers)
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -141,6 +145,7 @@ def region_embedding(image: np.ndarray, mask: np.ndarray | None, extractor: torc
     when its size differs); None or empty: the whole image. ``extractor``: a module returning a dict of feature
     maps for a [B,3,H,W] batch in [0, 1] (default: the cached EfficientNet-Lite0 with blocks.4/10/14).
     """
+    flush_denormals()
     rgb = _as_rgb(image)
     m = _as_mask(mask, rgb.shape[:2])
     y0, x0, side = _crop_box(m)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from anomalens.data.scale import DEFAULT_PIXEL_BUDGET
-from anomalens.models.base import BaseDetector, flush_denormals
+from anomalens.models.base import BaseDetector
 from anomalens.models.calibration import calibrate
 from anomalens.models.efficientad.torch_model import EfficientADModel
 from anomalens.models.efficientad.training import Trainer, TrainingSettings
@@ -95,7 +95,6 @@ class EfficientAD(BaseDetector):
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, images: Iterable[np.ndarray]) -> "EfficientAD":
         torch.manual_seed(self.seed)
-        flush_denormals()
         per_image = [[view.pixels for view in self._views(image)] for image in self._start_fit(images)]
         if not per_image:
             raise ValueError("fit needs at least one normal image")
