@@ -138,16 +138,12 @@ def test_api_fit_with_shots_uses_that_many_images(tiny_mvtec):
 # -- CLI, in-process -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cli_model(tmp_path_factory, tiny_mvtec_factory):
-    """A tiny data set and a model fitted on it through the CLI (shared by the predict/evaluate tests).
-
-    Normal-only calibration: with 8 toy images the simulated-anomaly cut sits low and flags good images too,
-    and these tests check verdicts end to end, not the calibration (tests/test_calibration.py does that).
-    """
+    """A tiny data set and a model fitted on it through the CLI at the default calibration (shared by the
+    predict/evaluate tests)."""
     base = tmp_path_factory.mktemp("cli")
     data = tiny_mvtec_factory(base / "data")
     model = base / "model"
-    assert main(["fit", str(data.root), "--category", data.category, "-o", str(model), "--image-size", "64",
-                 "--calibration", "normal"]) == 0
+    assert main(["fit", str(data.root), "--category", data.category, "-o", str(model), "--image-size", "64"]) == 0
     return data, model
 
 
