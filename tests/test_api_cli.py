@@ -139,16 +139,12 @@ def test_api_fit_with_shots_uses_that_many_images(tiny_mvtec):
 # -- CLI, in-process -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cli_model(tmp_path_factory, tiny_mvtec_factory):
-    """A tiny data set and a model fitted on it through the CLI (shared by the predict/evaluate tests).
-
-    Normal-only calibration: with 8 toy images the simulated-anomaly cut sits low and flags good images too,
-    and these tests check verdicts end to end, not the calibration (tests/test_calibration.py does that).
-    """
+    """A tiny data set and a model fitted on it through the CLI at the default calibration (shared by the
+    predict/evaluate tests)."""
     base = tmp_path_factory.mktemp("cli")
     data = tiny_mvtec_factory(base / "data")
     model = base / "model"
-    assert main(["fit", str(data.root), "--category", data.category, "-o", str(model), "--image-size", "64",
-                 "--calibration", "normal"]) == 0
+    assert main(["fit", str(data.root), "--category", data.category, "-o", str(model), "--image-size", "64"]) == 0
     return data, model
 
 
@@ -269,7 +265,10 @@ def test_demo_learns_inspects_explains_and_reports(tmp_path, capsys):
     results = json.loads((out / "predictions" / "results.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(results) == 14 and any(r["anomalous"] for r in results)
-    assert 0.5 < metrics["image_auroc"] <= 1.0
+    # the figures README.md reports for the demo; one good/defective pair out of order moves the AUROC by 1/40
+    assert metrics["image_auroc"] == pytest.approx(0.975, abs=0.03)
+    assert metrics["pixel_auroc"] == pytest.approx(0.78, abs=0.02)
+    assert metrics["false_positive_rate"] == 0.0 and sum(r["anomalous"] for r in results) == 4
     first = next(r for r in results if r["anomalous"])
     assert first["explanation"]["source"] == "offline" and first["explanation"]["text"].startswith("Yes, there is")
     assert "you: Where is it?" in printed and "anomalens: The anomaly is" in printed

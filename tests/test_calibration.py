@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from anomalens.models import PatchCore
 from anomalens.postprocessing.thresholds import (best_balanced_threshold, tail_threshold,
@@ -23,7 +24,11 @@ def test_tail_threshold_is_wider_with_fewer_normals():
     rng = np.random.default_rng(0)
     scores = np.exp(rng.normal(3.0, 0.1, 400))
     many = tail_threshold(scores, max_false_alarm_rate=0.01)
-    assert np.mean(scores > many) == pytest.approx(0.01, abs=0.01)  # the tail bound holds on a large sample
+    assert np.isfinite(many)
+    # the share of the true distribution above the bound is at most the rate, and with 400 normals not far below
+    true_rate = float(norm.sf((np.log(many) - 3.0) / 0.1))
+    assert 0.005 < true_rate <= 0.01, true_rate
+    assert 0.0 < np.mean(scores > many) <= 0.01  # on the sample itself too
     few = scores[:5]
     logs = np.log(few)
     plain_gaussian = np.exp(logs.mean() + 2.326 * logs.std(ddof=1))

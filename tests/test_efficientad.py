@@ -18,6 +18,7 @@ from anomalens.models.efficientad.pdn import BORDER_CELLS, PDN_WIDTHS, STRIDE, A
 from anomalens.models.efficientad.torch_model import EfficientADModel
 from anomalens.models.efficientad.training import Trainer, TrainingSettings, crop_offset, hard_feature_loss
 
+ONNX_TOLERANCE = 1e-5  # README: ONNX Runtime gives PyTorch's maps within this (float32 rounding of maps up to ~3)
 FAST = {"image_size": 128, "size": "cpu", "train_steps": 60, "train_batch_size": 4, "train_crop": 64}
 
 
@@ -197,9 +198,10 @@ def test_onnx_runtime_gives_the_pytorch_maps(fitted, textures, tmp_path):
     assert (tmp_path / "model" / "model.onnx").is_file()
     difference = float((onnx_detector.onnx_scorer_(batch) - torch_maps).abs().max())
     print(f"ONNX Runtime vs PyTorch, max abs map difference: {difference:.2e}")
-    assert difference < 1e-4
+    assert difference < ONNX_TOLERANCE  # what the README promises
     through_onnx = onnx_detector.predict(image)
-    assert np.abs(through_onnx.anomaly_map - reference.anomaly_map).max() < 1e-4
+    assert np.abs(through_onnx.anomaly_map - reference.anomaly_map).max() < ONNX_TOLERANCE
+    assert abs(through_onnx.image_score - reference.image_score) < ONNX_TOLERANCE
     assert through_onnx.is_anomalous == reference.is_anomalous
 
 
@@ -231,7 +233,7 @@ def test_cli_fits_efficientad_with_its_options(tiny_mvtec, tmp_path, capsys):
     assert len(by_runtime[0]) == len(by_runtime[1]) > 0
     for a, b in zip(*by_runtime):
         assert a["image"] == b["image"] and a["anomalous"] == b["anomalous"]
-        assert abs(a["score"] - b["score"]) < 1e-4
+        assert abs(a["score"] - b["score"]) < ONNX_TOLERANCE
     assert cli_main(["fit", str(tiny_mvtec.root), "--category", tiny_mvtec.category, "--size", "small",
                      "-o", str(tmp_path / "pc")]) == 2
     assert "does not apply to --model patchcore" in capsys.readouterr().err

@@ -93,7 +93,7 @@ def test_answer_standard_questions(two, normal):
 
 
 def test_inspect_writes_findings_and_explanations(textures, png_writer, tmp_path):
-    detector = PatchCore(image_size=64, min_bank_size=256, augment_below=4, calibration="normal")
+    detector = PatchCore(image_size=64, min_bank_size=256, augment_below=4)
     detector.fit(textures.normals([(64, 80)] * 4, first_seed=0))
     good = tmp_path / "in" / "good.png"
     spot = tmp_path / "in" / "spot.png"

@@ -29,7 +29,7 @@ def test_the_pixel_threshold_still_applies_and_the_peak_is_never_lost():
 def test_a_detector_outlines_with_its_outline_level(tmp_path):
     rng = np.random.default_rng(0)
     normals = [np.clip(0.5 + 0.02 * rng.standard_normal((64, 64, 3)), 0, 1).astype(np.float32) for _ in range(6)]
-    detector = PatchCore(image_size=64, calibration="normal").fit(normals)
+    detector = PatchCore(image_size=64).fit(normals)
     image = normals[0].copy()
     image[20:30, 20:30] = 0.0
     image += 0.15                                              # brighter overall, a dark square

@@ -32,9 +32,9 @@ from anomalens.service import ServiceSettings, create_app  # noqa: E402
 from anomalens.service.schemas import StoredResult  # noqa: E402
 from conftest import build_record  # noqa: E402
 
-# Fitted on 8 of the shipped magnetic-tile images in a fraction of a second; normal-only calibration keeps the
-# good test tile below the threshold, and the blowhole tile is flagged where its ground truth is.
-FAST = {"image_size": 128, "min_bank_size": 256, "coreset_ratio": 0.1, "augment_below": 4, "calibration": "normal"}
+# Fitted on 8 of the shipped magnetic-tile images at the default calibration: the good test tile stays below the
+# threshold, and the blowhole tile is flagged where its ground truth is.
+FAST = {"image_size": 128, "min_bank_size": 256, "coreset_ratio": 0.1, "augment_below": 4}
 KEY = "s3cret-key"
 CONTRACT = {"id", "image", "anomalous", "score", "regions", "explanation", "urls"}
 SPOT, GOOD = "test/blowhole/exp4_num_4995.jpg", "test/good/exp4_num_332730.jpg"
@@ -415,7 +415,7 @@ def test_a_taxonomy_types_the_regions_and_types_filter_results(model_dir, tmp_pa
     with TestClient(create_app(settings)) as client:
         result = upload(client, images["spot"], "spot.jpg").json()
         region = result["regions"][0]
-        assert region["defect_type"] in {"blowhole", "break", "crack", "fray", "uneven", "unknown"}
+        assert region["defect_type"] == "blowhole"  # the uploaded tile is one of the blowhole examples
         assert 0 <= region["type_confidence"] <= 1
         found = client.get(f"/results?defect_type={region['defect_type']}").json()
         assert [r["id"] for r in found] == [result["id"]]

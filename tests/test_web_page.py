@@ -37,7 +37,7 @@ def service(tmp_path_factory, demo_data):
 
     base = tmp_path_factory.mktemp("web")
     train = sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))[:8]
-    PatchCore(image_size=128, min_bank_size=256, coreset_ratio=0.1, augment_below=4, calibration="normal").fit(
+    PatchCore(image_size=128, min_bank_size=256, coreset_ratio=0.1, augment_below=4).fit(
         [read_image(p) for p in train]).save(base / "model")
     app = create_app(ServiceSettings.create(base / "model", base / "data", api_key=KEY))
     with socket.socket() as s:
