@@ -10,6 +10,8 @@ from functools import cached_property
 
 import numpy as np
 
+from anomalens.postprocessing.rates import expected_rates
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -31,9 +33,7 @@ class Thresholds:
     def expected(self) -> dict[str, float]:
         """What a user can expect at the image threshold, from the calibration kept in ``details`` (computed
         once: every prediction's record carries it)."""
-        from anomalens.postprocessing.thresholds import expected_rates
-
-        return expected_rates(self)
+        return expected_rates(self.image, self.details)
 
 
 @dataclass

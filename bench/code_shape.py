@@ -3,9 +3,10 @@ modules that read result-record keys by string.
 
     python bench/code_shape.py [PACKAGE_DIR] > bench/results/code_shape.txt
 
-Import cycles are strongly connected groups of modules in the graph of module-level imports (an import inside a
-function runs late and is left out; ``from a.b import c`` counts as importing ``a.b``, and ``a.b.c`` when that is
-a module).
+Import cycles are strongly connected groups of modules in the graph of imports, counted twice: module-level imports
+only, and with the imports inside functions too (they run late, but still tie the modules together). ``from a.b
+import c`` counts as importing ``a.b``, and ``a.b.c`` when that is a module; an edge from a module to a package
+that contains it is left out (importing a module always initialises its parents first).
 """
 from __future__ import annotations
 
@@ -34,12 +35,13 @@ def modules(root: Path) -> dict[str, Path]:
     return found
 
 
-def top_level_imports(tree: ast.Module, known: set[str]) -> set[str]:
+def imports(tree: ast.Module, known: set[str], inside_functions: bool) -> set[str]:
     targets: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
-        for sub in ([node] if not isinstance(node, (ast.If, ast.Try)) else ast.walk(node)):
+        nested = inside_functions or isinstance(node, (ast.If, ast.Try))
+        for sub in (ast.walk(node) if nested else [node]):
             if isinstance(sub, ast.Import):
                 targets |= {alias.name for alias in sub.names if alias.name in known}
             elif isinstance(sub, ast.ImportFrom) and sub.module and sub.level == 0:
@@ -95,11 +97,14 @@ def main() -> None:
     print(f"longest functions (lines, of {len(functions)}):")
     for lines, name in functions[:args.top]:
         print(f"  {lines:4d}  {name}")
-    graph = {name: top_level_imports(tree, set(found)) - {name} for name, tree in trees.items()}
-    groups = cycles(graph)
-    print(f"import cycles (module-level imports): {len(groups)}")
-    for group in groups:
-        print("  " + " <-> ".join(group))
+    for inside_functions in (False, True):
+        graph = {name: {target for target in imports(tree, set(found), inside_functions)
+                        if target != name and not name.startswith(target + ".")} for name, tree in trees.items()}
+        groups = cycles(graph)
+        which = "all imports, inside functions too" if inside_functions else "module-level imports"
+        print(f"import cycles ({which}): {len(groups)}")
+        for group in groups:
+            print("  " + " <-> ".join(group))
     readers = {name: len(KEY_READ.findall(found[name].read_text())) for name in found}
     readers = {name: count for name, count in readers.items() if count}
     print(f"modules reading result-record keys by string: {len(readers)}")

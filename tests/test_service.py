@@ -29,6 +29,7 @@ from anomalens.explanation.history import DefectHistory  # noqa: E402
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.models import PatchCore, load_detector  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
+from anomalens.service.dependencies import get_explainer  # noqa: E402
 from anomalens.service.schemas import StoredResult  # noqa: E402
 from conftest import build_record  # noqa: E402
 
@@ -198,6 +199,18 @@ def test_a_failing_llm_keeps_the_stored_offline_result(model_dir, tmp_path, imag
         assert [r.bbox for r in explainer.grounded_in.regions] == [r["bbox"] for r in result["regions"]]
 
 
+def test_routers_take_their_parts_as_dependencies_a_test_can_replace(model_dir, tmp_path, images):
+    app = create_app(settings_for(model_dir, tmp_path))
+    explainer = FixedExplainer()
+    app.dependency_overrides[get_explainer] = lambda: explainer
+    with TestClient(app) as client:
+        result = upload(client, images["spot"]).json()
+        assert result["explanation"]["source"] == "llm"   # the replacement explained it, not the offline one
+        answer = client.post(f"/results/{result['id']}/chat", json={"message": "Hi"}).json()
+        assert answer == {"reply": "It is one region (2 messages so far).", "source": "llm"}
+        assert explainer.grounded_in.image == result["image"]
+
+
 def test_batch_inspects_every_readable_file_and_names_the_others(client, images):
     files = [("files", ("a.png", images["spot"])), ("files", ("b.png", b"not an image")),
              ("files", ("c.png", images["normal"]))]
@@ -355,7 +368,7 @@ def _state_digest(detector) -> str:
 
 def test_concurrent_requests_are_all_answered_and_stored(model_dir, tmp_path, images):
     app = create_app(settings_for(model_dir, tmp_path / "d"))
-    detector = app.state.inspector.detector
+    detector = app.state.service.inspector.detector
     before = _state_digest(detector)
     with running(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         def one(i: int) -> tuple[int, bool]:
@@ -367,8 +380,8 @@ def test_concurrent_requests_are_all_answered_and_stored(model_dir, tmp_path, im
             answers = list(pool.map(one, range(16)))
         assert answers == [(200, bool(i % 2)) for i in range(16)]
         assert http.get("/health").json()["stored_results"] == 16
-    assert app.state.store.count() == 16
-    assert app.state.inspector.detector is detector and _state_digest(detector) == before
+    assert app.state.service.store.count() == 16
+    assert app.state.service.inspector.detector is detector and _state_digest(detector) == before
 
 
 def test_a_client_that_hangs_up_still_gets_its_result_stored(model_dir, tmp_path, images):
@@ -378,7 +391,7 @@ def test_a_client_that_hangs_up_still_gets_its_result_stored(model_dir, tmp_path
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/inspect", files={"file": ("gone.jpg", images["spot"])}, timeout=impatient)
         deadline = time.time() + 60
-        while app.state.store.count() == 0 and time.time() < deadline:
+        while app.state.service.store.count() == 0 and time.time() < deadline:
             time.sleep(0.1)
         stored = httpx.get(f"{url}/results").json()
     assert [(r["image"], r["anomalous"]) for r in stored] == [("gone.jpg", True)]

@@ -14,7 +14,8 @@ from anomalens.data.scale import MAX_SQUASH_ASPECT, choose_working_scale
 from anomalens.data.splits import select_half, split_halves
 from anomalens.evaluation.evaluate import evaluate, json_ready
 from anomalens.models import PatchCore, load_detector
-from anomalens.postprocessing.thresholds import exceedance_upper_bound, false_alarm_threshold
+from anomalens.postprocessing.rates import exceedance_upper_bound
+from anomalens.postprocessing.thresholds import false_alarm_threshold
 
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_suite = pytest.mark.skipif(not (DATA_ROOT / "ball_screw_drive").is_dir(), reason="suite data not present")

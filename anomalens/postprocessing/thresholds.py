@@ -9,20 +9,19 @@ beyond the highest score where there are not).
 With simulated anomalies (``thresholds_from_simulation``) the same normal scores are set against scores of
 the same images with synthetic defects put in; the best cut between the two is used where it is stricter
 than the false-alarm bound. The scores are kept in the thresholds' details, so that what a user can expect
-(``expected_rates``) is stored with the model.
+(:mod:`anomalens.postprocessing.rates`) is stored with the model.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import beta, nct, norm
+from scipy.stats import nct, norm
 
+from anomalens.postprocessing.rates import BOUND_CONFIDENCE, exceedance_upper_bound
 from anomalens.types import Thresholds
 
 DEFAULT_MAX_FALSE_ALARM_RATE = 0.05
-# how sure the false-alarm bound is: the rate on new normal images stays below the target with this probability
-BOUND_CONFIDENCE = 0.9
 
 
 def tail_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
@@ -42,11 +41,6 @@ def tail_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float =
     factor = nct.ppf(confidence, df=effective - 1, nc=quantile * np.sqrt(effective)) / np.sqrt(effective)
     spread = logs.std(ddof=1) if n >= 3 else 0.1
     return float(np.exp(logs.mean() + factor * spread))
-
-
-def exceedance_upper_bound(exceedances: int, n: int, confidence: float = BOUND_CONFIDENCE) -> float:
-    """Clopper-Pearson upper bound on a rate seen as ``exceedances`` out of ``n``."""
-    return 1.0 if exceedances >= n else float(beta.ppf(confidence, exceedances + 1, n - exceedances))
 
 
 def false_alarm_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
@@ -140,22 +134,6 @@ def thresholds_from_simulation(normal_scores: Sequence[float], normal_maps: Sequ
                                "simulated_detected": float((anomalies >= image).mean()),
                                "normal_passed": float((np.asarray(normal_scores) < image).mean()),
                                "simulated_pixel_f1": float(pixel_f1), "simulated_scores": _rounded(anomalies)})
-
-
-def expected_rates(thresholds: Thresholds) -> dict[str, float]:
-    """What a user can expect at the image threshold, from the calibration scores kept in the model: the
-    share of held-out normals flagged, its upper bound, and the share of simulated defects caught."""
-    details = thresholds.details
-    normals = np.asarray(details.get("normal_scores", []), dtype=np.float64)
-    expected: dict[str, float] = {}
-    if normals.size:
-        flagged = int((normals >= thresholds.image).sum())
-        expected["false_alarm_rate"] = flagged / normals.size
-        expected["false_alarm_rate_bound"] = exceedance_upper_bound(flagged, int(normals.size))
-        expected["n_normal"] = int(normals.size)
-    if "simulated_detected" in details:
-        expected["simulated_detection_rate"] = float(details["simulated_detected"])
-    return expected
 
 
 def _rounded(values: np.ndarray) -> list[float]:

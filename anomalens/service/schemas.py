@@ -41,6 +41,12 @@ class InspectionResult(StoredResult):
     urls: ImageUrls
 
 
+def with_urls(result: StoredResult) -> InspectionResult:
+    """``result`` with the addresses of its stored images."""
+    urls = {kind: f"/results/{result.id}/images/{kind}" for kind in ImageUrls.model_fields}
+    return InspectionResult.model_validate({**result.model_dump(), "urls": urls})
+
+
 class BatchError(BaseModel):
     file: str
     error: str
