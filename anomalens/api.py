@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from anomalens.data import collect_images, folder_samples, iter_images, mvtec_samples
+from anomalens.data import collect_images, folder_samples, iter_images, mvtec_samples, read_image, read_mask
 from anomalens.data.datasets import Sample
 from anomalens.explanation import explain
 from anomalens.models import BaseDetector, create_detector
 from anomalens.postprocessing.findings import extract_findings
 from anomalens.progress import track
-from anomalens.results.record import ExplanationRecord, InspectionRecord
+from anomalens.results.record import Classification, ExplanationRecord, InspectionRecord
 from anomalens.results.run import InspectionRun, path_of, pending
 from anomalens.results.run_directory import RunDirectory
 from anomalens.types import Prediction
@@ -83,6 +83,38 @@ def inspection_record(path: str | Path, image: np.ndarray, prediction: Predictio
             record.regions[index].defect_type, record.regions[index].type_confidence = label, round(confidence, 4)
     record.explanation.text = explain(record)
     return record
+
+
+def classify(taxonomy: Any, images: Sequence[str | Path], mask: str | Path | None = None,
+             detector: BaseDetector | None = None) -> list[Classification]:
+    """The taxonomy's type of every region: with ``detector``, each region of each image's findings (an image it
+    finds normal gets one row without a type); else the region ``mask`` (one image) or the whole image."""
+    from anomalens.explanation.taxonomy import region_masks
+
+    rows: list[Classification] = []
+    for path in images:
+        image = read_image(path)
+        if detector is None:
+            region_mask = read_mask(mask, image.shape[:2]) if mask is not None else None
+            rows.append(_classified(taxonomy, path, image, region_mask, "mask" if mask is not None else "whole"))
+            continue
+        prediction = detector.predict(image)
+        findings = extract_findings(prediction, image)
+        if not findings.regions:
+            rows.append(Classification(image=str(path), region=None, defect_type=None, type_confidence=None,
+                                       verdict="normal"))
+        for index, region_mask in region_masks(prediction, findings):
+            row = _classified(taxonomy, path, image, region_mask, index)
+            row.bbox = [int(v) for v in findings.regions[index].box]
+            rows.append(row)
+    return rows
+
+
+def _classified(taxonomy: Any, path: str | Path, image: np.ndarray, region_mask: np.ndarray | None,
+                region: int | str) -> Classification:
+    label, confidence, distances = taxonomy.classify(image, region_mask)
+    return Classification(image=str(path), region=region, defect_type=label, type_confidence=round(confidence, 4),
+                          distances={name: round(value, 4) for name, value in distances.items()})
 
 
 def inspect(detector: BaseDetector, inputs: Sequence[str | Path] | Sequence[Sample], out_dir: str | Path | None,

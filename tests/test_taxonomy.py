@@ -211,5 +211,5 @@ def test_from_folders_with_a_detector_adds_its_regions_of_the_examples(tmp_path,
         assert f"/{label}/" in name
     folder = taxonomy.save(tmp_path / "saved")
     assert load_taxonomy(folder).names == taxonomy.names      # a saved taxonomy loads as it is, detector or not
-    rows = classify_cli.classify_images(taxonomy, [root / "test" / "hole" / "000.png"], detector=detector)
-    assert rows and rows[0]["defect_type"] == "hole", rows
+    rows = api.classify(taxonomy, [root / "test" / "hole" / "000.png"], detector=detector)
+    assert rows and rows[0].defect_type == "hole" and rows[0].region == 0 and rows[0].bbox, rows

@@ -16,40 +16,9 @@ from typing import Any
 
 from rich.table import Table
 
+from anomalens import api
 from anomalens.cli.output import console
-from anomalens.explanation.taxonomy import load_taxonomy, region_masks
-
-
-def classify_images(taxonomy: Any, images: list[Path], mask: str | None = None,
-                    detector: Any = None) -> list[dict[str, Any]]:
-    """One row per classified region: image, region (index or "whole"/"mask"), type, confidence, distances."""
-    from anomalens.data import read_image, read_mask
-
-    rows: list[dict[str, Any]] = []
-    for path in images:
-        image = read_image(path)
-        if detector is not None:
-            from anomalens.postprocessing.findings import extract_findings
-
-            prediction = detector.predict(image)
-            findings = extract_findings(prediction, image)
-            if not findings.regions:
-                rows.append({"image": str(path), "region": None, "defect_type": None, "type_confidence": None,
-                             "verdict": "normal"})
-                continue
-            for index, region_mask in region_masks(prediction, findings):
-                label, confidence, distances = taxonomy.classify(image, region_mask)
-                box = findings.regions[index].box
-                rows.append({"image": str(path), "region": index, "bbox": [int(v) for v in box],
-                             "defect_type": label, "type_confidence": round(confidence, 4),
-                             "distances": {k: round(v, 4) for k, v in distances.items()}})
-            continue
-        region_mask = read_mask(mask, image.shape[:2]) if mask is not None else None
-        label, confidence, distances = taxonomy.classify(image, region_mask)
-        rows.append({"image": str(path), "region": "mask" if mask is not None else "whole",
-                     "defect_type": label, "type_confidence": round(confidence, 4),
-                     "distances": {k: round(v, 4) for k, v in distances.items()}})
-    return rows
+from anomalens.explanation.taxonomy import load_taxonomy
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -68,17 +37,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
         detector = load_detector(args.model)
     taxonomy = load_taxonomy(args.taxonomy, args.save, detector=detector)
-    rows = classify_images(taxonomy, images, args.mask, detector)
+    rows = api.classify(taxonomy, images, args.mask, detector)
     table = Table("image", "region", "type", "confidence")
     for row in rows:
-        confidence = "" if row["type_confidence"] is None else f"{row['type_confidence']:.2f}"
-        table.add_row(Path(row["image"]).name, str(row["region"] if row["region"] is not None else "-"),
-                      row["defect_type"] or "(normal)", confidence)
+        confidence = "" if row.type_confidence is None else f"{row.type_confidence:.2f}"
+        table.add_row(Path(row.image).name, str(row.region if row.region is not None else "-"),
+                      row.defect_type or "(normal)", confidence)
     console.print(table)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"taxonomy": str(args.taxonomy), "types": taxonomy.types,
-                                               "results": rows}, indent=2))
+                                               "results": [row.to_dict() for row in rows]}, indent=2))
     return 0
 
 

@@ -9,7 +9,7 @@ type, what the calibration expects) are left out rather than written as ``null``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -134,3 +134,20 @@ class InspectionRecord(_OmittingNone):
     def total_area_fraction(self) -> float:
         """The share of the image its regions cover together."""
         return round(sum(region.area_fraction or 0.0 for region in self.regions), 6)
+
+
+class Classification(_OmittingNone):
+    """The user's defect type for one region of one image (``anomalens classify``): ``region`` is the region's
+    index among the detector's findings (its ``bbox`` beside it), "mask" or "whole" for a given mask or the whole
+    image, None for an image the detector found normal (``verdict`` "normal", nothing to type)."""
+
+    model_config = ConfigDict(extra="ignore")
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"bbox", "distances", "verdict"})
+
+    image: str
+    region: int | Literal["mask", "whole"] | None
+    bbox: list[int] | None = None
+    defect_type: str | None
+    type_confidence: float | None
+    distances: dict[str, float] | None = None
+    verdict: str | None = None

@@ -71,18 +71,17 @@ class LLMExplainer:
         model and, on a fallback, in the offline text. ``llm`` holds the parsed fields of the last reply (None when unparseable),
         ``problems`` the contradictions found in each attempt.
         """
-        f = findings
         attempts = 0
         history: list[list[str]] = []
         reply: LLMExplanation | None = None
         try:
             images = vision_images(image, prediction, reference) \
                 if (image is not None or reference is not None) and self.client.supports_images else []
-            messages = explain_messages(f, images, self.prompts_dir, seen_before)
+            messages = explain_messages(findings, images, self.prompts_dir, seen_before)
             for attempt in range(2):
                 text = self.client.complete(messages, json_mode=self.config.json_mode)
                 attempts += 1
-                reply, problems = self._evaluate(text, f)
+                reply, problems = self._evaluate(text, findings)
                 history.append(problems)
                 if not problems:
                     return {"text": compose_text(reply), "source": "llm",
@@ -94,7 +93,7 @@ class LLMExplainer:
             reason = "the LLM's answer contradicted the findings after one retry: " + "; ".join(history[-1])
         except LLMUnavailable as exc:
             reason = f"LLM unavailable: {exc}"
-        return {"text": offline.explain(f, seen_before), "source": "offline", "reason": reason,
+        return {"text": offline.explain(findings, seen_before), "source": "offline", "reason": reason,
                 "llm": reply.model_dump() if reply is not None else None, "attempts": attempts,
                 "problems": history, "model": self.config.model}
 
@@ -106,15 +105,14 @@ class LLMExplainer:
         A reply that contradicts the findings, or an unavailable LLM, gives ``offline.answer`` to the last user
         question instead, with the reason (and the ``rejected`` reply).
         """
-        f = findings
         question = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
         turns = [m for m in messages if m.get("role") != "system"]
         try:
-            text = self.client.complete([chat_system_message(f, self.prompts_dir, seen_before), *turns])
+            text = self.client.complete([chat_system_message(findings, self.prompts_dir, seen_before), *turns])
         except LLMUnavailable as exc:
-            return ChatAnswer(offline.answer(question, f), "offline", f"LLM unavailable: {exc}")
-        problems = check_answer(question, text, f)
+            return ChatAnswer(offline.answer(question, findings), "offline", f"LLM unavailable: {exc}")
+        problems = check_answer(question, text, findings)
         if problems or not text.strip():
-            return ChatAnswer(offline.answer(question, f), "offline", "; ".join(problems) or "empty reply",
+            return ChatAnswer(offline.answer(question, findings), "offline", "; ".join(problems) or "empty reply",
                               rejected=text.strip() or None)
         return ChatAnswer(text.strip(), "llm", "grounded")
