@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import numpy as np
 import pytest
 
 from anomalens import api
 from anomalens.explanation import offline
+from anomalens.explanation.chat import ChatAnswer
 from anomalens.explanation.llm import (LLMClient, LLMConfig, LLMExplainer, LLMExplanation, LLMUnavailable,
-                                       ReplyError, check, check_text, extract_json, findings_text, parse_reply)
+                                       ReplyError, check, check_text, compose_text, extract_json, findings_text,
+                                       parse_reply)
 from anomalens.explanation.llm.prompts import explain_messages, load_template, render
 from anomalens.types import Prediction, Thresholds
 from conftest import build_record
@@ -214,20 +217,33 @@ def test_vision_models_get_the_composite_and_the_reference():
 
 
 # ---------------------------------------------------------------- a real SmolLM2 server (llama.cpp)
+# What a 135M model says cannot be asserted; the protocol around it can: every request goes over the OpenAI API
+# to the loopback server, and a reply (the model's own, or one planted into the server's response) is kept
+# exactly when the grounding check accepts it. How often SmolLM2's own replies are rejected is a quality figure:
+# bench/llm_grounding.py.
 
-VARIED = [
-    ("one dark blob bottom left", [(slice(70, 80), slice(8, 22), 1.9)], True),
-    ("one bright blob center", [(slice(40, 50), slice(55, 65), 1.3)], False),
-    ("top right square", [(slice(5, 20), slice(95, 115), 2.5)], True),
-    ("horizontal bar at the top", [(slice(10, 14), slice(5, 115), 1.7)], False),
-    ("vertical bar on the left", [(slice(5, 85), slice(10, 13), 1.4)], True),
-    ("two regions", [(slice(75, 79), slice(5, 35), 1.8), (slice(8, 16), slice(95, 103), 1.1)], True),
-    ("three regions", [(slice(5, 12), slice(5, 12), 2.4), (slice(40, 48), slice(55, 63), 1.5),
-                       (slice(75, 85), slice(100, 112), 1.2)], False),
-    ("big central patch", [(slice(25, 65), slice(35, 85), 3.0)], True),
-    ("small bottom right", [(slice(78, 84), slice(108, 114), 1.1)], False),
-    ("normal image", [], True),
-]
+class Wire(httpx.BaseTransport):
+    """The openai SDK's HTTP transport: forwards each request to the server and keeps it; ``plant(own)``
+    replaces the content of the server's chat replies (``own``: what the model said, kept in ``model_replies``)."""
+
+    def __init__(self, plant=None):
+        self.inner, self.plant = httpx.HTTPTransport(), plant
+        self.requests, self.model_replies = [], []
+
+    def handle_request(self, request):
+        response = self.inner.handle_request(request)
+        self.requests.append(request)
+        if self.plant is None or not request.url.path.endswith("/chat/completions"):
+            return response
+        data = json.loads(response.read())
+        response.close()
+        self.model_replies.append(data["choices"][0]["message"]["content"])
+        data["choices"][0]["message"]["content"] = self.plant(self.model_replies[-1])
+        return httpx.Response(response.status_code, json=data)
+
+    def completions(self) -> list[dict]:
+        """The JSON bodies of the chat-completion requests sent, in order."""
+        return [json.loads(r.content) for r in self.requests if r.url.path.endswith("/chat/completions")]
 
 
 def server_config(server, **changes) -> LLMConfig:
@@ -237,13 +253,14 @@ def server_config(server, **changes) -> LLMConfig:
     return LLMConfig(**values)
 
 
-def assert_never_contradicts(result, findings):
-    if result["source"] == "llm":
-        assert check(LLMExplanation.model_validate(result["llm"]), findings) == []
-        assert check_text(result["llm"]["description"], findings) == []
-    else:
-        assert result["reason"] and result["text"] == offline.explain(findings)
-        assert check_text(result["text"], findings) == []
+def wired_client(server, wire: Wire, **changes) -> LLMClient:
+    """An ``LLMClient`` for ``server`` whose SDK client sends through ``wire``."""
+    import openai
+
+    config = server_config(server, **changes)
+    sdk = openai.OpenAI(base_url=config.base_url, api_key="no-key-required", timeout=config.timeout_s,
+                        max_retries=0, http_client=httpx.Client(transport=wire))
+    return LLMClient(config, sdk_client=sdk)
 
 
 @pytest.mark.llm
@@ -254,48 +271,79 @@ def test_plain_completion_returns_text(llm_server):
 
 
 @pytest.mark.llm
-def test_text_only_server_is_detected_without_crashing(llm_server):
-    client = LLMClient(server_config(llm_server))
+def test_text_only_server_is_detected_once_and_sent_no_images(llm_server):
+    wire = Wire()
+    client = wired_client(llm_server, wire, vision=None, max_tokens=16)
     assert client.supports_images is False
     findings, image, prediction = findings_for([(slice(70, 80), slice(8, 22), 1.9)])
     result = LLMExplainer(client=client).explain(findings, image=image, prediction=prediction)
-    assert result["source"] in ("llm", "offline")
-    assert_never_contradicts(result, findings)
+    probe, *asked = wire.completions()
+    assert [part["type"] for part in probe["messages"][0]["content"]] == ["text", "image_url"]
+    assert len(asked) == result["attempts"] >= 1       # probed once, then only text
+    assert all(isinstance(message["content"], str) for body in asked for message in body["messages"])
 
 
 @pytest.mark.llm
-def test_explainer_on_anomalous_findings_is_grounded(llm_server):
+def test_grounded_reply_from_the_server_is_kept_with_source_llm(llm_server, one_bottom_left):
+    planted = json.dumps(good_reply().model_dump())
+    wire = Wire(plant=lambda own: planted)
+    result = LLMExplainer(client=wired_client(llm_server, wire, vision=False, max_tokens=16)).explain(one_bottom_left)
+    assert (result["source"], result["reason"], result["attempts"]) == ("llm", "grounded", 1)
+    assert result["text"] == compose_text(good_reply()) and result["model"] == llm_server.model
+    [body] = wire.completions()
+    assert wire.requests[-1].method == "POST" and wire.requests[-1].url == llm_server.base_url + "/chat/completions"
+    assert body["model"] == llm_server.model and body["response_format"] == {"type": "json_object"}
+    assert "bottom left" in body["messages"][1]["content"]       # the findings went to the model
+    assert wire.model_replies[0].strip()                           # and the model itself answered
+
+
+@pytest.mark.llm
+def test_contradiction_planted_in_the_reply_is_retried_then_answered_offline(llm_server, one_bottom_left):
+    wrong = json.dumps(good_reply(count=3).model_dump())
+    wire = Wire(plant=lambda own: wrong)
+    result = LLMExplainer(client=wired_client(llm_server, wire, vision=False, max_tokens=16)).explain(one_bottom_left)
+    problem = '"count" is 3, but the findings have 1 region'
+    assert (result["source"], result["attempts"], result["problems"]) == ("offline", 2, [[problem], [problem]])
+    assert result["reason"] == "the LLM's answer contradicted the findings after one retry: " + problem
+    assert result["text"] == offline.explain(one_bottom_left) and result["llm"]["count"] == 3
+    first, retry = wire.completions()
+    assert retry["messages"][:-2] == first["messages"]
+    assert retry["messages"][-2] == {"role": "assistant", "content": wrong} and problem in retry["messages"][-1]["content"]
+
+
+@pytest.mark.llm
+def test_the_models_own_reply_is_kept_only_when_grounded(llm_server):
     findings = findings_for([(slice(75, 79), slice(5, 35), 1.8), (slice(8, 16), slice(95, 103), 1.1)])[0]
-    result = LLMExplainer(server_config(llm_server, vision=False)).explain(findings)
+    wire = Wire(plant=lambda own: own)
+    result = LLMExplainer(client=wired_client(llm_server, wire, vision=False)).explain(findings)
     print("\nSmolLM2 result:", json.dumps(result, indent=2))
-    assert set(result) >= {"text", "source", "reason", "llm", "attempts"}
-    assert 1 <= result["attempts"] <= 2
-    assert_never_contradicts(result, findings)
+    assert len(wire.model_replies) == result["attempts"] == len(result["problems"])
+    assert all(result["problems"][:-1])                  # a retry only after a rejected reply
+    if result["source"] == "llm":
+        kept = parse_reply(wire.model_replies[-1])
+        assert check(kept, findings) == [] and result["text"] == compose_text(kept)
+        assert result["reason"] == ("grounded" if result["attempts"] == 1 else "grounded after one retry")
+    else:
+        assert result["attempts"] == 2 and all(result["problems"]) and result["text"] == offline.explain(findings)
+        assert result["reason"].startswith("the LLM's answer contradicted the findings after one retry: ")
 
 
 @pytest.mark.llm
-def test_chat_turn_is_grounded_or_offline(llm_server):
-    findings = findings_for([(slice(70, 80), slice(8, 22), 1.9)])[0]
-    explainer = LLMExplainer(server_config(llm_server, vision=False, max_tokens=60))
-    answer = explainer.chat([{"role": "user", "content": "Where is the anomaly?"}], findings)
-    assert answer.text.strip() and answer.source in ("llm", "offline")
-    if answer.source == "offline":
-        assert answer.text == offline.answer("Where is the anomaly?", findings)
-
-
-@pytest.mark.llm
-def test_rejection_rate_over_varied_findings(llm_server):
-    explainer = LLMExplainer(server_config(llm_server, vision=False))
-    first_rejected = final_offline = 0
-    for name, boxes, dark in VARIED:
-        findings = findings_for(boxes, dark=dark)[0]
-        result = explainer.explain(findings)
-        assert_never_contradicts(result, findings)
-        first_rejected += bool(result["problems"] and result["problems"][0])
-        final_offline += result["source"] == "offline"
-        print(f"\n[{name}] source={result['source']} attempts={result['attempts']} reason={result['reason']}")
-    print(f"\nSmolLM2 rejection rate: first answers rejected {first_rejected}/{len(VARIED)}, "
-          f"fell back to offline after the retry {final_offline}/{len(VARIED)}")
+def test_chat_turn_keeps_a_grounded_reply_and_replaces_a_contradiction(llm_server, one_bottom_left):
+    question = [{"role": "user", "content": "Where is the anomaly?"}]
+    answers = {}
+    for planted in ("The anomaly is at the bottom left.", "The anomaly is at the top right."):
+        wire = Wire(plant=lambda own, planted=planted: planted)
+        explainer = LLMExplainer(client=wired_client(llm_server, wire, vision=False, max_tokens=16))
+        answers[planted] = explainer.chat(question, one_bottom_left)
+        [body] = wire.completions()
+        assert body["messages"][0]["role"] == "system" and "bottom left" in body["messages"][0]["content"]
+        assert body["messages"][1:] == question and wire.model_replies[0].strip()
+    grounded, contradicting = answers.values()
+    assert grounded == ChatAnswer("The anomaly is at the bottom left.", "llm", "grounded")
+    assert contradicting.text == offline.answer("Where is the anomaly?", one_bottom_left)
+    assert contradicting.source == "offline" and contradicting.rejected == "The anomaly is at the top right."
+    assert "names the top right, but no region is there" in contradicting.reason
 
 
 def test_server_down_gives_offline_quickly(one_bottom_left):

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from anomalens.data import read_image, read_mask  # noqa: E402
 from anomalens.explanation.chat import ChatAnswer  # noqa: E402
 from anomalens.explanation.history import DefectHistory  # noqa: E402
+from anomalens.explanation.llm import LLMClient, LLMConfig, LLMExplainer  # noqa: E402
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.models import PatchCore, load_detector  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
@@ -137,8 +138,21 @@ def test_chat_turns_are_answered_from_the_result_and_kept(client, images):
 
 
 def test_feedback_feeds_the_defect_history(model_dir, tmp_path, images):
+    class RecordingClient(LLMClient):
+        """An OpenAI-compatible client stand-in: keeps what the model would be sent, answers one sentence."""
+
+        def __init__(self):
+            super().__init__(LLMConfig(provider="openai-compatible", model="fake", base_url="http://x/v1",
+                                       vision=False))
+            self.sent = []
+
+        def complete(self, messages, max_tokens=None, temperature=None, json_mode=False):
+            self.sent.append(messages)
+            return "Last time this was a stain from an oil drip."
+
+    llm = RecordingClient()
     settings = settings_for(model_dir, tmp_path / "data")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings, explainer=LLMExplainer(client=llm))) as client:
         result = upload(client, images["spot"], "spot.jpg").json()
         url = f"/results/{result['id']}/feedback"
         receipt = client.post(url, json={"status": "corrected", "defect_type": "stain", "cause": "oil drip"}).json()
@@ -148,14 +162,19 @@ def test_feedback_feeds_the_defect_history(model_dir, tmp_path, images):
         assert client.post(url, json={"status": "maybe"}).status_code == 422
         assert client.get(f"/results/{result['id']}").json()["feedback_status"] == "corrected"
         assert [r["id"] for r in client.get("/results?feedback=corrected").json()] == [result["id"]]
-        # the next similar finding is told about the past case
+        # the next similar finding's chat is grounded in the past case: its cause reaches the model
         later = upload(client, images["spot"], "spot2.jpg").json()
-        reply = client.post(f"/results/{later['id']}/chat", json={"message": "Tell me more"}).json()["reply"]
+        llm.sent.clear()
+        reply = client.post(f"/results/{later['id']}/chat", json={"message": "What could cause it?"}).json()
     cases = DefectHistory(settings.history_path).cases()
     assert [(c.status, c.defect_type, c.cause, c.image) for c in cases] == [("corrected", "stain", "oil drip",
                                                                              "spot.jpg")]
     assert cases[0].embedding is not None and cases[0].embedding.ndim == 1   # searchable by what it looks like
-    assert "summary" not in reply and reply   # answered; the history sentence is in the system context
+    past_case = f"seen before: stain at the {result['regions'][0]['position']}, cause was oil drip"
+    [sent] = llm.sent
+    assert sent[0]["role"] == "system" and past_case in sent[0]["content"]
+    assert sent[1:] == [{"role": "user", "content": "What could cause it?"}]
+    assert reply == {"reply": "Last time this was a stain from an oil drip.", "source": "llm"}
 
 
 class RaisingExplainer:

@@ -29,7 +29,7 @@ class ServiceSettings:
     max_image_pixels: int = 64_000_000
     taxonomy_dir: Path | None = None
     use_llm: bool = False
-    station: str = field(default_factory=socket.gethostname)   # read when settings are made, not at import
+    station: str = field(default_factory=lambda: socket.gethostname())   # the host when settings are made
 
     @classmethod
     def create(cls, model_dir: str | Path, data_dir: str | Path = "anomalens_data", **options) -> "ServiceSettings":
