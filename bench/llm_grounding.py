@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from anomalens import api
 from anomalens.explanation.llm import LLMExplainer
 from anomalens.explanation.llm.local_server import LocalLlamaServer
-from anomalens.postprocessing.findings import Findings, extract_findings
+from anomalens.results.record import InspectionRecord
 from anomalens.types import Prediction, Thresholds
 from llm_grounding_magnetic_tile import QUESTIONS, kind_of
 
@@ -45,8 +46,8 @@ CASES = [
 ]
 
 
-def synthetic_findings(boxes: list[tuple[slice, slice, float]], dark: bool) -> Findings:
-    """The findings of an anomaly map with one rectangle per box (peak score inside) on a flat grey image."""
+def synthetic_findings(boxes: list[tuple[slice, slice, float]], dark: bool) -> InspectionRecord:
+    """The record of an anomaly map with one rectangle per box (peak score inside) on a flat grey image."""
     anomaly_map = np.full(SHAPE, 0.1, np.float32)
     image = np.full((*SHAPE, 3), 0.5, np.float32)
     for rows, cols, peak in boxes:
@@ -55,7 +56,8 @@ def synthetic_findings(boxes: list[tuple[slice, slice, float]], dark: bool) -> F
     mask = anomaly_map >= THRESHOLDS.pixel
     anomalous = bool(mask.any())
     score = float(anomaly_map.max()) if anomalous else 0.7
-    return extract_findings(Prediction(score, anomaly_map, anomalous, mask, THRESHOLDS), image)
+    return api.inspection_record("synthetic.png", image, Prediction(score, anomaly_map, anomalous, mask, THRESHOLDS),
+                                 0.0)
 
 
 def share(flags: list[bool]) -> float:
