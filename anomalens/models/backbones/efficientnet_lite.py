@@ -130,10 +130,6 @@ class EfficientNetLite(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
 
-    @property
-    def feature_names(self) -> list[str]:
-        return ["stem", *(f"blocks.{i}" for i in range(len(self._blocks))), "head"]
-
     def _depth_of(self, name: str) -> int:
         """Stem = -1, block i = i, head = number of blocks."""
         if name == "stem":
