@@ -10,9 +10,10 @@ Quick start::
 import os
 
 # The one process-wide setting made at import (README, "Process settings"): line PCs share their few cores with
-# cameras and PLC software, and OpenMP threads that spin while waiting then slow inference by 10x or more;
-# passive waiting costs little on an idle machine. It must be here, before torch loads the OpenMP runtime, which
-# reads it once; it is only a default, and has no effect when torch was imported first.
+# cameras and PLC software, and OpenMP threads that spin while waiting then slow inference many times over
+# (bench/README.md, "Notes on measuring"); passive waiting costs little on an idle machine. It must be here,
+# before torch loads the OpenMP runtime, which reads it once; it is only a default, and has no effect when torch
+# was imported first.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from anomalens.data import read_image  # noqa: E402

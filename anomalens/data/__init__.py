@@ -1,7 +1,7 @@
 """Data access: image/mask reading and PNG writing, data set listings, tiling of large frames."""
 
-from .datasets import Sample, collect_images, folder_samples, iter_images, mvtec_samples
-from .io import (
+from anomalens.data.datasets import Sample, collect_images, folder_samples, iter_images, mvtec_samples
+from anomalens.data.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
     decode_image,
@@ -12,7 +12,7 @@ from .io import (
     to_uint8_rgb,
     write_png,
 )
-from .tiling import Tile, split_tiles, stitch_maps, tile_grid, tile_weight_window
+from anomalens.data.tiling import Tile, split_tiles, stitch_maps, tile_grid, tile_weight_window
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image
+from anomalens.data.io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image
 
 __all__ = [
     "Sample",

@@ -11,7 +11,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
-from .datasets import Sample
+from anomalens.data.datasets import Sample
 
 HALVES: tuple[str, ...] = ("validation", "report")
 SPLIT_SEED = 0

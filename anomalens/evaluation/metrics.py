@@ -144,7 +144,7 @@ def pixel_auroc(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike]) -> float:
 
     Computed as the Mann-Whitney statistic: sort each class's pooled float32 scores and count, for each
     anomalous pixel, the normal pixels below / tied with it via ``searchsorted``. Exact (ties count one half)
-    with integer counts, and needs far less memory than ``roc_auc_score`` on 60M pooled pixels.
+    with integer counts, and needs far less memory than ``roc_auc_score`` on tens of millions of pooled pixels.
     """
     pairs = _pixel_pairs(masks, maps)
     n_pos = sum(int(np.count_nonzero(m)) for m, _ in pairs)
@@ -163,8 +163,8 @@ def pixel_auroc(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike]) -> float:
         ip += p.size
         ineg += q.size
 
-    # Sorted lookup keys make searchsorted walk the sorted negatives nearly linearly (random keys are ~10x
-    # slower on tens of millions of pixels), and float32 sorts are cheap.
+    # Sorted lookup keys make searchsorted walk the sorted negatives nearly linearly, where random keys would
+    # jump across tens of millions of them; float32 sorts are cheap.
     pos.sort()
     neg.sort()
     twice_u = 0  # sum over positives of (#neg < p) + (#neg <= p): the U statistic counting ties as 1/2, doubled

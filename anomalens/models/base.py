@@ -36,7 +36,7 @@ SCALE_SAMPLE = 32
 
 def flush_denormals() -> None:
     """Treat float32 denormals as zero. Trained ReLU networks produce many tiny activations, and CPUs handle
-    denormal arithmetic in microcode: an EfficientAD forward pass took 670 ms instead of 142 ms because of it.
+    denormal arithmetic in microcode, which made an EfficientAD forward pass several times slower.
     The values involved are below 1e-38, far beneath anything an anomaly map can resolve.
 
     The setting belongs to the calling thread and is inherited by the threads it creates later, such as the
@@ -256,8 +256,9 @@ class BaseDetector(ABC):
         return self
 
     def use_half_precision(self) -> "BaseDetector":
-        """Run the network in float16 autocast (CUDA only): about twice the throughput of float32 on a GPU;
-        autocast keeps reductions and normalisations in float32."""
+        """Run the network in float16 autocast (CUDA only), for throughput on GPUs with fast half precision
+        (``bench/predict_throughput.py --runtime fp16`` measures it); autocast keeps reductions and
+        normalisations in float32."""
         if self.torch_device.type != "cuda":
             raise ValueError("half precision needs a CUDA device (use --runtime onnx for a fast CPU path)")
         self.half_precision_ = True

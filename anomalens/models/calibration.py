@@ -7,7 +7,6 @@ memory bank; EfficientAD holds whole images back from training), so they pass th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import numpy as np
 import torch
@@ -17,7 +16,6 @@ from anomalens.postprocessing.thresholds import (DEFAULT_MAX_FALSE_ALARM_RATE, t
 from anomalens.simulation import KINDS, simulate
 from anomalens.types import Thresholds
 
-Calibration = Literal["simulated", "normal"]
 CALIBRATIONS = ("simulated", "normal")
 
 

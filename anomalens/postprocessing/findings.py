@@ -40,8 +40,9 @@ CHROMA_DELTA = 0.05          # distance of mean chromaticity (r, g, b) / (r + g 
 MIN_CHROMA_SUM = 0.05        # darker means than this (sum of r, g, b) carry no reliable colour
 # Parts of the outline closer than this share of the image's short side are one finding: anomaly maps are
 # smooth at about this scale (PatchCore: 32x32 patches, each seeing its 3x3 neighbours), so a gap narrower than
-# it says little. Measured on magnetic tile (bench/findings_magnetic_tile.py, gaps 0 / 4 / 8 / 16 %): region
-# counts agreeing with the ground truth 0.56 / 0.57 / 0.59 / 0.67, position hits unchanged.
+# it says little. On the validation halves, at the default outline level, merging gaps up to this one made more
+# region counts agree with the ground truth and left the position hits as they were
+# (bench/outline_validation.py, bench/results/outline_validation.md).
 MERGE_DISTANCE = 0.16
 
 

@@ -3,10 +3,10 @@
 A pixel is outlined when its score reaches the pixel threshold *and* lies in the upper part of the image's own
 range, at or above ``median + level * (peak - median)`` (``level`` 0.75: the upper quarter between the image's
 typical level and its peak). The pixel threshold alone outlines too much wherever a whole image scores a little
-higher than the normal images did (lighting, another batch): on magnetic tile it outlined 27 % of the image
-around blowholes covering 0.2 %, so regions merged, and their count, places and shapes said little. The
-relative bound keeps the cores that make the verdict. The level was chosen on the validation halves of the
-suite's categories with masks (``bench/outline_validation.py``, ``bench/results/outline_validation.md``).
+higher than the normal images did (lighting, another batch): on magnetic tile it outlined wide areas around
+small blowholes, so regions merged, and their count, places and shapes said little. The relative bound keeps
+the cores that make the verdict. The level was chosen on the validation halves of the suite's categories with
+masks (``bench/outline_validation.py``, ``bench/results/outline_validation.md``).
 """
 from __future__ import annotations
 

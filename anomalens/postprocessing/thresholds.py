@@ -76,8 +76,8 @@ def thresholds_from_normal(normal_scores: Sequence[float], normal_maps: Sequence
 
     The pixel threshold sits ``pixel_fraction`` of the way from the typical normal pixel level (median of
     normal maps) up to the image threshold. At 1.0 (the default) a pixel is outlined when its own score
-    reaches the image threshold: on magnetic tile this gave the best pixel F1 of the fractions 0.25-1.5
-    (0.305 against 0.256 at 0.5); lower fractions outline large areas of normal surface around a defect.
+    reaches the image threshold: on magnetic tile this gave the best pixel F1 of the fractions 0.25-1.5;
+    lower fractions outline large areas of normal surface around a defect.
     """
     image = false_alarm_threshold(normal_scores, max_false_alarm_rate)
     baseline = float(np.median(np.concatenate([m.ravel() for m in normal_maps]))) if normal_maps else 0.0

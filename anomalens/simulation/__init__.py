@@ -13,11 +13,11 @@ Kinds (:data:`KINDS`): ``nsa`` (Poisson-blended patch of another good image), ``
 (smooth dark/bright blob or faint scratch). :func:`write_simulated_dataset` writes a whole MVTec-layout set
 and :func:`save_example_grid` a contact sheet.
 """
-from .dataset import write_simulated_dataset
-from .grid import example_grid, examples_from_folder, save_example_grid
-from .shapes import SHAPES, blob_mask, ellipse_mask, polygon_mask, random_shape, scratch_mask
-from .simulator import KINDS, SimulatedAnomaly, simulate
-from .texture import fractal_noise, perlin_mask, perlin_noise
+from anomalens.simulation.dataset import write_simulated_dataset
+from anomalens.simulation.grid import example_grid, examples_from_folder, save_example_grid
+from anomalens.simulation.shapes import SHAPES, blob_mask, ellipse_mask, polygon_mask, random_shape, scratch_mask
+from anomalens.simulation.simulator import KINDS, SimulatedAnomaly, simulate
+from anomalens.simulation.texture import fractal_noise, perlin_mask, perlin_noise
 
 __all__ = [
     "KINDS",

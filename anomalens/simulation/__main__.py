@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .grid import examples_from_folder, save_example_grid
+from anomalens.simulation.grid import examples_from_folder, save_example_grid
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write a contact sheet of simulated anomalies (every kind) on images of a folder of good images."""
     import argparse
 
-    from .simulator import KINDS
+    from anomalens.simulation.simulator import KINDS
 
     parser = argparse.ArgumentParser(prog="python -m anomalens.simulation", description=main.__doc__)
     parser.add_argument("folder", help="folder of good images")

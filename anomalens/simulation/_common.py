@@ -60,12 +60,6 @@ def is_gray(image: np.ndarray) -> bool:
     return bool(np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 0], image[:, :, 2]))
 
 
-def to_gray3(image: np.ndarray) -> np.ndarray:
-    """Mean of the channels, replicated to three channels (float32)."""
-    g = image.mean(axis=2, dtype=np.float32)
-    return np.repeat(g[:, :, None], 3, axis=2)
-
-
 def keep_gray(original: np.ndarray, result: np.ndarray) -> np.ndarray:
     """Make ``result`` grey again (equal channels) when ``original`` is grey; untouched pixels stay identical."""
     if not is_gray(original):

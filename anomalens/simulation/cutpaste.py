@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ._common import CHANGE_THRESHOLD, MAX_ATTEMPTS, MIN_CHANGED_PIXELS, change_map, keep_gray
+from anomalens.simulation._common import CHANGE_THRESHOLD, MAX_ATTEMPTS, MIN_CHANGED_PIXELS, change_map, keep_gray
 
 __all__ = ["color_jitter", "simulate_cutpaste", "simulate_scar"]
 

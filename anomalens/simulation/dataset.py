@@ -34,9 +34,8 @@ import numpy as np
 
 from anomalens.data import ImageReadError, mvtec_samples, read_image, to_uint8_rgb, write_png
 from anomalens.progress import track
-
-from ._common import MIN_SIDE
-from .simulator import KINDS, simulate
+from anomalens.simulation._common import MIN_SIDE
+from anomalens.simulation.simulator import KINDS, simulate
 
 __all__ = ["METADATA_FILE", "write_simulated_dataset"]
 

@@ -12,9 +12,8 @@ import cv2
 import numpy as np
 
 from anomalens.data import write_png
-
-from ._common import to_uint8
-from .simulator import SimulatedAnomaly
+from anomalens.simulation._common import to_uint8
+from anomalens.simulation.simulator import SimulatedAnomaly
 
 __all__ = ["example_grid", "examples_from_folder", "save_example_grid"]
 
@@ -129,8 +128,7 @@ def examples_from_folder(
 ) -> list[SimulatedAnomaly]:
     """``per_kind`` examples of each kind, on good images drawn at random from ``folder`` (donors too)."""
     from anomalens.data import folder_samples, read_image
-
-    from .simulator import simulate
+    from anomalens.simulation.simulator import simulate
 
     paths = [s.path for s in folder_samples(folder)]
     if len(paths) < 2:

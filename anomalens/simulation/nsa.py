@@ -22,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ._common import (
+from anomalens.simulation._common import (
     MAX_ATTEMPTS,
     MIN_CHANGED_PIXELS,
     changed_mask,
@@ -33,7 +33,7 @@ from ._common import (
     to_uint8,
     visible_count,
 )
-from .shapes import random_shape
+from anomalens.simulation.shapes import random_shape
 
 __all__ = ["simulate_nsa"]
 

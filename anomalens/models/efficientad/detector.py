@@ -44,15 +44,14 @@ class EfficientAD(BaseDetector):
     validation_fraction: share of the normal images held back for map normalisation and thresholds.
     calibration, simulated_per_image, max_false_alarm_rate: the automatic thresholds (see ``calibration.py``).
     smoothing_sigma: Gaussian blur of the map at input resolution, in pixels.
-    score_top_fraction: 0 scores an image by its map's maximum, as the paper does (on magnetic tile: image
-        AUROC 0.778 against 0.688 for the mean of the top 5 %, which suits PatchCore's smoother maps).
-    train_batch_size: 2 by default: more, smaller steps learned more in the same time on a 2-core CPU
-        (image AUROC 0.628 after 790 steps of 2 against 0.590 after 69 steps of 8, both in 200-300 s).
+    score_top_fraction: 0 scores an image by its map's maximum, as the paper does (on magnetic tile it ranked
+        images better than the mean of the top 5 %, which suits PatchCore's smoother maps).
+    train_batch_size: 2 by default: more, smaller steps learned more in the same time on a 2-core CPU.
     """
 
     name = "efficientad"
-    # the suite's validation chose 0.75 on PatchCore's maps; EfficientAD's sharper maps keep the half maximum
-    # until they are measured the same way
+    # the suite's validation chose 0.75 on PatchCore's maps (bench/results/outline_validation.md); EfficientAD's
+    # sharper maps keep the half maximum until they are measured the same way
     outline_level = 0.5
 
     def __init__(self, size: str = "small", autoencoder: bool = False, backbone: str = "efficientnet_lite0",

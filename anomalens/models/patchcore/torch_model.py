@@ -61,8 +61,8 @@ class PatchCoreModel(nn.Module):
             fmap = features[layer]
             # averaging each patch with its neighbours gives it context without losing resolution. Zero
             # padding (count_include_pad) damps border cells: without it a border cell averages fewer cells
-            # and over-weights a nearby defect. On magnetic tile it gave image AUROC 0.951 against 0.928 with
-            # reflect padding, at the cost of AUPRO (0.603 against 0.717) on defects at the tile's edge.
+            # and over-weights a nearby defect. On magnetic tile it ranked images better than reflect padding,
+            # at the cost of AUPRO on defects at the tile's edge.
             fmap = F.avg_pool2d(fmap, self.neighbourhood, stride=1, padding=self.neighbourhood // 2,
                                 count_include_pad=True)
             if target is None:
