@@ -152,10 +152,6 @@ class Findings:
             return "none"
         return max((r.severity for r in self.regions), key=SEVERITY_ORDER.index)
 
-    @property
-    def largest(self) -> Region | None:
-        return max(self.regions, key=lambda r: r.area_pixels) if self.regions else None
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,

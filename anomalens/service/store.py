@@ -24,7 +24,6 @@ from anomalens.results.record import ExplanationRecord, InspectionRecord
 from anomalens.service.schemas import StoredResult
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-IMAGE_KINDS = ("image", "overlay", "mask")
 _MIGRATING = threading.Lock()
 
 
