@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=
 
 PEER_VENV := /tmp/peerv
 
-.PHONY: setup demo test test-system-packages bench peer clean
+.PHONY: setup demo lint test test-system-packages bench peer clean
 
 setup: $(STAMP)
 
@@ -42,7 +42,12 @@ test-system-packages:
 			|| echo "could not install$$missing; their tests will be skipped"; \
 	fi; true
 
-test: $(LLM_STAMP) test-system-packages
+# the house style (ruff: lint, import order, format; configured in pyproject.toml), then the tests
+lint: $(STAMP)
+	$(VENV)/bin/ruff check anomalens tests bench
+	$(VENV)/bin/ruff format --check anomalens tests bench
+
+test: $(LLM_STAMP) test-system-packages lint
 	$(PYTHON) -m pytest -q
 
 # anomalib, the peer measured beside us, in its own environment outside the repository (../shared/peer/README.md)

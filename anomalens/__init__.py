@@ -7,6 +7,7 @@ Quick start::
     prediction = detector.predict(read_image("part.png"))
     prediction.is_anomalous, prediction.image_score, prediction.anomaly_map
 """
+
 import os
 
 # The one process-wide setting made at import (README, "Process settings"): line PCs share their few cores with

@@ -2,6 +2,7 @@
 
 Each function takes and returns plain objects; the CLI only parses arguments and prints.
 """
+
 from __future__ import annotations
 
 import random
@@ -34,8 +35,9 @@ class FitReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def training_paths(data_root: str | Path, category: str | None = None, shots: int | None = None,
-                   seed: int = 0) -> list[Path]:
+def training_paths(
+    data_root: str | Path, category: str | None = None, shots: int | None = None, seed: int = 0
+) -> list[Path]:
     """Normal training images: ``root/category/train/good`` (MVTec layout) or a plain folder when no category.
 
     With ``shots`` a reproducible random subset of that size is drawn (few-shot fitting).
@@ -60,15 +62,22 @@ def fit_detector(detector: BaseDetector, paths: Sequence[Path], on_error: OnErro
     return FitReport(len(paths) - len(skipped), time.perf_counter() - start, [(str(p), m) for p, m in skipped])
 
 
-def fit(data_root: str | Path, category: str | None = None, model: str = "patchcore", shots: int | None = None,
-        on_error: OnError = "skip", **params: Any) -> tuple[BaseDetector, FitReport]:
+def fit(
+    data_root: str | Path,
+    category: str | None = None,
+    model: str = "patchcore",
+    shots: int | None = None,
+    on_error: OnError = "skip",
+    **params: Any,
+) -> tuple[BaseDetector, FitReport]:
     detector = create_detector(model, **params)
     paths = training_paths(data_root, category, shots, seed=params.get("seed", 0))
     return detector, fit_detector(detector, paths, on_error)
 
 
-def inspection_record(path: str | Path, image: np.ndarray, prediction: Prediction, milliseconds: float,
-                      taxonomy: Any = None) -> InspectionRecord:
+def inspection_record(
+    path: str | Path, image: np.ndarray, prediction: Prediction, milliseconds: float, taxonomy: Any = None
+) -> InspectionRecord:
     """The record of one image (see :func:`inspect`) with its offline explanation, without output file names.
 
     With ``taxonomy`` every region is classified from its own connected component of the prediction mask.
@@ -85,8 +94,9 @@ def inspection_record(path: str | Path, image: np.ndarray, prediction: Predictio
     return record
 
 
-def classify(taxonomy: Any, images: Sequence[str | Path], mask: str | Path | None = None,
-             detector: BaseDetector | None = None) -> list[Classification]:
+def classify(
+    taxonomy: Any, images: Sequence[str | Path], mask: str | Path | None = None, detector: BaseDetector | None = None
+) -> list[Classification]:
     """The taxonomy's type of every region: with ``detector``, each region of each image's findings (an image it
     finds normal gets one row without a type); else the region ``mask`` (one image) or the whole image."""
     from anomalens.explanation.taxonomy import region_masks
@@ -101,8 +111,9 @@ def classify(taxonomy: Any, images: Sequence[str | Path], mask: str | Path | Non
         prediction = detector.predict(image)
         findings = extract_findings(prediction, image)
         if not findings.regions:
-            rows.append(Classification(image=str(path), region=None, defect_type=None, type_confidence=None,
-                                       verdict="normal"))
+            rows.append(
+                Classification(image=str(path), region=None, defect_type=None, type_confidence=None, verdict="normal")
+            )
         for index, region_mask in region_masks(prediction, findings):
             row = _classified(taxonomy, path, image, region_mask, index)
             row.bbox = [int(v) for v in findings.regions[index].box]
@@ -110,16 +121,28 @@ def classify(taxonomy: Any, images: Sequence[str | Path], mask: str | Path | Non
     return rows
 
 
-def _classified(taxonomy: Any, path: str | Path, image: np.ndarray, region_mask: np.ndarray | None,
-                region: int | str) -> Classification:
+def _classified(
+    taxonomy: Any, path: str | Path, image: np.ndarray, region_mask: np.ndarray | None, region: int | str
+) -> Classification:
     label, confidence, distances = taxonomy.classify(image, region_mask)
-    return Classification(image=str(path), region=region, defect_type=label, type_confidence=round(confidence, 4),
-                          distances={name: round(value, 4) for name, value in distances.items()})
+    return Classification(
+        image=str(path),
+        region=region,
+        defect_type=label,
+        type_confidence=round(confidence, 4),
+        distances={name: round(value, 4) for name, value in distances.items()},
+    )
 
 
-def inspect(detector: BaseDetector, inputs: Sequence[str | Path] | Sequence[Sample], out_dir: str | Path | None,
-            on_error: OnError = "skip", progress: bool = False, taxonomy: Any = None,
-            resume: bool = False) -> InspectionRun:
+def inspect(
+    detector: BaseDetector,
+    inputs: Sequence[str | Path] | Sequence[Sample],
+    out_dir: str | Path | None,
+    on_error: OnError = "skip",
+    progress: bool = False,
+    taxonomy: Any = None,
+    resume: bool = False,
+) -> InspectionRun:
     """Predict every image; write overlay and mask PNGs and results incrementally to ``out_dir``.
 
     ``results.jsonl`` gains one line per image as soon as it is done, so a run that is stopped keeps what it

@@ -1,4 +1,5 @@
 """One place that decides how long-running loops report progress (rich progress bars on a terminal)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -17,8 +18,14 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
         return
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total)
         for item in items:

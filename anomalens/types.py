@@ -3,6 +3,7 @@
 They hold numbers and arrays only, and each turns into JSON with ``to_dict`` so that the CLI, the service and
 reports never need to know which detector produced them.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ class Thresholds:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Thresholds":
+    def from_dict(cls, data: dict) -> Thresholds:
         return cls(**data)
 
     @cached_property
@@ -68,6 +69,9 @@ class Prediction:
             "width": int(self.anomaly_map.shape[1]),
             "image_threshold": round(float(self.thresholds.image), 6),
             "pixel_threshold": round(float(self.thresholds.pixel), 6),
-            **{f"expected_{name}": round(float(value), 4) for name, value in self.thresholds.expected.items()
-               if name in ("false_alarm_rate", "simulated_detection_rate")},
+            **{
+                f"expected_{name}": round(float(value), 4)
+                for name, value in self.thresholds.expected.items()
+                if name in ("false_alarm_rate", "simulated_detection_rate")
+            },
         }

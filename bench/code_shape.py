@@ -8,6 +8,7 @@ only, and with the imports inside functions too (they run late, but still tie th
 import c`` counts as importing ``a.b``, and ``a.b.c`` when that is a module; an edge from a module to a package
 that contains it is left out (importing a module always initialises its parents first).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,28 @@ import sys
 from pathlib import Path
 
 # a record key read by string: record["regions"], region.get("defect_type")...
-RECORD_KEYS = ("regions", "anomalous", "severity", "verdict", "explanation", "region_count", "overlay", "grid",
-               "bbox", "defect_type", "type_confidence", "area_fraction", "position", "normalized_score",
-               "total_area_fraction", "brightness", "appearance", "relative_peak", "area_pixels")
-KEY_READ = re.compile(r"""(\[|\.get\()["'](%s)["']""" % "|".join(RECORD_KEYS))
+RECORD_KEYS = (
+    "regions",
+    "anomalous",
+    "severity",
+    "verdict",
+    "explanation",
+    "region_count",
+    "overlay",
+    "grid",
+    "bbox",
+    "defect_type",
+    "type_confidence",
+    "area_fraction",
+    "position",
+    "normalized_score",
+    "total_area_fraction",
+    "brightness",
+    "appearance",
+    "relative_peak",
+    "area_pixels",
+)
+KEY_READ = re.compile(r"""(\[|\.get\()["'](""" + "|".join(RECORD_KEYS) + r""")["']""")
 
 
 def modules(root: Path) -> dict[str, Path]:
@@ -41,7 +60,7 @@ def imports(tree: ast.Module, known: set[str], inside_functions: bool) -> set[st
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
         nested = inside_functions or isinstance(node, (ast.If, ast.Try))
-        for sub in (ast.walk(node) if nested else [node]):
+        for sub in ast.walk(node) if nested else [node]:
             if isinstance(sub, ast.Import):
                 targets |= {alias.name for alias in sub.names if alias.name in known}
             elif isinstance(sub, ast.ImportFrom) and sub.module and sub.level == 0:
@@ -91,15 +110,27 @@ def main() -> None:
     root = Path(args.package)
     found = modules(root)
     trees = {name: ast.parse(path.read_text()) for name, path in found.items()}
-    functions = sorted(((node.end_lineno - node.lineno + 1, f"{name}.{node.name}") for name, tree in trees.items()
-                        for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))),
-                       reverse=True)
+    functions = sorted(
+        (
+            (node.end_lineno - node.lineno + 1, f"{name}.{node.name}")
+            for name, tree in trees.items()
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        ),
+        reverse=True,
+    )
     print(f"longest functions (lines, of {len(functions)}):")
-    for lines, name in functions[:args.top]:
+    for lines, name in functions[: args.top]:
         print(f"  {lines:4d}  {name}")
     for inside_functions in (False, True):
-        graph = {name: {target for target in imports(tree, set(found), inside_functions)
-                        if target != name and not name.startswith(target + ".")} for name, tree in trees.items()}
+        graph = {
+            name: {
+                target
+                for target in imports(tree, set(found), inside_functions)
+                if target != name and not name.startswith(target + ".")
+            }
+            for name, tree in trees.items()
+        }
         groups = cycles(graph)
         which = "all imports, inside functions too" if inside_functions else "module-level imports"
         print(f"import cycles ({which}): {len(groups)}")

@@ -11,6 +11,7 @@ the FLOP count of one inference and the limit that this machine's measured fp32 
 
 ``--latency-only`` re-measures the speed of models kept by an earlier run with ``--save-dir``.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,6 +27,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
+from patchcore_magnetic_tile import clean, log, machine_facts, markdown_table  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from anomalens import api  # noqa: E402
@@ -33,7 +35,6 @@ from anomalens.data import mvtec_samples  # noqa: E402
 from anomalens.evaluation.evaluate import evaluate  # noqa: E402
 from anomalens.models import load_detector  # noqa: E402
 from anomalens.models.base import flush_denormals  # noqa: E402
-from patchcore_magnetic_tile import clean, log, machine_facts, markdown_table  # noqa: E402
 
 SIZE = 256
 
@@ -50,7 +51,7 @@ def matmul_gflops(device: torch.device, side: int = 2048, repeats: int = 10) -> 
         a @ b
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return 2 * side ** 3 * repeats / (time.perf_counter() - tic) / 1e9
+    return 2 * side**3 * repeats / (time.perf_counter() - tic) / 1e9
 
 
 def inference_gflops(module: torch.nn.Module, device: torch.device) -> float:
@@ -101,8 +102,14 @@ def latency(detector, device: torch.device, repeats: int, onnx: bool) -> dict[st
 
 def run_config(spec: str, args: argparse.Namespace, device: torch.device, rate: float) -> dict[str, Any]:
     size, _, flag = spec.partition(":")
-    params = {"size": size, "autoencoder": flag != "noae", "train_steps": args.steps, "device": str(device),
-              "max_train_seconds": args.max_seconds, "seed": args.seed}
+    params = {
+        "size": size,
+        "autoencoder": flag != "noae",
+        "train_steps": args.steps,
+        "device": str(device),
+        "max_train_seconds": args.max_seconds,
+        "seed": args.seed,
+    }
     log(f"{spec}: fitting {params}")
     detector, fit_report = api.fit(args.data, args.category, model="efficientad", **params)
     if args.save_dir:
@@ -113,9 +120,17 @@ def run_config(spec: str, args: argparse.Namespace, device: torch.device, rate: 
     speed = latency(detector, device, args.repeats, onnx=device.type == "cpu" and not args.skip_onnx)
     best_ms = min(v for k, v in speed.items() if k.endswith("_ms"))
     limit_ms = 1000 * gflops / rate
-    return {"config": spec, "params": params, "fit_seconds": fit_report.seconds,
-            "training": detector.info_["training"], "metrics": report, "gflops": gflops,
-            "limit_ms": limit_ms, "best_ms_over_limit": best_ms / limit_ms, **speed}
+    return {
+        "config": spec,
+        "params": params,
+        "fit_seconds": fit_report.seconds,
+        "training": detector.info_["training"],
+        "metrics": report,
+        "gflops": gflops,
+        "limit_ms": limit_ms,
+        "best_ms_over_limit": best_ms / limit_ms,
+        **speed,
+    }
 
 
 def latency_only(spec: str, args: argparse.Namespace, device: torch.device, rate: float) -> dict[str, Any]:
@@ -126,15 +141,16 @@ def latency_only(spec: str, args: argparse.Namespace, device: torch.device, rate
     speed = latency(detector, device, args.repeats, onnx=device.type == "cpu" and not args.skip_onnx)
     limit_ms = 1000 * gflops / rate
     best_ms = min(v for k, v in speed.items() if k.endswith("_ms"))
-    return {"config": spec, "gflops": gflops, "limit_ms": limit_ms, "best_ms_over_limit": best_ms / limit_ms,
-            **speed}
+    return {"config": spec, "gflops": gflops, "limit_ms": limit_ms, "best_ms_over_limit": best_ms / limit_ms, **speed}
 
 
 def print_speed(results: list[dict[str, Any]]) -> None:
     print("\nSpeed per 256x256 image (ms), FLOPs of one inference and the matmul-rate limit:\n")
     keys = sorted({k for r in results for k in r if k.endswith("_ms") and k != "limit_ms"})
-    rows = [[r["config"], r["gflops"], r["limit_ms"]] + [r.get(k) for k in keys] + [r["best_ms_over_limit"]]
-            for r in results]
+    rows = [
+        [r["config"], r["gflops"], r["limit_ms"]] + [r.get(k) for k in keys] + [r["best_ms_over_limit"]]
+        for r in results
+    ]
     print(markdown_table(["config", "GFLOP", "limit ms"] + keys + ["best / limit"], rows))
     diffs = [f"{r['config']} {r['onnx_max_abs_diff']:.2e}" for r in results if "onnx_max_abs_diff" in r]
     if diffs:
@@ -148,17 +164,53 @@ def print_report(results: list[dict[str, Any]], facts: dict[str, Any], rate: flo
     for r in results:
         m = r["metrics"]
         old = m.get("at_normal_only_threshold", {})
-        rows.append([r["config"], r["training"]["steps"], round(r["fit_seconds"], 1), m["image_auroc"],
-                     m["pixel_auroc"], m["pixel_aupro"], m["accuracy"], m["f1"], old.get("accuracy"),
-                     old.get("f1"), m["oracle_accuracy"], m["false_positive_rate"]])
-    print(markdown_table(["config", "steps", "fit s", "image AUROC", "pixel AUROC", "AUPRO", "accuracy (auto)",
-                          "F1 (auto)", "accuracy (normal-only)", "F1 (normal-only)", "oracle acc.",
-                          "FPR (auto)"], rows))
+        rows.append(
+            [
+                r["config"],
+                r["training"]["steps"],
+                round(r["fit_seconds"], 1),
+                m["image_auroc"],
+                m["pixel_auroc"],
+                m["pixel_aupro"],
+                m["accuracy"],
+                m["f1"],
+                old.get("accuracy"),
+                old.get("f1"),
+                m["oracle_accuracy"],
+                m["false_positive_rate"],
+            ]
+        )
+    print(
+        markdown_table(
+            [
+                "config",
+                "steps",
+                "fit s",
+                "image AUROC",
+                "pixel AUROC",
+                "AUPRO",
+                "accuracy (auto)",
+                "F1 (auto)",
+                "accuracy (normal-only)",
+                "F1 (normal-only)",
+                "oracle acc.",
+                "FPR (auto)",
+            ],
+            rows,
+        )
+    )
     print("\nPer defect type (image AUROC / AUPRO / recall at the automatic threshold):\n")
     types = sorted(results[0]["metrics"]["per_defect_type"]) if results else []
-    rows = [[r["config"]] + [f"{r['metrics']['per_defect_type'][t]['image_auroc']:.3f} / "
-                             f"{r['metrics']['per_defect_type'][t]['pixel_aupro']:.3f} / "
-                             f"{r['metrics']['per_defect_type'][t]['recall']:.2f}" for t in types] for r in results]
+    rows = [
+        [r["config"]]
+        + [
+            f"{r['metrics']['per_defect_type'][t]['image_auroc']:.3f} / "
+            f"{r['metrics']['per_defect_type'][t]['pixel_aupro']:.3f} / "
+            f"{r['metrics']['per_defect_type'][t]['recall']:.2f}"
+            for t in types
+        ]
+        for r in results
+    ]
     print(markdown_table(["config"] + types, rows))
     print_speed(results)
 
@@ -175,8 +227,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--save-dir", help="keep the fitted models here, one folder per config")
-    parser.add_argument("--latency-only", action="store_true",
-                        help="only the speed figures, of the models an earlier run kept in --save-dir")
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only the speed figures, of the models an earlier run kept in --save-dir",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -188,16 +243,22 @@ def main() -> None:
     rate = matmul_gflops(device, side=8192 if device.type == "cuda" else 2048)
     facts = machine_facts(args.threads)
     if args.latency_only:
-        print(f"fp32 matmul rate measured: {rate:.0f} GFLOP/s ({device}, {facts['cpu']}, "
-              f"torch threads {facts['torch_threads']})")
+        print(
+            f"fp32 matmul rate measured: {rate:.0f} GFLOP/s ({device}, {facts['cpu']}, "
+            f"torch threads {facts['torch_threads']})"
+        )
         print_speed([latency_only(spec, args, device, rate) for spec in args.configs])
         return
     results = []
     for spec in args.configs:
         results.append(run_config(spec, args, device, rate))
         if args.json:  # written after every config, so a long run keeps what it finished
-            Path(args.json).write_text(json.dumps(clean({"machine": facts, "matmul_gflops": rate,
-                                                          "device": str(device), "results": results}), indent=1))
+            Path(args.json).write_text(
+                json.dumps(
+                    clean({"machine": facts, "matmul_gflops": rate, "device": str(device), "results": results}),
+                    indent=1,
+                )
+            )
     print_report(results, facts, rate, device)
 
 

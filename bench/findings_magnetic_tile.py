@@ -11,6 +11,7 @@ intersection over union of the outlined regions with the ground-truth mask.
 
 Without --model, PatchCore is fitted on the category's train/good images first (about a minute).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,10 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--category", default="magnetic_tile")
     parser.add_argument("--model", help="a fitted model directory (default: fit PatchCore now)")
-    parser.add_argument("--outline-level", type=float, default=OUTLINE_LEVEL,
-                        help="outline pixels this far above the image's typical level (0: the pixel threshold alone)")
-    parser.add_argument("--merge-distance", type=float, default=MERGE_DISTANCE,
-                        help="parts closer than this share of the short side are one region (0: never merge)")
+    parser.add_argument(
+        "--outline-level",
+        type=float,
+        default=OUTLINE_LEVEL,
+        help="outline pixels this far above the image's typical level (0: the pixel threshold alone)",
+    )
+    parser.add_argument(
+        "--merge-distance",
+        type=float,
+        default=MERGE_DISTANCE,
+        help="parts closer than this share of the short side are one region (0: never merge)",
+    )
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     print("command:", " ".join(sys.argv))
@@ -66,31 +75,45 @@ def main(argv: list[str] | None = None) -> int:
         outlined = np.zeros(truth.shape, dtype=bool)
         for _, region_mask in region_masks(prediction, findings):
             outlined |= region_mask
-        rows[sample.defect_type].append({"detected": findings.is_anomalous, "cell_hit": truth_cell in words,
-                                         "count_equal": findings.count == truth_count,
-                                         "predicted_count": findings.count, "true_count": truth_count,
-                                         "words": len(words),
-                                         "iou": float((outlined & truth).sum() / max(1, (outlined | truth).sum()))})
+        rows[sample.defect_type].append(
+            {
+                "detected": findings.is_anomalous,
+                "cell_hit": truth_cell in words,
+                "count_equal": findings.count == truth_count,
+                "predicted_count": findings.count,
+                "true_count": truth_count,
+                "words": len(words),
+                "iou": float((outlined & truth).sum() / max(1, (outlined | truth).sum())),
+            }
+        )
     report = {}
-    print("\n| defect type | n | detected | position words include the true cell | count equal | "
-          "position hit among detected | words per image | mean count (pred / true) | IoU |")
+    print(
+        "\n| defect type | n | detected | position words include the true cell | count equal | "
+        "position hit among detected | words per image | mean count (pred / true) | IoU |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, items in [*sorted(rows.items()), ("pooled", [r for v in rows.values() for r in v])]:
         detected = [r for r in items if r["detected"]]
-        figures = {"n": len(items), "detected": np.mean([r["detected"] for r in items]),
-                   "position_hit": np.mean([r["cell_hit"] for r in items]),
-                   "count_equal": np.mean([r["count_equal"] for r in items]),
-                   "position_hit_among_detected": np.mean([r["cell_hit"] for r in detected]) if detected else None,
-                   "words_per_image": np.mean([r["words"] for r in items]),
-                   "mean_predicted_count": np.mean([r["predicted_count"] for r in items]),
-                   "mean_true_count": np.mean([r["true_count"] for r in items]),
-                   "iou": np.mean([r["iou"] for r in items])}
+        figures = {
+            "n": len(items),
+            "detected": np.mean([r["detected"] for r in items]),
+            "position_hit": np.mean([r["cell_hit"] for r in items]),
+            "count_equal": np.mean([r["count_equal"] for r in items]),
+            "position_hit_among_detected": np.mean([r["cell_hit"] for r in detected]) if detected else None,
+            "words_per_image": np.mean([r["words"] for r in items]),
+            "mean_predicted_count": np.mean([r["predicted_count"] for r in items]),
+            "mean_true_count": np.mean([r["true_count"] for r in items]),
+            "iou": np.mean([r["iou"] for r in items]),
+        }
         report[name] = {k: (float(v) if v is not None else None) for k, v in figures.items()}
-        hit_detected = "-" if figures["position_hit_among_detected"] is None else \
-            f"{figures['position_hit_among_detected']:.3f}"
-        print(f"| {name} | {figures['n']} | {figures['detected']:.3f} | {figures['position_hit']:.3f} | "
-              f"{figures['count_equal']:.3f} | {hit_detected} | {figures['words_per_image']:.1f} | "
-              f"{figures['mean_predicted_count']:.2f} / {figures['mean_true_count']:.2f} | {figures['iou']:.3f} |")
+        hit_detected = (
+            "-" if figures["position_hit_among_detected"] is None else f"{figures['position_hit_among_detected']:.3f}"
+        )
+        print(
+            f"| {name} | {figures['n']} | {figures['detected']:.3f} | {figures['position_hit']:.3f} | "
+            f"{figures['count_equal']:.3f} | {hit_detected} | {figures['words_per_image']:.1f} | "
+            f"{figures['mean_predicted_count']:.2f} / {figures['mean_true_count']:.2f} | {figures['iou']:.3f} |"
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)

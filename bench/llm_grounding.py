@@ -10,6 +10,7 @@ On real images: ``llm_grounding_magnetic_tile.py``.
 
     .venv/bin/python bench/llm_grounding.py [--json bench/results/llm_grounding.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from llm_grounding_magnetic_tile import QUESTIONS, kind_of
 
 from anomalens import api
 from anomalens.explanation.llm import LLMExplainer
 from anomalens.explanation.llm.local_server import LocalLlamaServer
 from anomalens.results.record import InspectionRecord
 from anomalens.types import Prediction, Thresholds
-from llm_grounding_magnetic_tile import QUESTIONS, kind_of
 
 SHAPE = (90, 120)
 THRESHOLDS = Thresholds(image=1.0, pixel=0.5, method="synthetic")
@@ -38,8 +39,11 @@ CASES = [
     ("horizontal bar at the top", [(slice(10, 14), slice(5, 115), 1.7)], False),
     ("vertical bar on the left", [(slice(5, 85), slice(10, 13), 1.4)], True),
     ("two regions", [(slice(75, 79), slice(5, 35), 1.8), (slice(8, 16), slice(95, 103), 1.1)], True),
-    ("three regions", [(slice(5, 12), slice(5, 12), 2.4), (slice(40, 48), slice(55, 63), 1.5),
-                       (slice(75, 85), slice(100, 112), 1.2)], False),
+    (
+        "three regions",
+        [(slice(5, 12), slice(5, 12), 2.4), (slice(40, 48), slice(55, 63), 1.5), (slice(75, 85), slice(100, 112), 1.2)],
+        False,
+    ),
     ("big central patch", [(slice(25, 65), slice(35, 85), 3.0)], True),
     ("small bottom right", [(slice(78, 84), slice(108, 114), 1.1)], False),
     ("normal image", [], True),
@@ -56,8 +60,9 @@ def synthetic_findings(boxes: list[tuple[slice, slice, float]], dark: bool) -> I
     mask = anomaly_map >= THRESHOLDS.pixel
     anomalous = bool(mask.any())
     score = float(anomaly_map.max()) if anomalous else 0.7
-    return api.inspection_record("synthetic.png", image, Prediction(score, anomaly_map, anomalous, mask, THRESHOLDS),
-                                 0.0)
+    return api.inspection_record(
+        "synthetic.png", image, Prediction(score, anomaly_map, anomalous, mask, THRESHOLDS), 0.0
+    )
 
 
 def share(flags: list[bool]) -> float:
@@ -83,23 +88,44 @@ def main(argv: list[str] | None = None) -> int:
                 turns.append({"role": "user", "content": question})
                 answer = chatter.chat(turns, findings)
                 turns.append({"role": "assistant", "content": answer.text})
-                chat.append({"question": question, "answer": answer.text, "source": answer.source,
-                             "reason": answer.reason, "rejected": answer.rejected})
-            records.append({"case": name, "first_rejected": bool(result["problems"] and result["problems"][0]),
-                            "explain_source": result["source"], "attempts": result["attempts"],
-                            "problems": result["problems"], "reason": result["reason"], "chat": chat})
-            print(f"[{name}] explanation {result['source']} after {result['attempts']} attempt(s); chat "
-                  + ", ".join(turn["source"] for turn in chat), flush=True)
+                chat.append(
+                    {
+                        "question": question,
+                        "answer": answer.text,
+                        "source": answer.source,
+                        "reason": answer.reason,
+                        "rejected": answer.rejected,
+                    }
+                )
+            records.append(
+                {
+                    "case": name,
+                    "first_rejected": bool(result["problems"] and result["problems"][0]),
+                    "explain_source": result["source"],
+                    "attempts": result["attempts"],
+                    "problems": result["problems"],
+                    "reason": result["reason"],
+                    "chat": chat,
+                }
+            )
+            print(
+                f"[{name}] explanation {result['source']} after {result['attempts']} attempt(s); chat "
+                + ", ".join(turn["source"] for turn in chat),
+                flush=True,
+            )
     turns = [turn for record in records for turn in record["chat"]]
     summary = {
-        "model": Path(server.model).name, "cases": len(records),
+        "model": Path(server.model).name,
+        "cases": len(records),
         "first_answer_rejected": share([r["first_rejected"] for r in records]),
         "explanation_fell_back_to_offline": share([r["explain_source"] == "offline" for r in records]),
         "chat_turn_rejected": share([t["source"] == "offline" for t in turns]),
-        "chat_turn_rejected_per_question": {q: share([t["source"] == "offline" for t in turns if t["question"] == q])
-                                            for q in QUESTIONS},
-        "first_answer_rejections_about": dict(Counter(
-            kind_of(p) for r in records for p in (r["problems"][0] if r["problems"] else [])).most_common()),
+        "chat_turn_rejected_per_question": {
+            q: share([t["source"] == "offline" for t in turns if t["question"] == q]) for q in QUESTIONS
+        },
+        "first_answer_rejections_about": dict(
+            Counter(kind_of(p) for r in records for p in (r["problems"][0] if r["problems"] else [])).most_common()
+        ),
         "seconds": round(time.perf_counter() - start, 1),
     }
     print(json.dumps(summary, indent=1))

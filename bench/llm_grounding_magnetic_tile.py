@@ -11,6 +11,7 @@ to offline after the retry, of chat turns rejected, and what the rejections were
     .venv/bin/python bench/llm_grounding_magnetic_tile.py --model MODEL_DIR [--per-type N] [--json OUT]
         [--transcripts OUT.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,18 @@ from anomalens.models import load_detector
 
 QUESTIONS = ("Is there any anomaly in the image?", "Where is it?", "How many are there?")
 # what a rejection was about, by the wording of the grounding check's problems (first match wins)
-PROBLEM_KINDS = (("no JSON / schema", ("no JSON", "does not fit the schema")),
-                 ("placeholder copied", ("placeholder",)),
-                 ("wrong verdict", ("verdict", "denies a defect", "claims a defect", "not an anomaly",
-                                    "does not say yes", "does not say no")),
-                 ("wrong count", ("\"count\"", "does not give the count", "but there are", "but there is")),
-                 ("wrong position", ("position", "no region is there")),
-                 ("defect type", ("defect_type",)),
-                 ("description", ("description",)))
+PROBLEM_KINDS = (
+    ("no JSON / schema", ("no JSON", "does not fit the schema")),
+    ("placeholder copied", ("placeholder",)),
+    (
+        "wrong verdict",
+        ("verdict", "denies a defect", "claims a defect", "not an anomaly", "does not say yes", "does not say no"),
+    ),
+    ("wrong count", ('"count"', "does not give the count", "but there are", "but there is")),
+    ("wrong position", ("position", "no region is there")),
+    ("defect type", ("defect_type",)),
+    ("description", ("description",)),
+)
 
 
 def kind_of(problem: str) -> str:
@@ -59,25 +64,35 @@ def summarise(records: list[dict], show: bool) -> dict:
     for r in records:
         groups[r["type"]].append(r)
     if show:
-        print("\n| type | n | first answer rejected | explanation fell back to offline | chat turns rejected | "
-              "rejections were about (first answers) |")
+        print(
+            "\n| type | n | first answer rejected | explanation fell back to offline | chat turns rejected | "
+            "rejections were about (first answers) |"
+        )
         print("|---|---|---|---|---|---|")
     for name, items in [*sorted(groups.items()), ("pooled", records)]:
         kinds = Counter(kind_of(p) for r in items for p in (r["problems"][0] if r["problems"] else []))
-        row = {"n": len(items), "first_rejected": share([r["first_rejected"] for r in items]),
-               "explain_offline": share([r["explain_source"] == "offline" for r in items]),
-               "chat_rejected": share([t["source"] == "offline" for r in items for t in r["chat"]]),
-               "chat_rejected_per_question": {q: share([r["chat"][k]["source"] == "offline" for r in items])
-                                              for k, q in enumerate(QUESTIONS)},
-               "problem_kinds": dict(kinds.most_common())}
+        row = {
+            "n": len(items),
+            "first_rejected": share([r["first_rejected"] for r in items]),
+            "explain_offline": share([r["explain_source"] == "offline" for r in items]),
+            "chat_rejected": share([t["source"] == "offline" for r in items for t in r["chat"]]),
+            "chat_rejected_per_question": {
+                q: share([r["chat"][k]["source"] == "offline" for r in items]) for k, q in enumerate(QUESTIONS)
+            },
+            "problem_kinds": dict(kinds.most_common()),
+        }
         summary[name] = row
         if show:
             about = ", ".join(f"{k} {v}" for k, v in kinds.most_common(4))
-            print(f"| {name} | {row['n']} | {row['first_rejected']:.3f} | {row['explain_offline']:.3f} | "
-                  f"{row['chat_rejected']:.3f} | {about} |")
+            print(
+                f"| {name} | {row['n']} | {row['first_rejected']:.3f} | {row['explain_offline']:.3f} | "
+                f"{row['chat_rejected']:.3f} | {about} |"
+            )
     if show:
-        print("\nchat turns rejected per question (pooled): " + ", ".join(
-            f"{q!r} {v:.3f}" for q, v in summary["pooled"]["chat_rejected_per_question"].items()))
+        print(
+            "\nchat turns rejected per question (pooled): "
+            + ", ".join(f"{q!r} {v:.3f}" for q, v in summary["pooled"]["chat_rejected_per_question"].items())
+        )
     return summary
 
 
@@ -100,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             by_type[s.defect_type].append(s)
         rng = random.Random(args.seed)
         samples = [s for group in by_type.values() for s in rng.sample(group, min(args.per_type, len(group)))]
-    random.Random(args.seed).shuffle(samples)   # types interleaved: a stopped run is still a fair sample
+    random.Random(args.seed).shuffle(samples)  # types interleaved: a stopped run is still a fair sample
     detector = load_detector(args.model)
     records, transcripts = [], {}
     start = time.perf_counter()
@@ -117,42 +132,73 @@ def main(argv: list[str] | None = None) -> int:
                 turns.append({"role": "user", "content": question})
                 answer = chatter.chat(turns, findings)
                 turns.append({"role": "assistant", "content": answer.text})
-                chat.append({"question": question, "answer": answer.text, "source": answer.source,
-                             "reason": answer.reason, "rejected": answer.rejected})
-            records.append({"image": str(sample.path), "type": sample.defect_type,
-                            "anomalous": findings.anomalous, "count": findings.region_count,
-                            "first_rejected": bool(result["problems"] and result["problems"][0]),
-                            "explain_source": result["source"], "attempts": result["attempts"],
-                            "problems": result["problems"], "reason": result["reason"], "chat": chat})
+                chat.append(
+                    {
+                        "question": question,
+                        "answer": answer.text,
+                        "source": answer.source,
+                        "reason": answer.reason,
+                        "rejected": answer.rejected,
+                    }
+                )
+            records.append(
+                {
+                    "image": str(sample.path),
+                    "type": sample.defect_type,
+                    "anomalous": findings.anomalous,
+                    "count": findings.region_count,
+                    "first_rejected": bool(result["problems"] and result["problems"][0]),
+                    "explain_source": result["source"],
+                    "attempts": result["attempts"],
+                    "problems": result["problems"],
+                    "reason": result["reason"],
+                    "chat": chat,
+                }
+            )
             key = "anomalous" if findings.anomalous else "normal"
             if key not in transcripts:
-                transcripts[key] = {"image": str(sample.path), "findings": findings.to_dict(),
-                                    "explanation": result, "chat": chat}
+                transcripts[key] = {
+                    "image": str(sample.path),
+                    "findings": findings.to_dict(),
+                    "explanation": result,
+                    "chat": chat,
+                }
             if (i + 1) % 10 == 0:
                 print(f"  {i + 1}/{len(samples)} in {time.perf_counter() - start:.0f} s", flush=True)
-                if args.json:   # a stopped run keeps what it measured
-                    Path(args.json).write_text(json.dumps({"summary": summarise(records, False), "partial": True,
-                                                           "records": records}, indent=1))
+                if args.json:  # a stopped run keeps what it measured
+                    Path(args.json).write_text(
+                        json.dumps(
+                            {"summary": summarise(records, False), "partial": True, "records": records}, indent=1
+                        )
+                    )
 
     summary = summarise(records, True)
     seconds = round(time.perf_counter() - start, 1)
     print(f"total {seconds} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summary, "seconds": seconds, "records": records},
-                                              indent=1))
+        Path(args.json).write_text(json.dumps({"summary": summary, "seconds": seconds, "records": records}, indent=1))
     if args.transcripts:
         lines = [f"# SmolLM2-135M over {args.category}: two transcripts", ""]
         for key, t in transcripts.items():
-            lines += [f"## {key}: `{t['image']}`", "", "Findings: " + json.dumps(
-                {k: t["findings"][k] for k in ("verdict", "region_count", "severity")}) + ", positions " + json.dumps(
-                [r["grid"] for r in t["findings"]["regions"]]), "",
+            lines += [
+                f"## {key}: `{t['image']}`",
+                "",
+                "Findings: "
+                + json.dumps({k: t["findings"][k] for k in ("verdict", "region_count", "severity")})
+                + ", positions "
+                + json.dumps([r["grid"] for r in t["findings"]["regions"]]),
+                "",
                 f"Explanation ({t['explanation']['source']}, {t['explanation']['attempts']} attempt(s), "
-                f"reason: {t['explanation']['reason']}): {t['explanation']['text']}", ""]
+                f"reason: {t['explanation']['reason']}): {t['explanation']['text']}",
+                "",
+            ]
             if t["explanation"]["llm"] is not None:
                 lines += ["Last LLM reply (parsed): `" + json.dumps(t["explanation"]["llm"]) + "`", ""]
             for turn in t["chat"]:
-                lines += [f"- **user**: {turn['question']}",
-                          f"- **anomalens** ({turn['source']}; {turn['reason']}): {turn['answer']}"]
+                lines += [
+                    f"- **user**: {turn['question']}",
+                    f"- **anomalens** ({turn['source']}; {turn['reason']}): {turn['answer']}",
+                ]
             lines.append("")
         Path(args.transcripts).write_text("\n".join(lines))
     return 0

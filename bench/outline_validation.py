@@ -9,6 +9,7 @@ words named per image (naming all nine would always hit) and the IoU of the outl
     .venv/bin/python bench/outline_validation.py --models magnetic_tile=/tmp/models/magnetic_tile \
         ball_screw_drive=/tmp/models/ball_screw_drive --md bench/results/outline_validation.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ MERGES = (0.0, 0.08, 0.16)
 
 
 def figures(detector, samples) -> dict[tuple[float, float], dict[str, float]]:
-    predictions = [(detector.predict(image), image, read_mask(s.mask_path, image.shape[:2]))
-                   for s, image in iter_images([s for s in samples if s.label == 1 and s.mask_path])]
+    predictions = [
+        (detector.predict(image), image, read_mask(s.mask_path, image.shape[:2]))
+        for s, image in iter_images([s for s in samples if s.label == 1 and s.mask_path])
+    ]
     out = {}
     for level, merge in itertools.product(LEVELS, MERGES):
         rows = []
@@ -49,11 +52,22 @@ def figures(detector, samples) -> dict[tuple[float, float], dict[str, float]]:
             union = np.zeros(truth.shape, bool)
             for _, mask in region_masks(outlined, findings):
                 union |= mask
-            rows.append((findings.count == count, cell in words, len(words),
-                         float((union & truth).sum() / max(1, (union | truth).sum()))))
+            rows.append(
+                (
+                    findings.count == count,
+                    cell in words,
+                    len(words),
+                    float((union & truth).sum() / max(1, (union | truth).sum())),
+                )
+            )
         rows = np.array(rows, dtype=float)
-        out[(level, merge)] = {"count_equal": rows[:, 0].mean(), "position_hit": rows[:, 1].mean(),
-                               "words_per_image": rows[:, 2].mean(), "iou": rows[:, 3].mean(), "n": len(rows)}
+        out[(level, merge)] = {
+            "count_equal": rows[:, 0].mean(),
+            "position_hit": rows[:, 1].mean(),
+            "words_per_image": rows[:, 2].mean(),
+            "iou": rows[:, 3].mean(),
+            "n": len(rows),
+        }
     return out
 
 
@@ -69,24 +83,35 @@ def main() -> None:
         category, model = pair.split("=", 1)
         detector = load_detector(model)
         results[category] = figures(detector, select_half(mvtec_samples(args.data, category, "test"), "validation"))
-    lines = ["# Outline level and merge distance on the validation halves", "",
-             f"`python {' '.join(sys.argv)}`", "",
-             "| outline level | merge distance | " + " | ".join(
-                 f"{c}: count equal / position hit / words / IoU" for c in results) + " | mean count equal | mean IoU |",
-             "|---|---|" + "---|" * (len(results) + 2)]
+    lines = [
+        "# Outline level and merge distance on the validation halves",
+        "",
+        f"`python {' '.join(sys.argv)}`",
+        "",
+        "| outline level | merge distance | "
+        + " | ".join(f"{c}: count equal / position hit / words / IoU" for c in results)
+        + " | mean count equal | mean IoU |",
+        "|---|---|" + "---|" * (len(results) + 2),
+    ]
     for key in itertools.product(LEVELS, MERGES):
         cells = [results[c][key] for c in results]
-        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
-            f"{x['count_equal']:.3f} / {x['position_hit']:.3f} / {x['words_per_image']:.1f} / {x['iou']:.3f}"
-            for x in cells) + f" | {np.mean([x['count_equal'] for x in cells]):.3f} | "
-                              f"{np.mean([x['iou'] for x in cells]):.3f} |")
+        lines.append(
+            f"| {key[0]} | {key[1]} | "
+            + " | ".join(
+                f"{x['count_equal']:.3f} / {x['position_hit']:.3f} / {x['words_per_image']:.1f} / {x['iou']:.3f}"
+                for x in cells
+            )
+            + f" | {np.mean([x['count_equal'] for x in cells]):.3f} | "
+            f"{np.mean([x['iou'] for x in cells]):.3f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.md:
         Path(args.md).write_text(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({c: {f"{k[0]},{k[1]}": v for k, v in r.items()}
-                                               for c, r in results.items()}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({c: {f"{k[0]},{k[1]}": v for k, v in r.items()} for c, r in results.items()}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ A smoke run on the shipped demo data (about a minute)::
     .venv/bin/python bench/patchcore_magnetic_tile.py --data anomalens/demo_data --shots 1 3 \
         --skip-memory --param image_size=128
 """
+
 from __future__ import annotations
 
 import os
@@ -215,8 +216,12 @@ def time_calls(call, inputs: list[Any], warmup: int) -> list[float]:
 
 
 def summary_ms(millis: list[float]) -> dict[str, Any]:
-    return {"median_ms": round(float(np.median(millis)), 2), "p90_ms": round(float(np.percentile(millis, 90)), 2),
-            "min_ms": round(float(np.min(millis)), 2), "n": len(millis)}
+    return {
+        "median_ms": round(float(np.median(millis)), 2),
+        "p90_ms": round(float(np.percentile(millis, 90)), 2),
+        "min_ms": round(float(np.min(millis)), 2),
+        "n": len(millis),
+    }
 
 
 def measure_latency(detector, images: list[np.ndarray], square: list[np.ndarray], warmup: int) -> dict[str, Any]:
@@ -258,7 +263,8 @@ detector, report = api.fit(config["data"], config["category"], "patchcore", shot
 seconds = time.perf_counter() - tic
 print(json.dumps({"python_only_mb": start_mb, "after_import_torch_numpy_mb": torch_mb,
                   "after_import_anomalens_mb": import_mb, "peak_after_fit_mb": peak_mb(),
-                  "ru_maxrss_mb": ru_maxrss_mb(), "method": "VmHWM" if sys.platform.startswith("linux") else "ru_maxrss",
+                  "ru_maxrss_mb": ru_maxrss_mb(),
+                  "method": "VmHWM" if sys.platform.startswith("linux") else "ru_maxrss",
                   "n_images": report.n_images, "fit_seconds": seconds, "torch_threads": torch.get_num_threads(),
                   "bank_size": detector.info_.get("bank_size")}))
 """
@@ -267,8 +273,9 @@ print(json.dumps({"python_only_mb": start_mb, "after_import_torch_numpy_mb": tor
 def measure_memory(data: str, category: str, shots: int, params: dict[str, Any], threads: int) -> dict[str, Any]:
     config = {"data": data, "category": category, "shots": shots, "params": params, "threads": threads}
     tic = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", MEMORY_CHILD, json.dumps(config)], capture_output=True, text=True,
-                          cwd=os.getcwd())
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, json.dumps(config)], capture_output=True, text=True, cwd=os.getcwd()
+    )
     if done.returncode != 0:
         raise RuntimeError(f"memory child failed ({done.returncode}):\n{done.stderr[-4000:]}")
     child = json.loads(done.stdout.strip().splitlines()[-1])
@@ -331,8 +338,10 @@ def our_value_for(header: str, run: dict[str, Any], memory: dict[str, Any] | Non
     if "fit" in title or "train" in title:
         return fmt(run["fit_seconds"], 1)
     if "ms" in title:
-        return f"{fmt(run['latency']['anomaly_map_256']['median_ms'], 1)} " \
-               f"(predict: {fmt(run['latency']['predict']['median_ms'], 1)})"
+        return (
+            f"{fmt(run['latency']['anomaly_map_256']['median_ms'], 1)} "
+            f"(predict: {fmt(run['latency']['predict']['median_ms'], 1)})"
+        )
     if "rss" in title or "memory" in title:
         if memory is None:
             return "skipped"
@@ -344,40 +353,53 @@ def our_value_for(header: str, run: dict[str, Any], memory: dict[str, Any] | Non
 def print_report(results: dict[str, Any], full: dict[str, Any] | None) -> None:
     runs = results["runs"]
     print("\n## PatchCore, pooled over the test split\n")
-    headers = ["shots", "train imgs"] + [title for _, title in METRICS] + ["fit s", "ms/img predict (p90)",
-                                                                         "ms 256² map"]
+    headers = (
+        ["shots", "train imgs"] + [title for _, title in METRICS] + ["fit s", "ms/img predict (p90)", "ms 256² map"]
+    )
     rows = []
     for run in runs:
         pooled, latency = run["evaluation"], run["latency"]
-        rows.append([run["shots"], run["n_train_images"]] + [pooled[key] for key, _ in METRICS]
-                    + [fmt(run["fit_seconds"], 1),
-                       f"{fmt(latency['predict']['median_ms'], 1)} ({fmt(latency['predict']['p90_ms'], 1)})",
-                       fmt(latency["anomaly_map_256"]["median_ms"], 1)])
+        rows.append(
+            [run["shots"], run["n_train_images"]]
+            + [pooled[key] for key, _ in METRICS]
+            + [
+                fmt(run["fit_seconds"], 1),
+                f"{fmt(latency['predict']['median_ms'], 1)} ({fmt(latency['predict']['p90_ms'], 1)})",
+                fmt(latency["anomaly_map_256"]["median_ms"], 1),
+            ]
+        )
     print(markdown_table(headers, rows))
     test = results["test_split"]
-    print(f"\nTest split: {test['n_good']} good + {test['n_defective']} defective images "
-          f"({', '.join(f'{k} {v}' for k, v in test['per_type'].items())}). Metrics at the detector's own "
-          "thresholds (accuracy, F1, precision, recall, pixel F1) and threshold-free (AUROC, AUPRO, F1 max, "
-          "oracle accuracy = best accuracy over all thresholds). Latency: batch 1, "
-          f"{results['settings']['warmup']} warm-up calls, median over {runs[0]['latency']['predict']['n']} "
-          "real test images (predict) and over as many 256x256 inputs (anomaly_map).")
+    print(
+        f"\nTest split: {test['n_good']} good + {test['n_defective']} defective images "
+        f"({', '.join(f'{k} {v}' for k, v in test['per_type'].items())}). Metrics at the detector's own "
+        "thresholds (accuracy, F1, precision, recall, pixel F1) and threshold-free (AUROC, AUPRO, F1 max, "
+        "oracle accuracy = best accuracy over all thresholds). Latency: batch 1, "
+        f"{results['settings']['warmup']} warm-up calls, median over {runs[0]['latency']['predict']['n']} "
+        "real test images (predict) and over as many 256x256 inputs (anomaly_map)."
+    )
 
     if full is not None:
         print(f"\n## Per defect type, model fitted on shots={full['shots']} ({full['n_train_images']} images)\n")
         print("Each row: that defect type's images against all good test images.\n")
         per_type = full["evaluation"]["per_defect_type"]
         headers = ["defect type", "n defective"] + [title for _, title in METRICS]
-        rows = [[name, metrics.get("n_defective")] + [metrics[key] for key, _ in METRICS]
-                for name, metrics in per_type.items()]
+        rows = [
+            [name, metrics.get("n_defective")] + [metrics[key] for key, _ in METRICS]
+            for name, metrics in per_type.items()
+        ]
         pooled = full["evaluation"]
         rows.append(["**pooled**", test["n_defective"]] + [pooled[key] for key, _ in METRICS])
         print(markdown_table(headers, rows))
 
         latency = full["latency"]
-        print(f"\n## Inference latency, shots={full['shots']} model (batch 1, "
-              f"{torch.get_num_threads()} torch threads)\n")
-        rows = [[call, *(fmt(latency[key][k], 1) for k in ("median_ms", "p90_ms", "min_ms")), latency[key]["n"]]
-                for call, key in [("predict(real test image)", "predict"), ("anomaly_map(256x256)", "anomaly_map_256")]]
+        print(
+            f"\n## Inference latency, shots={full['shots']} model (batch 1, {torch.get_num_threads()} torch threads)\n"
+        )
+        rows = [
+            [call, *(fmt(latency[key][k], 1) for k in ("median_ms", "p90_ms", "min_ms")), latency[key]["n"]]
+            for call, key in [("predict(real test image)", "predict"), ("anomaly_map(256x256)", "anomaly_map_256")]
+        ]
         print(markdown_table(["call", "median ms", "p90 ms", "min ms", "n"], rows))
 
     memory = results.get("memory")
@@ -385,17 +407,27 @@ def print_report(results: dict[str, Any], full: dict[str, Any] | None) -> None:
     if memory is None:
         print(f"failed: {results['memory_error']}" if results.get("memory_error") else "skipped (--skip-memory)")
     else:
-        print(markdown_table(["stage", "peak RSS MB"], [[stage, f"{value:.0f}"] for stage, value in [
-            ("python only", memory["python_only_mb"]),
-            ("after import numpy + torch", memory["after_import_torch_numpy_mb"]),
-            ("after import anomalens (baseline)", memory["after_import_anomalens_mb"]),
-            (f"after fit on {memory['n_images']} images", memory["peak_after_fit_mb"]),
-            ("**fit increment over baseline**", memory["fit_increment_mb"]),
-        ]]))
-        print(f"\nPeak RSS read as {memory['method']} in a fresh `python -c` process (ru_maxrss there: "
-              f"{memory['ru_maxrss_mb']} MB; on Linux that can be this parent's peak, carried over at fork/exec). "
-              f"Fit in that process: {memory['fit_seconds']} s, {memory['torch_threads']} torch threads, "
-              f"bank {memory['bank_size']} patches.")
+        print(
+            markdown_table(
+                ["stage", "peak RSS MB"],
+                [
+                    [stage, f"{value:.0f}"]
+                    for stage, value in [
+                        ("python only", memory["python_only_mb"]),
+                        ("after import numpy + torch", memory["after_import_torch_numpy_mb"]),
+                        ("after import anomalens (baseline)", memory["after_import_anomalens_mb"]),
+                        (f"after fit on {memory['n_images']} images", memory["peak_after_fit_mb"]),
+                        ("**fit increment over baseline**", memory["fit_increment_mb"]),
+                    ]
+                ],
+            )
+        )
+        print(
+            f"\nPeak RSS read as {memory['method']} in a fresh `python -c` process (ru_maxrss there: "
+            f"{memory['ru_maxrss_mb']} MB; on Linux that can be this parent's peak, carried over at fork/exec). "
+            f"Fit in that process: {memory['fit_seconds']} s, {memory['torch_threads']} torch threads, "
+            f"bank {memory['bank_size']} patches."
+        )
 
     peer = results.get("peer")
     print("\n## Beside anomalib 2.7\n")
@@ -409,39 +441,61 @@ def print_report(results: dict[str, Any], full: dict[str, Any] | None) -> None:
     ours = [f"**anomalens PatchCore, shots={full['shots']}** (this run)"]
     ours += [our_value_for(header, full, memory) for header in headers[1:]]
     print(markdown_table(headers, peer["rows"] + [ours]))
-    print(f"\nThe anomalib rows are quoted from {peer['source']} (parsed at run time, not measured in this run). "
-          "They were measured by the peer on a held-out split of the same magnetic tile source, not on our "
-          f"test images; the peer's own words: \"{peer['context']}\"")
+    print(
+        f"\nThe anomalib rows are quoted from {peer['source']} (parsed at run time, not measured in this run). "
+        "They were measured by the peer on a held-out split of the same magnetic tile source, not on our "
+        f'test images; the peer\'s own words: "{peer["context"]}"'
+    )
     if peer["notes"]:
-        print(f"Peer notes: \"{peer['notes']}\"")
-    print(f"Our row: this run, on our test split ({test['n_good']} good + {test['n_defective']} defective), "
-          f"{results['machine']['torch_threads']} torch threads. The peer times its torch model on a random "
-          "256x256 tensor, so our like-for-like figure is anomaly_map on a 256x256 input; in brackets, predict() "
-          "on real test images (resizing, map back to the image size, thresholds). Our peak RSS: "
-          + ("skipped." if memory is None else
-             f"the fresh-process fit on {memory['n_images']} images, "
-             f"{memory['fit_increment_mb']:.0f} MB of it above the import baseline."))
+        print(f'Peer notes: "{peer["notes"]}"')
+    print(
+        f"Our row: this run, on our test split ({test['n_good']} good + {test['n_defective']} defective), "
+        f"{results['machine']['torch_threads']} torch threads. The peer times its torch model on a random "
+        "256x256 tensor, so our like-for-like figure is anomaly_map on a 256x256 input; in brackets, predict() "
+        "on real test images (resizing, map back to the image size, thresholds). Our peak RSS: "
+        + (
+            "skipped."
+            if memory is None
+            else f"the fresh-process fit on {memory['n_images']} images, "
+            f"{memory['fit_increment_mb']:.0f} MB of it above the import baseline."
+        )
+    )
     if any("f1" in header.lower() for header in headers):
         print("Our F1 is image F1 max (best threshold).")
 
 
 # -- main ------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default="../shared/data", help="MVTec-layout data root (default ../shared/data)")
     parser.add_argument("--category", default="magnetic_tile")
-    parser.add_argument("--shots", nargs="+", default=["all", "1", "5", "20"],
-                        help="training set sizes: 'all' or integers (default: all 1 5 20)")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a PatchCore parameter, e.g. coreset_ratio=0.01 or "
-                             "'layers=[\"blocks.2\",\"blocks.4\"]' (repeatable; values parsed as JSON)")
+    parser.add_argument(
+        "--shots",
+        nargs="+",
+        default=["all", "1", "5", "20"],
+        help="training set sizes: 'all' or integers (default: all 1 5 20)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a PatchCore parameter, e.g. coreset_ratio=0.01 or "
+        '\'layers=["blocks.2","blocks.4"]\' (repeatable; values parsed as JSON)',
+    )
     parser.add_argument("--json", metavar="OUT", help="write every figure (and the settings) to this JSON file")
     parser.add_argument("--skip-memory", action="store_true", help="skip the fresh-process peak-memory fit")
-    parser.add_argument("--memory-shots", type=int, default=300,
-                        help="training images for the peak-memory fit (default 300; fewer if fewer exist)")
-    parser.add_argument("--latency-images", type=int, default=20,
-                        help="real test images timed for predict() latency (default 20)")
+    parser.add_argument(
+        "--memory-shots",
+        type=int,
+        default=300,
+        help="training images for the peak-memory fit (default 300; fewer if fewer exist)",
+    )
+    parser.add_argument(
+        "--latency-images", type=int, default=20, help="real test images timed for predict() latency (default 20)"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls before timing (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--peer", default=str(DEFAULT_PEER), help="peer README with the anomalib table")
@@ -464,28 +518,45 @@ def main(argv: list[str] | None = None) -> int:
     print("# PatchCore benchmark: magnetic tile\n")
     print(f"Command: `{command}`  ")
     print(f"Working directory: `{os.getcwd()}`  ")
-    print(f"Machine: {machine['cpu']}; {machine['cores_usable']} usable of {machine['cores_logical']} logical "
-          f"cores; load average {machine['load_average_1_5_15min']}; torch {machine['torch']} with "
-          f"{machine['torch_threads']} threads; numpy {machine['numpy']}; Python {machine['python']}; "
-          f"anomalens {machine['anomalens']}; {machine['date']}  ")
+    print(
+        f"Machine: {machine['cpu']}; {machine['cores_usable']} usable of {machine['cores_logical']} logical "
+        f"cores; load average {machine['load_average_1_5_15min']}; torch {machine['torch']} with "
+        f"{machine['torch_threads']} threads; numpy {machine['numpy']}; Python {machine['python']}; "
+        f"anomalens {machine['anomalens']}; {machine['date']}  "
+    )
     print(f"OpenMP wait policy: {machine['omp_wait_policy']} ({machine['omp_wait_policy_source']}).  ")
     load, cores = machine["load_average_1_5_15min"], machine["cores_usable"] or 1
     if load and load[0] > cores:
-        print(f"**Warning:** load average {load[0]} exceeds the {cores} usable cores at the start: other jobs "
-              "are running, so timings are slower and noisier than on an idle machine.  ")
-    print(f"Data: `{args.data}` category `{args.category}`: {n_train} training images, test {n_good} good + "
-          f"{sum(per_type.values())} defective.  ")
-    print(f"PatchCore parameters (overrides: {json.dumps(params) if params else 'none'}): "
-          f"`{json.dumps(effective)}`")
+        print(
+            f"**Warning:** load average {load[0]} exceeds the {cores} usable cores at the start: other jobs "
+            "are running, so timings are slower and noisier than on an idle machine.  "
+        )
+    print(
+        f"Data: `{args.data}` category `{args.category}`: {n_train} training images, test {n_good} good + "
+        f"{sum(per_type.values())} defective.  "
+    )
+    print(f"PatchCore parameters (overrides: {json.dumps(params) if params else 'none'}): `{json.dumps(effective)}`")
 
     results: dict[str, Any] = {
-        "command": command, "cwd": os.getcwd(), "machine": machine,
-        "settings": {"data": args.data, "category": args.category, "shots": [shots_label(s) for s in shots_list],
-                     "param_overrides": params, "patchcore_params": effective, "latency_images": args.latency_images,
-                     "warmup": args.warmup, "memory_shots": None if args.skip_memory else args.memory_shots,
-                     "threads": args.threads, "peer": args.peer},
+        "command": command,
+        "cwd": os.getcwd(),
+        "machine": machine,
+        "settings": {
+            "data": args.data,
+            "category": args.category,
+            "shots": [shots_label(s) for s in shots_list],
+            "param_overrides": params,
+            "patchcore_params": effective,
+            "latency_images": args.latency_images,
+            "warmup": args.warmup,
+            "memory_shots": None if args.skip_memory else args.memory_shots,
+            "threads": args.threads,
+            "peer": args.peer,
+        },
         "test_split": {"n_good": n_good, "n_defective": sum(per_type.values()), "per_type": per_type},
-        "runs": [], "memory": None, "peer": parse_peer(Path(args.peer)),
+        "runs": [],
+        "memory": None,
+        "peer": parse_peer(Path(args.peer)),
     }
 
     def save() -> None:
@@ -495,8 +566,9 @@ def main(argv: list[str] | None = None) -> int:
             out.write_text(json.dumps(clean(results), indent=2, allow_nan=False) + "\n")
 
     # The same real test images, spread over all defect types, time predict() for every model.
-    pick = np.unique(np.linspace(0, len(test_samples) - 1, min(args.latency_images, len(test_samples)))
-                     .round().astype(int))
+    pick = np.unique(
+        np.linspace(0, len(test_samples) - 1, min(args.latency_images, len(test_samples))).round().astype(int)
+    )
     latency_images = [read_image(test_samples[i].path) for i in pick]
     rng = np.random.default_rng(0)
     square_inputs = [rng.random((256, 256, 3), dtype=np.float32) for _ in range(len(latency_images))]
@@ -509,17 +581,26 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - tic
         if report.skipped:
             log(f"  skipped {len(report.skipped)} unreadable training images")
-        log(f"  fitted on {report.n_images} images in {report.seconds:.1f} s; evaluating {len(test_samples)} "
-            "test images")
+        log(
+            f"  fitted on {report.n_images} images in {report.seconds:.1f} s; evaluating {len(test_samples)} "
+            "test images"
+        )
         evaluation = evaluate(detector, test_samples)
         log(f"  image AUROC {evaluation['image_auroc']:.3f}; timing latency")
         latency = measure_latency(detector, latency_images, square_inputs, args.warmup)
-        results["runs"].append({
-            "shots": label, "n_train_images": report.n_images, "fit_seconds": round(report.seconds, 2),
-            "fit_wall_seconds": round(wall, 2), "skipped_training_images": report.skipped,
-            "detector_info": detector.info_, "thresholds": detector.thresholds_.to_dict(),
-            "evaluation": evaluation, "latency": latency,
-        })
+        results["runs"].append(
+            {
+                "shots": label,
+                "n_train_images": report.n_images,
+                "fit_seconds": round(report.seconds, 2),
+                "fit_wall_seconds": round(wall, 2),
+                "skipped_training_images": report.skipped,
+                "detector_info": detector.info_,
+                "thresholds": detector.thresholds_.to_dict(),
+                "evaluation": evaluation,
+                "latency": latency,
+            }
+        )
         save()
         del detector
         gc.collect()
@@ -536,11 +617,14 @@ def main(argv: list[str] | None = None) -> int:
     save()
 
     runs = results["runs"]
-    full = next((r for r in runs if r["shots"] == "all"), None) or \
-        (max(runs, key=lambda r: r["n_train_images"]) if runs else None)
+    full = next((r for r in runs if r["shots"] == "all"), None) or (
+        max(runs, key=lambda r: r["n_train_images"]) if runs else None
+    )
     print_report(results, full)
-    print(f"\nLoad average at the end: {results['load_average_at_end']}; peak RSS of this (parent) process: "
-          f"{results['parent_peak_rss_mb']} MB.")
+    print(
+        f"\nLoad average at the end: {results['load_average_at_end']}; peak RSS of this (parent) process: "
+        f"{results['parent_peak_rss_mb']} MB."
+    )
     if args.json:
         print(f"\nAll figures written to `{args.json}`.")
     return 0

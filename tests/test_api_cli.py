@@ -1,4 +1,5 @@
 """The Python API (inspect, training_paths, fit) and the command line, run in-process (plus one subprocess)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,17 @@ from anomalens.data import ImageReadError, read_image
 from anomalens.models import PatchCore, load_detector
 
 FAST = {"image_size": 64, "min_bank_size": 256, "augment_below": 4}
-METRIC_KEYS = {"image_auroc", "pixel_auroc", "pixel_aupro", "image_f1_max", "accuracy", "f1", "n_images",
-               "seconds", "per_defect_type"}
+METRIC_KEYS = {
+    "image_auroc",
+    "pixel_auroc",
+    "pixel_aupro",
+    "image_f1_max",
+    "accuracy",
+    "f1",
+    "n_images",
+    "seconds",
+    "per_defect_type",
+}
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +161,20 @@ def cli_model(tmp_path_factory, tiny_mvtec_factory):
 def test_cli_fit(tiny_mvtec, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ANOMALENS_DEBUG", raising=False)
     data = tiny_mvtec
-    code = main(["fit", str(data.root), "--category", data.category, "-o", str(tmp_path / "model"),
-                 "--image-size", "64", "--seed", "3"])
+    code = main(
+        [
+            "fit",
+            str(data.root),
+            "--category",
+            data.category,
+            "-o",
+            str(tmp_path / "model"),
+            "--image-size",
+            "64",
+            "--seed",
+            "3",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "fitted patchcore on 8 images" in out
@@ -164,8 +186,21 @@ def test_cli_fit(tiny_mvtec, tmp_path, capsys, monkeypatch):
 
 def test_cli_fit_chooses_the_working_scale_and_says_what_to_expect(tiny_mvtec, tmp_path, capsys):
     data = tiny_mvtec
-    assert main(["fit", str(data.root), "--category", data.category, "-o", str(tmp_path / "model"),
-                 "--max-false-alarm-rate", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(data.root),
+                "--category",
+                data.category,
+                "-o",
+                str(tmp_path / "model"),
+                "--max-false-alarm-rate",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["params"]["image_size"] is None and config["params"]["max_false_alarm_rate"] == 0.2
@@ -179,8 +214,22 @@ def test_cli_evaluate_on_one_half(cli_model, tmp_path):
     sizes = {}
     for half in ("validation", "report"):
         target = tmp_path / f"{half}.json"
-        assert main(["evaluate", str(model), str(data.root), "--category", data.category, "--half", half,
-                     "--json", str(target)]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(model),
+                    str(data.root),
+                    "--category",
+                    data.category,
+                    "--half",
+                    half,
+                    "--json",
+                    str(target),
+                ]
+            )
+            == 0
+        )
         sizes[half] = json.loads(target.read_text())["n_images"]
     assert sizes == {"validation": 4, "report": 2}  # 3 good + 3 spots: the odd image of each type validates
 
@@ -218,15 +267,25 @@ def test_cli_evaluate_writes_metrics_json(cli_model, tmp_path):
     assert report["seconds"] >= 0
 
 
-@pytest.mark.parametrize("case", ["predict-missing-model", "fit-missing-root", "fit-unknown-category",
-                                  "evaluate-unknown-category", "predict-missing-input"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "predict-missing-model",
+        "fit-missing-root",
+        "fit-unknown-category",
+        "evaluate-unknown-category",
+        "predict-missing-input",
+    ],
+)
 def test_cli_user_errors_are_one_line(case, cli_model, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ANOMALENS_DEBUG", raising=False)
     data, model = cli_model
     missing = tmp_path / "does-not-exist"
     argv, mentioned = {
-        "predict-missing-model": (["predict", str(missing), str(data.test_good[0]), "-o", str(tmp_path / "o")],
-                                  str(missing)),
+        "predict-missing-model": (
+            ["predict", str(missing), str(data.test_good[0]), "-o", str(tmp_path / "o")],
+            str(missing),
+        ),
         "fit-missing-root": (["fit", str(missing), "--category", "tex", "-o", str(tmp_path / "m")], str(missing)),
         "fit-unknown-category": (["fit", str(data.root), "--category", "nope", "-o", str(tmp_path / "m")], "nope"),
         "evaluate-unknown-category": (["evaluate", str(model), str(data.root), "--category", "nope"], "nope"),
@@ -251,11 +310,17 @@ def test_console_script_runs_as_a_subprocess():
     assert done.returncode == 0, done.stderr
     for command in ("fit", "predict", "evaluate", "demo"):
         assert command in done.stdout
-    failed = subprocess.run([str(script), "predict", "/nonexistent/model", "x.png", "-o", "/tmp/never"],
-                            capture_output=True, text=True, timeout=120, env=env)
+    failed = subprocess.run(
+        [str(script), "predict", "/nonexistent/model", "x.png", "-o", "/tmp/never"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines() == [
-        "anomalens: error: no model found in /nonexistent/model (missing config.json)"]
+        "anomalens: error: no model found in /nonexistent/model (missing config.json)"
+    ]
 
 
 def test_demo_learns_inspects_explains_and_reports(tmp_path, capsys):
@@ -273,4 +338,4 @@ def test_demo_learns_inspects_explains_and_reports(tmp_path, capsys):
     assert first["explanation"]["source"] == "offline" and first["explanation"]["text"].startswith("Yes, there is")
     assert "you: Where is it?" in printed and "anomalens: The anomaly is" in printed
     report = (out / "report.html").read_text()
-    assert report.lower().startswith("<!doctype html>") and "data:image/jpeg;base64," in report   # self-contained
+    assert report.lower().startswith("<!doctype html>") and "data:image/jpeg;base64," in report  # self-contained

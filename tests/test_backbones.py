@@ -1,4 +1,5 @@
 """EfficientNet-Lite backbone and the feature-extractor registry (real ImageNet weights, no download)."""
+
 import sys
 import types
 
@@ -13,9 +14,15 @@ from anomalens.models.backbones.registry import FeatureExtractor, available_back
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO, COFFEE_MUG = 967, 504
 # documented Lite0 layout: block -> (channels, stride)
-LITE0_BLOCKS = {0: (16, 2), **{b: (24, 4) for b in (1, 2)}, **{b: (40, 8) for b in (3, 4)},
-                **{b: (80, 16) for b in (5, 6, 7)}, **{b: (112, 16) for b in (8, 9, 10)},
-                **{b: (192, 32) for b in (11, 12, 13, 14)}, 15: (320, 32)}
+LITE0_BLOCKS = {
+    0: (16, 2),
+    **{b: (24, 4) for b in (1, 2)},
+    **{b: (40, 8) for b in (3, 4)},
+    **{b: (80, 16) for b in (5, 6, 7)},
+    **{b: (112, 16) for b in (8, 9, 10)},
+    **{b: (192, 32) for b in (11, 12, 13, 14)},
+    15: (320, 32),
+}
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +123,10 @@ def test_unknown_backbone_and_layer_errors():
 
 
 # documented layout of the larger variants (registry.py): 21 blocks each; Lite2 is also 10 % wider
-LARGER_LITE_STAGE_CHANNELS = {"efficientnet_lite1": [16, 24, 40, 80, 112, 192, 320],
-                              "efficientnet_lite2": [16, 24, 48, 88, 120, 208, 352]}
+LARGER_LITE_STAGE_CHANNELS = {
+    "efficientnet_lite1": [16, 24, 40, 80, 112, 192, 320],
+    "efficientnet_lite2": [16, 24, 48, 88, 120, 208, 352],
+}
 
 
 @pytest.mark.parametrize("name", sorted(LARGER_LITE_STAGE_CHANNELS))
@@ -206,11 +215,14 @@ def test_timm_path_wiring_with_stub(monkeypatch):
 
 def test_torchvision_path_wiring_with_stub(monkeypatch, tmp_path):
     """The 'torchvision:' code path against stub modules, including the local-cache requirement."""
-    weights = types.SimpleNamespace(url="https://example.invalid/wide.pth",
-                                    transforms=lambda: types.SimpleNamespace(mean=[0.485, 0.456, 0.406],
-                                                                             std=[0.229, 0.224, 0.225]))
-    models = types.SimpleNamespace(get_model_weights=lambda name: types.SimpleNamespace(DEFAULT=weights),
-                                   get_model=lambda name, weights: _TinyNet(as_dict=True))
+    weights = types.SimpleNamespace(
+        url="https://example.invalid/wide.pth",
+        transforms=lambda: types.SimpleNamespace(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    )
+    models = types.SimpleNamespace(
+        get_model_weights=lambda name: types.SimpleNamespace(DEFAULT=weights),
+        get_model=lambda name, weights: _TinyNet(as_dict=True),
+    )
     extraction = types.SimpleNamespace(create_feature_extractor=lambda model, return_nodes: model)
     monkeypatch.setitem(sys.modules, "torchvision", types.SimpleNamespace(models=models))
     monkeypatch.setitem(sys.modules, "torchvision.models", models)

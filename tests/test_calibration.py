@@ -1,4 +1,5 @@
 """Threshold calibration with no real defect labels: normal-only tail bound and simulated anomalies."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,7 @@ import pytest
 from scipy.stats import norm
 
 from anomalens.models import PatchCore
-from anomalens.postprocessing.thresholds import (best_balanced_threshold, tail_threshold,
-                                                 thresholds_from_simulation)
+from anomalens.postprocessing.thresholds import best_balanced_threshold, tail_threshold, thresholds_from_simulation
 
 
 def test_best_balanced_threshold_separates_two_groups_in_the_middle():
@@ -60,6 +60,10 @@ def test_patchcore_simulated_calibration_sits_between_normals_and_defects(textur
     # the same normal scores give the same normal-only figure either way
     assert details["normal_tail_image_threshold"] == pytest.approx(normal_only.thresholds_.image)
     # planted defects that the normal-only bound misses are still caught by the simulated threshold
-    found = [simulated.predict(textures.defect(textures.normal(96, 96, seed=100 + k), "blob",
-                                               center=(48, 48), size=10)[0]).is_anomalous for k in range(4)]
+    found = [
+        simulated.predict(
+            textures.defect(textures.normal(96, 96, seed=100 + k), "blob", center=(48, 48), size=10)[0]
+        ).is_anomalous
+        for k in range(4)
+    ]
     assert all(found)

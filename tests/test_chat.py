@@ -1,4 +1,5 @@
 """Multi-turn chat about one result: offline answers, fallback when the model fails, and the CLI."""
+
 from __future__ import annotations
 
 import threading
@@ -12,9 +13,13 @@ from anomalens.explanation.chat import ChatAnswer, ChatSession, GroundedLLM
 from anomalens.explanation.llm import LLMClient, LLMConfig, LLMExplainer
 from conftest import build_record
 
-FINDINGS = build_record(normalized_score=1.8, regions=[
-    {"position": "bottom left", "grid": ["bottom left", "left"], "area_fraction": 0.02, "severity": "high"},
-    {"position": "top right", "grid": ["top right"], "area_fraction": 0.01, "severity": "medium"}])
+FINDINGS = build_record(
+    normalized_score=1.8,
+    regions=[
+        {"position": "bottom left", "grid": ["bottom left", "left"], "area_fraction": 0.02, "severity": "high"},
+        {"position": "top right", "grid": ["top right"], "area_fraction": 0.01, "severity": "medium"},
+    ],
+)
 
 
 class BrokenModel:
@@ -44,12 +49,39 @@ def test_a_failing_model_falls_back_to_the_offline_answer():
 
 def test_chat_cli_answers_given_questions(tiny_mvtec, tmp_path, capsys):
     model = tmp_path / "model"
-    assert main(["fit", str(tiny_mvtec.root), "--category", tiny_mvtec.category, "-o", str(model),
-                 "--image-size", "64", "--calibration", "normal"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(tiny_mvtec.root),
+                "--category",
+                tiny_mvtec.category,
+                "-o",
+                str(model),
+                "--image-size",
+                "64",
+                "--calibration",
+                "normal",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     spot = tiny_mvtec.test_spot[0]
-    assert main(["chat", str(model), str(spot), "--question", "Is there any anomaly in the image?",
-                 "--question", "How many?"]) == 0
+    assert (
+        main(
+            [
+                "chat",
+                str(model),
+                str(spot),
+                "--question",
+                "Is there any anomaly in the image?",
+                "--question",
+                "How many?",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("anomalens (offline):") == 2
     assert "you: How many?" in out
@@ -60,8 +92,7 @@ def test_chat_cli_stops_on_quit(tiny_mvtec, tmp_path, capsys, question):
     model = tmp_path / "model"
     main(["fit", str(tiny_mvtec.root), "--category", tiny_mvtec.category, "-o", str(model), "--image-size", "64"])
     capsys.readouterr()
-    assert main(["chat", str(model), str(tiny_mvtec.test_good[0]), "--question", question,
-                 "--question", "Where?"]) == 0
+    assert main(["chat", str(model), str(tiny_mvtec.test_good[0]), "--question", question, "--question", "Where?"]) == 0
     assert "anomalens (offline)" not in capsys.readouterr().out
 
 
@@ -91,7 +122,7 @@ def test_concurrent_chats_on_one_explainer_keep_their_own_source(monkeypatch):
 
     def slow_answer(question, findings):
         falling_back.set()
-        assert grounded_done.wait(10)   # the grounded chat finishes while this one builds its fallback
+        assert grounded_done.wait(10)  # the grounded chat finishes while this one builds its fallback
         return real_answer(question, findings)
 
     monkeypatch.setattr(offline, "answer", slow_answer)

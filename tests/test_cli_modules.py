@@ -1,5 +1,6 @@
 """The command-line modules import one another without a cycle: ``main`` builds the parser from the command
 modules, which share only ``arguments`` and ``output``."""
+
 from __future__ import annotations
 
 import ast

@@ -283,12 +283,22 @@ def test_decode_image_from_bytes_is_read_image(tmp_path: Path) -> None:
     ("data", "name", "message"),
     [
         (b"", "upload", "cannot read image 'upload': file is empty (0 bytes)"),
-        (b"hello, I am text\n", "notes.png",
-         "cannot read image 'notes.png': not an image file (content is not PNG, JPEG, BMP or TIFF; extension '.png')"),
-        (b"hello, I am text\n", "upload",
-         "cannot read image 'upload': not an image file (content is not PNG, JPEG, BMP or TIFF)"),
-        (_jpeg_bytes()[:-400], "cut.jpg",
-         "cannot read image 'cut.jpg': truncated JPEG (data ends before the End-Of-Image marker FFD9)"),
+        (
+            b"hello, I am text\n",
+            "notes.png",
+            "cannot read image 'notes.png': not an image file (content is not PNG, JPEG, BMP or TIFF; "
+            "extension '.png')",
+        ),
+        (
+            b"hello, I am text\n",
+            "upload",
+            "cannot read image 'upload': not an image file (content is not PNG, JPEG, BMP or TIFF)",
+        ),
+        (
+            _jpeg_bytes()[:-400],
+            "cut.jpg",
+            "cannot read image 'cut.jpg': truncated JPEG (data ends before the End-Of-Image marker FFD9)",
+        ),
     ],
 )
 def test_decode_image_errors_name_the_data(data: bytes, name: str, message: str) -> None:
@@ -485,8 +495,8 @@ def test_find_mask_prefers_mask_names_and_never_takes_the_image_itself(tmp_path:
     for name in ("a.png", "A_MASK.BMP", "b.png", "b.bmp", "c.png", ".d_mask.png"):
         (tmp_path / name).write_bytes(b"")
     index = mask_index(tmp_path)
-    assert find_mask(index, "a") == tmp_path / "A_MASK.BMP"   # "<stem>_mask" before "<stem>", any case
-    assert find_mask(index, "b") == tmp_path / "b.png"        # ".png" before other extensions
-    assert find_mask(index, "c", beside_image=True) is None   # beside the image, "c.png" is the image
-    assert find_mask(index, "d") is None                      # hidden files are no masks
+    assert find_mask(index, "a") == tmp_path / "A_MASK.BMP"  # "<stem>_mask" before "<stem>", any case
+    assert find_mask(index, "b") == tmp_path / "b.png"  # ".png" before other extensions
+    assert find_mask(index, "c", beside_image=True) is None  # beside the image, "c.png" is the image
+    assert find_mask(index, "d") is None  # hidden files are no masks
     assert mask_index(tmp_path / "missing") == {}

@@ -4,6 +4,7 @@ The module is parametrised over ``anomalens.models.DETECTORS``, so a newly regis
 automatically. ``FAST_PARAMS`` holds small settings per detector name (to keep the suite quick); a detector
 not listed there is built with ``image_size=128`` (if it takes one) and otherwise its defaults.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ FAST_PARAMS: dict[str, dict] = {
     "patchcore": {"image_size": 128, "min_bank_size": 256, "coreset_ratio": 0.1, "augment_below": 4},
     # 150 steps instead of thousands: the maximum of so young a student's map (the default image score) is too
     # noisy for the held-out-normal checks, so the top-5 % mean is used here; test_efficientad covers the max
-    "efficientad": {"image_size": 128, "size": "cpu", "train_steps": 150, "train_batch_size": 4, "train_crop": 64,
-                    "score_top_fraction": 0.05},
+    "efficientad": {
+        "image_size": 128,
+        "size": "cpu",
+        "train_steps": 150,
+        "train_batch_size": 4,
+        "train_crop": 64,
+        "score_top_fraction": 0.05,
+    },
 }
 NAMES = sorted(DETECTORS)
 TRAIN_SHAPES = [(96, 128), (112, 96), (128, 128), (80, 120), (100, 100)]
@@ -141,8 +148,9 @@ def test_mask_agrees_with_verdict(fitted, held_out_normals, textures):
     defective = detector.predict(image)
     assert defective.is_anomalous
     assert defective.mask.any()
-    np.testing.assert_array_equal(defective.mask, outline_mask(defective.anomaly_map, defective.thresholds.pixel,
-                                                               detector.outline_level))
+    np.testing.assert_array_equal(
+        defective.mask, outline_mask(defective.anomaly_map, defective.thresholds.pixel, detector.outline_level)
+    )
     assert (defective.mask & truth).sum() >= 0.5 * truth.sum()  # the outline covers the defect
 
 
@@ -153,8 +161,10 @@ def test_planted_defect_scores_higher_and_is_localised(fitted, held_out_normals,
     for seed in range(3):
         base = textures.normal(*HELD_OUT_SHAPE, seed=60 + seed)
         # keep the defect clear of the border: see test_patchcore for what happens near corners
-        center = (int(np.random.default_rng(seed).integers(35, 70)), int(np.random.default_rng(seed + 9)
-                                                                          .integers(35, 100)))
+        center = (
+            int(np.random.default_rng(seed).integers(35, 70)),
+            int(np.random.default_rng(seed + 9).integers(35, 100)),
+        )
         image, truth = textures.defect(base, kind, center=center, size=14, seed=seed)
         prediction = detector.predict(image)
         assert prediction.image_score > max(normal_scores), (kind, seed, prediction.image_score, normal_scores)
@@ -186,9 +196,8 @@ def _is_safetensors(path: Path) -> bool:
     (header_len,) = struct.unpack("<Q", data[:8])
     if not 0 < header_len <= len(data) - 8:
         return False
-    header = json.loads(data[8:8 + header_len])
-    return all("dtype" in v and "shape" in v and "data_offsets" in v
-               for k, v in header.items() if k != "__metadata__")
+    header = json.loads(data[8 : 8 + header_len])
+    return all("dtype" in v and "shape" in v and "data_offsets" in v for k, v in header.items() if k != "__metadata__")
 
 
 def test_saved_directory_is_json_and_safetensors_only(fitted, tmp_path):
@@ -268,8 +277,7 @@ def test_fit_on_a_single_image(name, textures):
     thresholds = detector.thresholds_
     assert thresholds is not None and thresholds.image > 0 and thresholds.pixel <= thresholds.image
     normal = detector.predict(textures.normal(*HELD_OUT_SHAPE, seed=50))
-    image, truth = textures.defect(textures.normal(*HELD_OUT_SHAPE, seed=60), "blob", center=(50, 70),
-                                   size=14)
+    image, truth = textures.defect(textures.normal(*HELD_OUT_SHAPE, seed=60), "blob", center=(50, 70), size=14)
     defective = detector.predict(image)
     assert normal.anomaly_map.shape == defective.anomaly_map.shape == HELD_OUT_SHAPE
     assert np.isfinite(defective.anomaly_map).all()

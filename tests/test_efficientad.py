@@ -2,6 +2,7 @@
 
 The shared contract (fit/predict/save/load) is checked in ``test_detector_conformance.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,9 @@ def test_student_on_a_crop_equals_the_full_image_over_the_crop():
     y0, x0, crop = 32, 48, 64
     with torch.no_grad():
         full = network(image)
-        part = network(image[..., y0:y0 + crop, x0:x0 + crop])
+        part = network(image[..., y0 : y0 + crop, x0 : x0 + crop])
     cells = pdn_grid(crop)
-    expected = full[..., y0 // STRIDE:y0 // STRIDE + cells, x0 // STRIDE:x0 // STRIDE + cells]
+    expected = full[..., y0 // STRIDE : y0 // STRIDE + cells, x0 // STRIDE : x0 // STRIDE + cells]
     torch.testing.assert_close(part, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -160,8 +161,7 @@ def test_checkpoint_from_other_settings_is_refused(tmp_path, textures):
 def test_training_lowers_the_student_teacher_distance(textures):
     views = np.stack(textures.normals([(64, 64)] * 4, first_seed=0))
     model = EfficientADModel("cpu", image_size=64, autoencoder=False)
-    trainer = Trainer(model, TrainingSettings(steps=40, batch_size=4, crop=48, learning_rate=2e-3),
-                      torch.device("cpu"))
+    trainer = Trainer(model, TrainingSettings(steps=40, batch_size=4, crop=48, learning_rate=2e-3), torch.device("cpu"))
     before = trainer.validation_loss(views)
     trainer.train(views, views)
     assert trainer.validation_loss(views) < 0.7 * before
@@ -216,26 +216,74 @@ def test_no_autoencoder_has_a_local_map_only(textures, tmp_path):
 
 def test_cli_fits_efficientad_with_its_options(tiny_mvtec, tmp_path, capsys):
     out = tmp_path / "model"
-    code = cli_main(["fit", str(tiny_mvtec.root), "--category", tiny_mvtec.category, "--model", "efficientad",
-                     "--size", "cpu", "--no-autoencoder", "--train-steps", "5", "--image-size", "64",
-                     "--checkpoint-dir", str(tmp_path / "ckpt"), "-o", str(out), "--device", "cpu"])
+    code = cli_main(
+        [
+            "fit",
+            str(tiny_mvtec.root),
+            "--category",
+            tiny_mvtec.category,
+            "--model",
+            "efficientad",
+            "--size",
+            "cpu",
+            "--no-autoencoder",
+            "--train-steps",
+            "5",
+            "--image-size",
+            "64",
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     params = json.loads((out / "config.json").read_text())["params"]
     assert params["size"] == "cpu" and params["autoencoder"] is False and params["train_steps"] == 5
     assert (tmp_path / "ckpt" / "checkpoint.json").is_file()
-    code = cli_main(["evaluate", str(out), str(tiny_mvtec.root), "--category", tiny_mvtec.category,
-                     "--runtime", "onnx"])
+    code = cli_main(
+        ["evaluate", str(out), str(tiny_mvtec.root), "--category", tiny_mvtec.category, "--runtime", "onnx"]
+    )
     assert code == 0 and (out / "model.onnx").is_file()
     for runtime in ("torch", "onnx"):
-        assert cli_main(["predict", str(out), *map(str, tiny_mvtec.test_good + tiny_mvtec.test_spot), "-o",
-                         str(tmp_path / runtime), "--runtime", runtime, "--device", "cpu"]) == 0
+        assert (
+            cli_main(
+                [
+                    "predict",
+                    str(out),
+                    *map(str, tiny_mvtec.test_good + tiny_mvtec.test_spot),
+                    "-o",
+                    str(tmp_path / runtime),
+                    "--runtime",
+                    runtime,
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     by_runtime = [json.loads((tmp_path / r / "results.json").read_text()) for r in ("torch", "onnx")]
     assert len(by_runtime[0]) == len(by_runtime[1]) > 0
     for a, b in zip(*by_runtime):
         assert a["image"] == b["image"] and a["anomalous"] == b["anomalous"]
         assert abs(a["score"] - b["score"]) < ONNX_TOLERANCE
-    assert cli_main(["fit", str(tiny_mvtec.root), "--category", tiny_mvtec.category, "--size", "small",
-                     "-o", str(tmp_path / "pc")]) == 2
+    assert (
+        cli_main(
+            [
+                "fit",
+                str(tiny_mvtec.root),
+                "--category",
+                tiny_mvtec.category,
+                "--size",
+                "small",
+                "-o",
+                str(tmp_path / "pc"),
+            ]
+        )
+        == 2
+    )
     assert "does not apply to --model patchcore" in capsys.readouterr().err
 
 

@@ -3,6 +3,7 @@
 A real Ray cluster runs on this machine (2 CPUs, loopback only), started once for the module. conftest runs
 torch on one thread in this process, as Ray runs it in each worker: so the two engines can agree to the bit.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,8 +95,9 @@ def test_ray_predict_gives_the_local_results_record_for_record(ray_cluster, data
     assert summary["n_images"] == 6 and summary["n_errors"] == 1
 
 
-def test_ray_predict_resumes_a_stopped_run_without_redoing_finished_images(ray_cluster, data, inbox, local_run,
-                                                                           tmp_path):
+def test_ray_predict_resumes_a_stopped_run_without_redoing_finished_images(
+    ray_cluster, data, inbox, local_run, tmp_path
+):
     local, local_out = local_run
     out = tmp_path / "ray"
     # what a run killed after two images leaves: two lines, a third cut short, no results.json yet
@@ -153,7 +155,8 @@ def test_fit_many_on_ray_fits_the_local_models_and_reports_a_failed_category(ray
     for category in ("tex", "tex2"):
         local_model, ray_model = tmp_path / "local" / category, tmp_path / "ray" / category
         assert json.loads((ray_model / "config.json").read_text()) == json.loads(
-            (local_model / "config.json").read_text())
+            (local_model / "config.json").read_text()
+        )
         local_bank = load_file(str(local_model / "state.safetensors"))["memory_bank"]
         assert (load_file(str(ray_model / "state.safetensors"))["memory_bank"] == local_bank).all()
     log = [json.loads(line) for line in (tmp_path / "ray" / "fit_many.jsonl").read_text().splitlines()]
@@ -168,15 +171,33 @@ def test_fit_many_on_ray_fits_the_local_models_and_reports_a_failed_category(ray
 def test_cli_runs_predict_and_fit_many_on_ray(ray_cluster, data, inbox, local_run, tmp_path, capsys):
     local, local_out = local_run
     out = tmp_path / "predictions"
-    assert main(["predict", str(data["model"]), *map(str, inbox), "-o", str(out), "--engine", "ray",
-                 "--workers", "2"]) == 0
+    assert (
+        main(["predict", str(data["model"]), *map(str, inbox), "-o", str(out), "--engine", "ray", "--workers", "2"])
+        == 0
+    )
     assert _without_timing(json.loads((out / "results.json").read_text())) == _without_timing(local.results)
     assert _output_files(out) == _output_files(local_out)
 
     models = tmp_path / "models"
     shutil.copytree(data["root"] / "tex", tmp_path / "one" / "tex")
-    assert main(["fit-many", str(tmp_path / "one"), "--categories", "tex", "nope", "-o", str(models),
-                 "--image-size", "64", "--engine", "ray"]) == 1
+    assert (
+        main(
+            [
+                "fit-many",
+                str(tmp_path / "one"),
+                "--categories",
+                "tex",
+                "nope",
+                "-o",
+                str(models),
+                "--image-size",
+                "64",
+                "--engine",
+                "ray",
+            ]
+        )
+        == 1
+    )
     printed = capsys.readouterr().out
     assert "failed nope" in printed and "1 fitted" in printed
     assert load_detector(models / "tex").thresholds_ is not None

@@ -1,4 +1,5 @@
 """The offline explainer (explain, answer) on hand-built findings, and findings/explanations in api.inspect."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,9 @@ def findings_for(boxes: list[tuple[slice, slice, float]], image: np.ndarray | No
 @pytest.fixture
 def normal():
     amap = np.full((H, W), 0.1, np.float32)
-    return api.inspection_record("part.png", None, Prediction(0.82, amap, False, np.zeros((H, W), bool), THRESHOLDS),
-                                 1.0)
+    return api.inspection_record(
+        "part.png", None, Prediction(0.82, amap, False, np.zeros((H, W), bool), THRESHOLDS), 1.0
+    )
 
 
 @pytest.fixture
@@ -78,12 +80,15 @@ def test_answer_standard_questions(two, normal):
     where = answer("Where?", two)
     assert "at the bottom left" in where and "at the top right" in where
     assert where.index("bottom left") < where.index("top right")
-    assert answer("Where is the anomaly?", findings_for([(slice(40, 50), slice(50, 60), 3.0)])) == \
-        "The anomaly is in the center of the image."
+    assert (
+        answer("Where is the anomaly?", findings_for([(slice(40, 50), slice(50, 60), 3.0)]))
+        == "The anomaly is in the center of the image."
+    )
     assert "nothing to locate" in answer("WHERE is the defect located?", normal)
     assert "2 regions" in answer("How many?", two)
-    assert "There is 1 region" in answer("how many anomalies are there",
-                                         findings_for([(slice(40, 50), slice(50, 60), 3.0)]))
+    assert "There is 1 region" in answer(
+        "how many anomalies are there", findings_for([(slice(40, 50), slice(50, 60), 3.0)])
+    )
     assert "no anomalous regions" in answer("How many?", normal)
     size = answer("How large is it?", two)
     assert "120 pixels" in size and "64 pixels" in size and "1.7%" in size
@@ -128,8 +133,15 @@ def test_types_from_a_taxonomy_reach_the_text_the_answers_and_the_prompt():
     from anomalens.explanation.llm.prompts import findings_text
     from anomalens.explanation.offline import answer, explain
 
-    region = {"position": "bottom left", "grid": ["bottom left"], "area_fraction": 0.02, "severity": "high",
-              "brightness": "darker", "appearance": ["darker"], "shape": "compact"}
+    region = {
+        "position": "bottom left",
+        "grid": ["bottom left"],
+        "area_fraction": 0.02,
+        "severity": "high",
+        "brightness": "darker",
+        "appearance": ["darker"],
+        "shape": "compact",
+    }
     typed = build_record(regions=[{**region, "defect_type": "blowhole", "type_confidence": 0.83}])
     assert "looks most like blowhole (type confidence 0.83)" in explain(typed)
     assert answer("What kind of defect is it?", typed) == "The region looks most like blowhole (type confidence 0.83)."

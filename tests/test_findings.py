@@ -1,4 +1,5 @@
 """extract_findings on hand-built predictions: regions, grid positions, shape, appearance, severity."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ H, W = 90, 120
 THRESHOLDS = Thresholds(image=1.0, pixel=0.5, method="test")
 
 
-def prediction(mask: np.ndarray, peaks: dict[int, float] | None = None, anomalous: bool | None = None,
-               score: float = 1.5) -> Prediction:
+def prediction(
+    mask: np.ndarray, peaks: dict[int, float] | None = None, anomalous: bool | None = None, score: float = 1.5
+) -> Prediction:
     """Map 0.1 outside the mask and 1.0 inside (or per-blob peaks via ``peaks``: label index -> value)."""
     from skimage import measure
 
@@ -34,7 +36,7 @@ def grey(value: float = 0.5) -> np.ndarray:
 
 def test_one_blob_bottom_left():
     mask = np.zeros((H, W), bool)
-    mask[70:80, 10:20] = True                        # rows 70..79, cols 10..19: bottom third, left third
+    mask[70:80, 10:20] = True  # rows 70..79, cols 10..19: bottom third, left third
     findings = extract_findings(prediction(mask), grey())
     assert findings.verdict == "anomalous" and findings.is_anomalous
     assert findings.count == 1
@@ -54,25 +56,25 @@ def test_horizontal_bar_across_the_top_is_elongated_and_spans_the_row():
     region = extract_findings(prediction(mask), grey()).regions[0]
     assert set(region.positions) == {"top left", "top", "top right"}
     assert region.position == "top"
-    assert region.positions[0] == "top"             # the middle cell holds the largest share (40 of 110 cols)
+    assert region.positions[0] == "top"  # the middle cell holds the largest share (40 of 110 cols)
     assert region.shape == "elongated" and region.elongation >= 3
     assert region.orientation_degrees == pytest.approx(0.0, abs=1.0)
 
 
 def test_small_share_cells_are_left_out():
     mask = np.zeros((H, W), bool)
-    mask[40:50, 37:60] = True                        # 23 cols, 3 of them (13%) in the left third (x < 40)
+    mask[40:50, 37:60] = True  # 23 cols, 3 of them (13%) in the left third (x < 40)
     region = extract_findings(prediction(mask), grey()).regions[0]
     assert region.position == "center" and region.positions == ["center", "left"]
-    mask[40:50, 37:39] = False                       # 1 of 21 cols (5%) left: "left" no longer counts
+    mask[40:50, 37:39] = False  # 1 of 21 cols (5%) left: "left" no longer counts
     region = extract_findings(prediction(mask), grey()).regions[0]
     assert region.positions == ["center"]
 
 
 def test_two_blobs_sorted_by_peak():
     mask = np.zeros((H, W), bool)
-    mask[5:15, 5:15] = True                           # label 1 (top left), weaker
-    mask[60:80, 90:110] = True                        # label 2 (bottom right), stronger
+    mask[5:15, 5:15] = True  # label 1 (top left), weaker
+    mask[60:80, 90:110] = True  # label 2 (bottom right), stronger
     findings = extract_findings(prediction(mask, peaks={1: 1.3, 2: 2.5}), grey())
     assert findings.count == 2
     assert [r.position for r in findings.regions] == ["bottom right", "top left"]
@@ -102,7 +104,7 @@ def test_red_spot_on_grey_is_other_colour():
     mask = np.zeros((H, W), bool)
     mask[40:50, 50:60] = True
     image = grey(0.45)
-    image[mask] = (0.85, 0.25, 0.2)                   # luma ~0.42: about as bright as the grey around it
+    image[mask] = (0.85, 0.25, 0.2)  # luma ~0.42: about as bright as the grey around it
     region = extract_findings(prediction(mask), image).regions[0]
     assert "other colour" in region.appearance
     assert region.brightness == "similar"
@@ -115,9 +117,9 @@ def test_red_spot_on_grey_is_other_colour():
 
 def test_tiny_specks_are_dropped():
     mask = np.zeros((H, W), bool)
-    mask[40:50, 50:60] = True                          # 100 px, kept
-    mask[2, 2] = mask[80, 110] = True                  # single pixels
-    mask[5:8, 100:103] = True                          # 9 px < 16
+    mask[40:50, 50:60] = True  # 100 px, kept
+    mask[2, 2] = mask[80, 110] = True  # single pixels
+    mask[5:8, 100:103] = True  # 9 px < 16
     findings = extract_findings(prediction(mask), grey())
     assert findings.count == 1 and findings.regions[0].area_pixels == 100
     # min_area_fraction wins when it asks for more: 0.01 * 10800 = 108 px > 100 px; the only kept region is
@@ -152,8 +154,19 @@ def test_normal_verdict_has_no_regions():
     assert findings.normalized_score == pytest.approx(0.8)
 
 
-@pytest.mark.parametrize("relative, band", [(1.0, "low"), (1.249, "low"), (1.25, "medium"), (1.59, "medium"),
-                                            (1.6, "high"), (2.19, "high"), (2.2, "critical"), (5.0, "critical")])
+@pytest.mark.parametrize(
+    "relative, band",
+    [
+        (1.0, "low"),
+        (1.249, "low"),
+        (1.25, "medium"),
+        (1.59, "medium"),
+        (1.6, "high"),
+        (2.19, "high"),
+        (2.2, "critical"),
+        (5.0, "critical"),
+    ],
+)
 def test_severity_bands(relative, band):
     assert severity_for(relative) == band
     mask = np.zeros((H, W), bool)
@@ -170,10 +183,25 @@ def test_to_dict_is_json_and_works_without_an_image():
         findings = extract_findings(prediction(mask), image)
         data = json.loads(json.dumps(findings.to_dict(), allow_nan=False))
         assert data["count"] == 2 and data["verdict"] == "anomalous"
-        assert set(data["regions"][0]) >= {"bbox", "area_pixels", "area_fraction", "centroid", "peak_score",
-                                           "mean_score", "severity", "relative_peak", "grid", "position",
-                                           "shape", "elongation", "orientation_degrees", "appearance",
-                                           "mean_intensity", "surround_intensity", "intensity_difference"}
+        assert set(data["regions"][0]) >= {
+            "bbox",
+            "area_pixels",
+            "area_fraction",
+            "centroid",
+            "peak_score",
+            "mean_score",
+            "severity",
+            "relative_peak",
+            "grid",
+            "position",
+            "shape",
+            "elongation",
+            "orientation_degrees",
+            "appearance",
+            "mean_intensity",
+            "surround_intensity",
+            "intensity_difference",
+        }
     assert extract_findings(prediction(mask), None).regions[0].appearance == []
     # no positive threshold: infinite relative peak, still JSON
     pred = prediction(mask)
@@ -187,7 +215,7 @@ def test_to_dict_is_json_and_works_without_an_image():
 def test_regions_touching_at_a_corner_are_one_region():
     mask = np.zeros((H, W), bool)
     mask[40:45, 40:45] = True
-    mask[45:50, 45:50] = True                         # meets the first square only diagonally
+    mask[45:50, 45:50] = True  # meets the first square only diagonally
     findings = extract_findings(prediction(mask), grey())
     assert findings.count == 1 and findings.regions[0].area_pixels == 50
     assert findings.regions[0].box == (40, 40, 50, 50)
@@ -196,8 +224,8 @@ def test_regions_touching_at_a_corner_are_one_region():
 def test_parts_closer_than_the_merge_distance_are_one_region_with_all_their_pixels():
     mask = np.zeros((H, W), bool)
     mask[40:50, 20:30] = True
-    mask[40:50, 36:46] = True                         # a 6 px gap: under 0.16 x 90 = 14.4 px
-    mask[40:50, 100:110] = True                       # 54 px further: its own region
+    mask[40:50, 36:46] = True  # a 6 px gap: under 0.16 x 90 = 14.4 px
+    mask[40:50, 100:110] = True  # 54 px further: its own region
     findings = extract_findings(prediction(mask), grey())
     assert findings.count == 2
     pair = max(findings.regions, key=lambda r: r.area_pixels)

@@ -1,4 +1,5 @@
 """The defect history: storage, operator feedback, retrieval of similar past cases, persistence."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -10,8 +11,11 @@ from anomalens.explanation import explain
 from anomalens.explanation.history import Case, DefectHistory
 from conftest import build_record
 
-RECORD = build_record("line3/part17.png", regions=[{"position": "bottom left", "grid": ["bottom left"],
-                                                    "defect_type": "crack"}], text="Yes, there is an anomaly ...")
+RECORD = build_record(
+    "line3/part17.png",
+    regions=[{"position": "bottom left", "grid": ["bottom left"], "defect_type": "crack"}],
+    text="Yes, there is an anomaly ...",
+)
 
 
 def unit(vector):
@@ -32,8 +36,16 @@ def test_similar_by_embedding_ranks_the_nearest_case_first():
 
 def test_similar_by_text_uses_descriptions_causes_and_actions():
     history = DefectHistory()
-    history.add(Case("a.png", "confirmed", "stain", description="oil stain near the edge", cause="leaking bearing",
-                     action="replace the bearing seal"))
+    history.add(
+        Case(
+            "a.png",
+            "confirmed",
+            "stain",
+            description="oil stain near the edge",
+            cause="leaking bearing",
+            action="replace the bearing seal",
+        )
+    )
     history.add(Case("b.png", "confirmed", "hole", description="round hole", cause="needle break"))
     best, score = history.similar(text="dark oil stain on fabric", k=1)[0]
     assert best.defect_type == "stain" and score > 0
@@ -46,8 +58,9 @@ def test_feedback_confirm_correct_and_false_alarm():
     history.record_feedback(RECORD, 0, "false_alarm")
     cases = {c.id: c for c in history.cases()}
     assert cases[confirmed].defect_type == "crack" and cases[confirmed].region.position == "bottom left"
-    assert cases[confirmed].seen_before() == ("seen before: crack at the bottom left, cause was tool wear, "
-                                              "fixed by replace the cutter")
+    assert cases[confirmed].seen_before() == (
+        "seen before: crack at the bottom left, cause was tool wear, fixed by replace the cutter"
+    )
     assert cases[corrected].defect_type == "break"
     assert len(history.cases(include_false_alarms=False)) == 2
     with pytest.raises(ValueError, match="right defect type"):
@@ -82,20 +95,27 @@ def test_a_new_finding_is_matched_by_what_its_region_looks_like(textures):
 
     def record_of(image, mask, position):
         ys, xs = np.nonzero(mask)
-        return build_record("x.png", regions=[{"position": position, "bbox": [int(xs.min()), int(ys.min()),
-                                                                            int(xs.max()) + 1, int(ys.max()) + 1]}])
+        return build_record(
+            "x.png",
+            regions=[
+                {"position": position, "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]}
+            ],
+        )
 
     blob, blob_mask = textures.defect(textures.normal(96, 96, seed=1), "blob", center=(30, 30), size=12, seed=1)
     scratch, scratch_mask = textures.defect(textures.normal(96, 96, seed=2), "scratch", size=40, seed=2)
     history = DefectHistory()
     # both past cases at the same position: the words cannot tell them apart, the look can
     # the scratch first: a search that ignored the look would return it first
-    for image, mask, kind, cause in ((scratch, scratch_mask, "scratch", "a burr on the conveyor"),
-                                     (blob, blob_mask, "blowhole", "gas in the mould")):
+    for image, mask, kind, cause in (
+        (scratch, scratch_mask, "scratch", "a burr on the conveyor"),
+        (blob, blob_mask, "blowhole", "gas in the mould"),
+    ):
         record = record_of(image, mask, "center")
-        history.record_feedback(record, 0, "corrected", kind, cause=cause,
-                                embedding=region_query(record, 0, image, mask)[0])
+        history.record_feedback(
+            record, 0, "corrected", kind, cause=cause, embedding=region_query(record, 0, image, mask)[0]
+        )
     new_blob, new_mask = textures.defect(textures.normal(96, 96, seed=3), "blob", center=(60, 50), size=11, seed=3)
     sentences = history.seen_before(record_of(new_blob, new_mask, "center"), new_blob, new_mask)
     assert "gas in the mould" in sentences[0], sentences
-    assert history.seen_before(build_record(anomalous=False)) == []      # nothing found, nothing to compare
+    assert history.seen_before(build_record(anomalous=False)) == []  # nothing found, nothing to compare

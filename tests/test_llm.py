@@ -1,5 +1,6 @@
 """LLM explanations: unit tests without a model, and @pytest.mark.llm tests against a real llama.cpp server
 running SmolLM2-135M (tests/llm_server.py) through the official openai SDK."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,20 @@ import pytest
 from anomalens import api
 from anomalens.explanation import offline
 from anomalens.explanation.chat import ChatAnswer
-from anomalens.explanation.llm import (LLMClient, LLMConfig, LLMExplainer, LLMExplanation, LLMUnavailable,
-                                       ReplyError, check, check_text, compose_text, extract_json, findings_text,
-                                       parse_reply)
+from anomalens.explanation.llm import (
+    LLMClient,
+    LLMConfig,
+    LLMExplainer,
+    LLMExplanation,
+    LLMUnavailable,
+    ReplyError,
+    check,
+    check_text,
+    compose_text,
+    extract_json,
+    findings_text,
+    parse_reply,
+)
 from anomalens.explanation.llm.prompts import explain_messages, load_template, render
 from anomalens.types import Prediction, Thresholds
 from conftest import build_record
@@ -48,13 +60,21 @@ def normal_findings():
 
 
 def good_reply(**changes):
-    data = {"anomalous": True, "count": 1, "positions": ["bottom left"], "description": "Dark compact spot",
-            "defect_type": "stain", "likely_causes": ["contamination"], "recommended_action": "clean and re-inspect"}
+    data = {
+        "anomalous": True,
+        "count": 1,
+        "positions": ["bottom left"],
+        "description": "Dark compact spot",
+        "defect_type": "stain",
+        "likely_causes": ["contamination"],
+        "recommended_action": "clean and re-inspect",
+    }
     data.update(changes)
     return LLMExplanation.model_validate(data)
 
 
 # ---------------------------------------------------------------- grounding, schema, parsing (no model)
+
 
 def test_grounded_reply_passes(one_bottom_left):
     assert check(good_reply(), one_bottom_left) == []
@@ -80,8 +100,15 @@ def test_grounding_catches_wrong_verdict(one_bottom_left, normal_findings):
     assert any("verdict is normal" in p for p in normal_problems)
     assert any('"count" is 1' in p for p in normal_problems)
     assert any("positions" in p for p in normal_problems)
-    ok = LLMExplanation(anomalous=False, count=0, positions=[], description="Surface looks normal",
-                        defect_type="none", likely_causes=[], recommended_action="pass the part")
+    ok = LLMExplanation(
+        anomalous=False,
+        count=0,
+        positions=[],
+        description="Surface looks normal",
+        defect_type="none",
+        likely_causes=[],
+        recommended_action="pass the part",
+    )
     assert check(ok, normal_findings) == []
 
 
@@ -90,8 +117,10 @@ def test_grounding_catches_copied_placeholders(one_bottom_left):
 
 
 def test_grounding_catches_counts_in_the_description(one_bottom_left):
-    assert any("two scratches" in p.lower() for p in check(good_reply(description="Two scratches near the left"),
-                                                   one_bottom_left))
+    assert any(
+        "two scratches" in p.lower()
+        for p in check(good_reply(description="Two scratches near the left"), one_bottom_left)
+    )
 
 
 def test_check_text_accepts_the_offline_explanation():
@@ -107,9 +136,11 @@ def test_schema_rejects_an_eleven_word_description():
 
 
 def test_tolerant_json_parsing():
-    chatty = ('Sure! Here is the analysis:\n```json\n{"anomalous": "true", "count": "1", "positions": '
-              '"Bottom-Left corner", "description": "A dark {odd} stain", "defect_type": "stain",'
-              ' "likely_causes": "oil", "recommended_action": "clean",}\n```\nHope this helps {really}.')
+    chatty = (
+        'Sure! Here is the analysis:\n```json\n{"anomalous": "true", "count": "1", "positions": '
+        '"Bottom-Left corner", "description": "A dark {odd} stain", "defect_type": "stain",'
+        ' "likely_causes": "oil", "recommended_action": "clean",}\n```\nHope this helps {really}.'
+    )
     reply = parse_reply(chatty)
     assert reply.anomalous is True and reply.count == 1
     assert reply.positions == ["bottom left"] and reply.likely_causes == ["oil"]
@@ -123,30 +154,46 @@ def test_tolerant_json_parsing():
 
 # ---------------------------------------------------------------- config, prompts (no model)
 
+
 def test_config_never_exposes_the_key(monkeypatch):
     secret = "sk-test-SECRET-0123456789"
     monkeypatch.setenv("MY_LLM_KEY", secret)
-    env = {"ANOMALENS_LLM_PROVIDER": "openai", "ANOMALENS_LLM_MODEL": "gpt-4o-mini",
-           "ANOMALENS_LLM_API_KEY_ENV": "MY_LLM_KEY", "ANOMALENS_LLM_VISION": "auto",
-           "ANOMALENS_LLM_TIMEOUT_S": "12.5", "ANOMALENS_LLM_MAX_RETRIES": "1"}
+    env = {
+        "ANOMALENS_LLM_PROVIDER": "openai",
+        "ANOMALENS_LLM_MODEL": "gpt-4o-mini",
+        "ANOMALENS_LLM_API_KEY_ENV": "MY_LLM_KEY",
+        "ANOMALENS_LLM_VISION": "auto",
+        "ANOMALENS_LLM_TIMEOUT_S": "12.5",
+        "ANOMALENS_LLM_MAX_RETRIES": "1",
+    }
     config = LLMConfig.from_env(env)
     assert config.api_key() == secret  # read from the environment when needed
     assert (config.timeout_s, config.max_retries, config.vision) == (12.5, 1, None)
     client = LLMClient(config)
-    for shown in (repr(config), str(config), json.dumps(config.model_dump()), config.model_dump_json(),
-                  repr(client), repr(LLMExplainer(config))):
+    for shown in (
+        repr(config),
+        str(config),
+        json.dumps(config.model_dump()),
+        config.model_dump_json(),
+        repr(client),
+        repr(LLMExplainer(config)),
+    ):
         assert secret not in shown
     assert "MY_LLM_KEY" in repr(config)
     with pytest.raises(ValueError) as info:
-        LLMConfig(model="m", api_key_env=secret)           # a key pasted where a name belongs
+        LLMConfig(model="m", api_key_env=secret)  # a key pasted where a name belongs
     assert secret not in str(info.value)
     with pytest.raises(ValueError):
-        LLMConfig(model="m", api_key=secret)                # no field for keys at all
+        LLMConfig(model="m", api_key=secret)  # no field for keys at all
 
 
 def test_config_providers():
-    assert LLMConfig.from_env({"ANOMALENS_LLM_PROVIDER": "ollama", "ANOMALENS_LLM_MODEL": "smollm2:135m"}
-                              ).resolved_base_url == "http://127.0.0.1:11434/v1"
+    assert (
+        LLMConfig.from_env(
+            {"ANOMALENS_LLM_PROVIDER": "ollama", "ANOMALENS_LLM_MODEL": "smollm2:135m"}
+        ).resolved_base_url
+        == "http://127.0.0.1:11434/v1"
+    )
     assert LLMConfig(provider="ollama", model="x").api_key({}) == "no-key-required"
     with pytest.raises(ValueError, match="api_version"):
         LLMConfig(provider="azure", model="deployment", base_url="https://x.openai.azure.com")
@@ -170,7 +217,7 @@ def test_prompt_override_directory(tmp_path, monkeypatch, one_bottom_left):
     (tmp_path / "explain.txt").write_text("CUSTOM $count regions\n$findings", encoding="utf-8")
     messages = explain_messages(one_bottom_left, prompts_dir=tmp_path)
     assert messages[1]["content"].startswith("CUSTOM 1 regions\nverdict: anomalous")
-    assert messages[0]["content"] == render("system.txt")          # not overridden: the packaged one
+    assert messages[0]["content"] == render("system.txt")  # not overridden: the packaged one
     monkeypatch.setenv("ANOMALENS_PROMPTS_DIR", str(tmp_path))
     assert load_template("explain.txt").startswith("CUSTOM")
     assert "bottom left" in findings_text(one_bottom_left) and "darker" in findings_text(one_bottom_left)
@@ -180,8 +227,9 @@ class ScriptedClient(LLMClient):
     """Replies from a list, records the messages it was sent."""
 
     def __init__(self, replies, vision=False):
-        super().__init__(LLMConfig(provider="openai-compatible", model="scripted", base_url="http://x/v1",
-                                   vision=vision))
+        super().__init__(
+            LLMConfig(provider="openai-compatible", model="scripted", base_url="http://x/v1", vision=vision)
+        )
         self.replies, self.sent = list(replies), []
 
     def complete(self, messages, max_tokens=None, temperature=None, json_mode=False):
@@ -222,6 +270,7 @@ def test_vision_models_get_the_composite_and_the_reference():
 # exactly when the grounding check accepts it. How often SmolLM2's own replies are rejected is a quality figure:
 # bench/llm_grounding.py.
 
+
 class Wire(httpx.BaseTransport):
     """The openai SDK's HTTP transport: forwards each request to the server and keeps it; ``plant(own)``
     replaces the content of the server's chat replies (``own``: what the model said, kept in ``model_replies``)."""
@@ -247,8 +296,14 @@ class Wire(httpx.BaseTransport):
 
 
 def server_config(server, **changes) -> LLMConfig:
-    values = {"provider": "openai-compatible", "model": server.model, "base_url": server.base_url,
-              "timeout_s": 60, "max_retries": 0, "max_tokens": 160}
+    values = {
+        "provider": "openai-compatible",
+        "model": server.model,
+        "base_url": server.base_url,
+        "timeout_s": 60,
+        "max_retries": 0,
+        "max_tokens": 160,
+    }
     values.update(changes)
     return LLMConfig(**values)
 
@@ -258,8 +313,13 @@ def wired_client(server, wire: Wire, **changes) -> LLMClient:
     import openai
 
     config = server_config(server, **changes)
-    sdk = openai.OpenAI(base_url=config.base_url, api_key="no-key-required", timeout=config.timeout_s,
-                        max_retries=0, http_client=httpx.Client(transport=wire))
+    sdk = openai.OpenAI(
+        base_url=config.base_url,
+        api_key="no-key-required",
+        timeout=config.timeout_s,
+        max_retries=0,
+        http_client=httpx.Client(transport=wire),
+    )
     return LLMClient(config, sdk_client=sdk)
 
 
@@ -279,7 +339,7 @@ def test_text_only_server_is_detected_once_and_sent_no_images(llm_server):
     result = LLMExplainer(client=client).explain(findings, image=image, prediction=prediction)
     probe, *asked = wire.completions()
     assert [part["type"] for part in probe["messages"][0]["content"]] == ["text", "image_url"]
-    assert len(asked) == result["attempts"] >= 1       # probed once, then only text
+    assert len(asked) == result["attempts"] >= 1  # probed once, then only text
     assert all(isinstance(message["content"], str) for body in asked for message in body["messages"])
 
 
@@ -293,8 +353,8 @@ def test_grounded_reply_from_the_server_is_kept_with_source_llm(llm_server, one_
     [body] = wire.completions()
     assert wire.requests[-1].method == "POST" and wire.requests[-1].url == llm_server.base_url + "/chat/completions"
     assert body["model"] == llm_server.model and body["response_format"] == {"type": "json_object"}
-    assert "bottom left" in body["messages"][1]["content"]       # the findings went to the model
-    assert wire.model_replies[0].strip()                           # and the model itself answered
+    assert "bottom left" in body["messages"][1]["content"]  # the findings went to the model
+    assert wire.model_replies[0].strip()  # and the model itself answered
 
 
 @pytest.mark.llm
@@ -308,7 +368,9 @@ def test_contradiction_planted_in_the_reply_is_retried_then_answered_offline(llm
     assert result["text"] == offline.explain(one_bottom_left) and result["llm"]["count"] == 3
     first, retry = wire.completions()
     assert retry["messages"][:-2] == first["messages"]
-    assert retry["messages"][-2] == {"role": "assistant", "content": wrong} and problem in retry["messages"][-1]["content"]
+    assert (
+        retry["messages"][-2] == {"role": "assistant", "content": wrong} and problem in retry["messages"][-1]["content"]
+    )
 
 
 @pytest.mark.llm
@@ -318,7 +380,7 @@ def test_the_models_own_reply_is_kept_only_when_grounded(llm_server):
     result = LLMExplainer(client=wired_client(llm_server, wire, vision=False)).explain(findings)
     print("\nSmolLM2 result:", json.dumps(result, indent=2))
     assert len(wire.model_replies) == result["attempts"] == len(result["problems"])
-    assert all(result["problems"][:-1])                  # a retry only after a rejected reply
+    assert all(result["problems"][:-1])  # a retry only after a rejected reply
     if result["source"] == "llm":
         kept = parse_reply(wire.model_replies[-1])
         assert check(kept, findings) == [] and result["text"] == compose_text(kept)
@@ -347,8 +409,13 @@ def test_chat_turn_keeps_a_grounded_reply_and_replaces_a_contradiction(llm_serve
 
 
 def test_server_down_gives_offline_quickly(one_bottom_left):
-    config = LLMConfig(provider="openai-compatible", model="x", base_url=f"http://127.0.0.1:{free_port()}/v1",
-                       timeout_s=2, max_retries=0)
+    config = LLMConfig(
+        provider="openai-compatible",
+        model="x",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        timeout_s=2,
+        max_retries=0,
+    )
     pytest.importorskip("openai")
     start = time.monotonic()
     result = LLMExplainer(config).explain(one_bottom_left)
@@ -359,14 +426,15 @@ def test_server_down_gives_offline_quickly(one_bottom_left):
     assert answer.text == offline.answer("How many regions are there?", one_bottom_left)
     assert answer.source == "offline" and "connection" in answer.reason.lower()
     with pytest.raises(LLMUnavailable, match="connection"):
-        LLMClient(config).supports_images
+        _ = LLMClient(config).supports_images
 
 
 def test_chat_answers_must_state_the_fact_asked_for():
     from anomalens.explanation.llm.grounding import check_answer
 
-    findings = build_record(regions=[{"position": "top left", "grid": ["top left", "top"]},
-                                     {"position": "bottom", "grid": ["bottom"]}])
+    findings = build_record(
+        regions=[{"position": "top left", "grid": ["top left", "top"]}, {"position": "bottom", "grid": ["bottom"]}]
+    )
     assert check_answer("How many?", "There are 2 regions.", findings) == []
     assert check_answer("How many regions?", "The anomaly is in the image of a detector.", findings)
     assert check_answer("Where is it?", "At the top left and at the bottom.", findings) == []
@@ -374,8 +442,9 @@ def test_chat_answers_must_state_the_fact_asked_for():
     assert check_answer("Is there any anomaly in the image?", "Yes, two regions.", findings) == []
     assert check_answer("Is there any anomaly in the image?", "The anomaly is not an anomaly.", findings)
     assert check_answer("Is there any anomaly?", "No.", build_record(anomalous=False)) == []
-    sized = build_record(regions=[{"position": "bottom", "grid": ["bottom"], "area_fraction": 0.05,
-                                   "severity": "medium"}])
+    sized = build_record(
+        regions=[{"position": "bottom", "grid": ["bottom"], "area_fraction": 0.05, "severity": "medium"}]
+    )
     assert check_answer("How large is it?", "It covers about 5% of the image.", sized) == []
     assert check_answer("How large is it?", "It is 1.2% larger than the average value.", sized)
     assert check_answer("How large is it?", "It is quite big.", sized)
@@ -385,8 +454,14 @@ def test_chat_answers_must_state_the_fact_asked_for():
 
 
 def test_every_offline_answer_passes_the_answer_check(one_bottom_left):
-    questions = ("Is there any anomaly in the image?", "Where is it?", "How many are there?", "How large is it?",
-                 "How severe is it?", "What could cause it?")
+    questions = (
+        "Is there any anomaly in the image?",
+        "Where is it?",
+        "How many are there?",
+        "How large is it?",
+        "How severe is it?",
+        "What could cause it?",
+    )
     normal = build_record(anomalous=False)
     for findings in (one_bottom_left, normal):
         for question in questions:
@@ -404,6 +479,7 @@ def test_similar_past_cases_reach_the_prompt_and_the_fallback(one_bottom_left):
     assert "worn press die" not in explain_messages(one_bottom_left)[1]["content"]
     assert result["source"] == "offline" and "worn press die" in result["text"]
     chat_client = ScriptedClient(["The anomaly is at the bottom left; last time a worn press die caused it."])
-    LLMExplainer(client=chat_client).chat([{"role": "user", "content": "What could cause it?"}],
-                                          findings=one_bottom_left, seen_before=past)
+    LLMExplainer(client=chat_client).chat(
+        [{"role": "user", "content": "What could cause it?"}], findings=one_bottom_left, seen_before=past
+    )
     assert "worn press die" in chat_client.sent[0][0]["content"]

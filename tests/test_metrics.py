@@ -1,4 +1,5 @@
 """Metrics checked against values worked out by hand and against slow reference implementations."""
+
 from __future__ import annotations
 
 import math
@@ -65,9 +66,7 @@ def test_pixel_auroc_matches_sklearn_on_concatenated_pixels():
     masks = [rng.random(s) < 0.2 for s in shapes]
     # Rounded maps give plenty of ties; signal makes it non-trivial.
     maps = [np.round(rng.random(s) + 0.3 * m, 2).astype(np.float32) for s, m in zip(shapes, masks)]
-    expected = roc_auc_score(
-        np.concatenate([m.ravel() for m in masks]), np.concatenate([a.ravel() for a in maps])
-    )
+    expected = roc_auc_score(np.concatenate([m.ravel() for m in masks]), np.concatenate([a.ravel() for a in maps]))
     assert pixel_auroc(masks, maps) == pytest.approx(expected, abs=1e-12)
 
 
@@ -76,9 +75,7 @@ def test_pixel_auroc_more_positives_than_negatives():
     rng = np.random.default_rng(1)
     masks = [rng.random((30, 30)) < 0.8, rng.random((10, 50)) < 0.8]
     maps = [np.round(rng.random(m.shape) + 0.2 * m, 2) for m in masks]
-    expected = roc_auc_score(
-        np.concatenate([m.ravel() for m in masks]), np.concatenate([a.ravel() for a in maps])
-    )
+    expected = roc_auc_score(np.concatenate([m.ravel() for m in masks]), np.concatenate([a.ravel() for a in maps]))
     assert pixel_auroc(masks, maps) == pytest.approx(expected, abs=1e-12)
 
 

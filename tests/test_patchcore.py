@@ -1,4 +1,5 @@
 """PatchCore internals: coreset selection, nearest-neighbour scoring, memory-bank size, self-calibration."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,7 @@ def test_greedy_coreset_covers_better_than_random(dim):
     assert is_far[chosen.numpy()].any(), "the small far cluster must be represented"
     greedy_radius = covering_radius(points, chosen)
     generator = torch.Generator().manual_seed(1)
-    random_radii = [covering_radius(points, torch.randperm(len(points), generator=generator)[:size])
-                    for _ in range(20)]
+    random_radii = [covering_radius(points, torch.randperm(len(points), generator=generator)[:size]) for _ in range(20)]
     assert greedy_radius < min(random_radii)
     # far cluster points are covered by a centre inside their cluster, not by one of the big clusters
     far_to_chosen = torch.cdist(points[is_far], points[chosen]).min(dim=1).values
@@ -70,8 +70,7 @@ def test_greedy_coreset_covers_better_than_random(dim):
 
 # -- nearest-neighbour distances -------------------------------------------------------------------------------
 def reference_nearest(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    return torch.cdist(queries.double(), bank.double(),
-                       compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    return torch.cdist(queries.double(), bank.double(), compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
 
 
 @pytest.mark.parametrize("n_queries", [50, QUERY_CHUNK + 321])  # the second spans two query chunks
@@ -103,16 +102,23 @@ def test_nearest_distances_with_excluded_rows():
     # all but one row excluded: every query measures against that row
     only = torch.ones(200, dtype=torch.bool)
     only[7] = False
-    torch.testing.assert_close(nearest_distances(queries, bank, excluded=only).double(),
-                               (queries.double() - bank[7].double()).norm(dim=1), rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(
+        nearest_distances(queries, bank, excluded=only).double(),
+        (queries.double() - bank[7].double()).norm(dim=1),
+        rtol=1e-4,
+        atol=1e-2,
+    )
 
 
 # -- fitting ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("ratio", "min_bank", "expected"), [
-    (0.5, 16, 128),      # the ratio decides: round(0.5 * 256)
-    (0.1, 100, 100),     # round(0.1 * 256) = 26 is below the floor
-    (0.1, 10_000, 256),  # the floor exceeds the patches there are: keep them all
-])
+@pytest.mark.parametrize(
+    ("ratio", "min_bank", "expected"),
+    [
+        (0.5, 16, 128),  # the ratio decides: round(0.5 * 256)
+        (0.1, 100, 100),  # round(0.1 * 256) = 26 is below the floor
+        (0.1, 10_000, 256),  # the floor exceeds the patches there are: keep them all
+    ],
+)
 def test_memory_bank_size_follows_ratio_and_floor(textures, tmp_path, ratio, min_bank, expected):
     images = textures.normals([(64, 64)] * 4, first_seed=0)
     detector = PatchCore(image_size=64, coreset_ratio=ratio, min_bank_size=min_bank, augment_below=0)
@@ -167,7 +173,7 @@ def test_leave_one_out_thresholds(textures):
     thresholds = detector.thresholds_
     loo = []
     for i in range(len(train)):
-        others = PatchCore(**params).fit(train[:i] + train[i + 1:])
+        others = PatchCore(**params).fit(train[:i] + train[i + 1 :])
         loo.append(others.predict(train[i]).image_score)
     assert thresholds.details["n_normal"] == 5
     assert thresholds.details["normal_score_mean"] == pytest.approx(np.mean(loo), rel=1e-4)
@@ -200,7 +206,7 @@ def test_demo_tiles_good_ones_pass_and_defects_rank_higher(demo_data):
     assert any(p.is_anomalous for p, s in zip(predictions, test) if s.label == 1)
 
 
-# -- regressions of bugs found in review --------------------------------------------------------------------------------------------------------
+# -- regressions of bugs found in review -------------------------------------------------------------------------
 def test_single_shot_without_augmentation_fits(textures):
     detector = PatchCore(image_size=64, augment_below=0).fit([textures.normal(96, 96, seed=0)])
     assert detector.thresholds_ is not None and detector.thresholds_.image > 0

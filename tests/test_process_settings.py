@@ -1,5 +1,6 @@
 """What importing anomalens changes in the process (only a default OMP_WAIT_POLICY), and when the float mode for
 fast inference is set (by the detector, in the thread that runs it)."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ CHECK = textwrap.dedent("""
 
 def run_check(**env: str) -> list[str]:
     environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env
-    done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, env=environ,
-                          cwd=PACKAGE_ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK], capture_output=True, text=True, env=environ, cwd=PACKAGE_ROOT, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 

@@ -1,4 +1,5 @@
 """The region measures shared by the findings and the defect-type embedding."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ def test_the_ring_surrounds_the_region_outside_what_is_excluded():
     other[18:22, 22:26] = True
     ring = surround_ring(region)
     assert ring.any() and not (ring & region).any()
-    assert ring[15, 20] and ring[20, 24] and not ring[0, 0]   # 3 px around a 16-pixel region, no further
+    assert ring[15, 20] and ring[20, 24] and not ring[0, 0]  # 3 px around a 16-pixel region, no further
     without_other = surround_ring(region, exclude=region | other)
     assert not (without_other & other).any() and (without_other == (ring & ~other)).all()
 

@@ -1,4 +1,5 @@
 """The HTML report: summary counts, SVG charts, ROC/PR only with labels of both classes, embedded images."""
+
 from __future__ import annotations
 
 import base64
@@ -18,8 +19,15 @@ def record(name: str, score: float, anomalous: bool, regions: list | None = None
     return build_record(name, anomalous, regions, text, score=score, normalized_score=score / 2, image_threshold=2.0)
 
 
-REGION = {"grid": ["top left", "top"], "position": "top left", "bbox": [0, 0, 5, 5], "area_fraction": 0.0123,
-          "severity": "high", "defect_type": "crack", "type_confidence": 0.8}
+REGION = {
+    "grid": ["top left", "top"],
+    "position": "top left",
+    "bbox": [0, 0, 5, 5],
+    "area_fraction": 0.0123,
+    "severity": "high",
+    "defect_type": "crack",
+    "type_confidence": 0.8,
+}
 
 
 def png_bytes(side: int, value: int) -> bytes:
@@ -46,19 +54,25 @@ def parse(page: str) -> Tags:
 
 
 def test_report_summarises_and_embeds_each_anomalous_image():
-    items = [ReportItem(record("a/bad1.png", 5.0, True, [REGION], text="<script>alert(1)</script>"),
-                        png_bytes(800, 10), png_bytes(800, 200), label=1),
-             ReportItem(record("a/bad2.png", 4.0, True, [REGION]), png_bytes(64, 10), None, label=1),
-             ReportItem(record("a/ok1.png", 1.0, False), png_bytes(64, 10), png_bytes(64, 10), label=0),
-             ReportItem(record("a/ok2.png", 4.5, True, [REGION]), b"not a picture", None, label=0)]
+    items = [
+        ReportItem(
+            record("a/bad1.png", 5.0, True, [REGION], text="<script>alert(1)</script>"),
+            png_bytes(800, 10),
+            png_bytes(800, 200),
+            label=1,
+        ),
+        ReportItem(record("a/bad2.png", 4.0, True, [REGION]), png_bytes(64, 10), None, label=1),
+        ReportItem(record("a/ok1.png", 1.0, False), png_bytes(64, 10), png_bytes(64, 10), label=0),
+        ReportItem(record("a/ok2.png", 4.5, True, [REGION]), b"not a picture", None, label=0),
+    ]
     page = build_report(items)
     tags = parse(page)
-    assert "<td>4</td><td>3</td><td>1</td><td>25.0%</td><td>75.0%</td>" in page   # counts, pass and fail rates
+    assert "<td>4</td><td>3</td><td>1</td><td>25.0%</td><td>75.0%</td>" in page  # counts, pass and fail rates
     assert tags.tags["svg"] == 3 and "ROC, AUROC 0.750" in page and "Precision-recall" in page
-    assert tags.tags["article"] == 3 and "ok1.png" not in page   # a card per anomalous image only
+    assert tags.tags["article"] == 3 and "ok1.png" not in page  # a card per anomalous image only
     assert all(link.startswith("data:image/jpeg;base64,") for link in tags.links) and len(tags.links) == 3
     assert page.count("image: not available") == 1 and page.count("heatmap overlay: not available") == 2
-    assert "<script>" not in page and "&lt;script&gt;" in page   # explanations are escaped
+    assert "<script>" not in page and "&lt;script&gt;" in page  # explanations are escaped
     assert "crack at the top left, top, 1.23% of the image, severity high (80% sure)" in page
     assert "<td style='text-align:left'>crack</td><td>3</td>" in page
     # thumbnails are shrunk so that the file stays small enough to mail
@@ -82,14 +96,30 @@ def test_labels_come_from_mvtec_paths():
     assert label_from_path("inbox/1.png") is None
 
 
-
 def test_cli_report_from_predict_results(tmp_path, demo_data, capsys):
     model, out = tmp_path / "model", tmp_path / "out"
-    assert main(["fit", str(demo_data), "--category", "magnetic_tile", "-o", str(model), "--shots", "6",
-                 "--image-size", "96"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(demo_data),
+                "--category",
+                "magnetic_tile",
+                "-o",
+                str(model),
+                "--shots",
+                "6",
+                "--image-size",
+                "96",
+            ]
+        )
+        == 0
+    )
     tests = demo_data / "magnetic_tile" / "test"
-    assert main(["predict", str(model), str(tests / "good"), str(tests / "fray"), str(tests / "blowhole"),
-                 "-o", str(out)]) == 0
+    assert (
+        main(["predict", str(model), str(tests / "good"), str(tests / "fray"), str(tests / "blowhole"), "-o", str(out)])
+        == 0
+    )
     report = tmp_path / "report.html"
     assert main(["report", str(out), "-o", str(report)]) == 0
     assert "written to" in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """The inspection service over real HTTP: contract, store, chat, feedback, safety, concurrency, restart."""
+
 from __future__ import annotations
 
 import csv
@@ -96,7 +97,7 @@ def test_inspect_answers_the_result_contract_and_serves_its_images(client, image
         decoded = cv2.imdecode(np.frombuffer(picture.content, np.uint8), cv2.IMREAD_UNCHANGED)
         assert decoded.shape[:2] == SPOT_SHAPE
     mask = cv2.imdecode(np.frombuffer(client.get(result["urls"]["mask"]).content, np.uint8), cv2.IMREAD_GRAYSCALE)
-    assert (mask.astype(bool) & spot_truth).any()   # the stored mask marks the real blowhole
+    assert (mask.astype(bool) & spot_truth).any()  # the stored mask marks the real blowhole
     assert 0 < mask.astype(bool).mean() < 0.5
     assert client.get(f"/results/{result['id']}").json() == result
 
@@ -142,8 +143,9 @@ def test_feedback_feeds_the_defect_history(model_dir, tmp_path, images):
         """An OpenAI-compatible client stand-in: keeps what the model would be sent, answers one sentence."""
 
         def __init__(self):
-            super().__init__(LLMConfig(provider="openai-compatible", model="fake", base_url="http://x/v1",
-                                       vision=False))
+            super().__init__(
+                LLMConfig(provider="openai-compatible", model="fake", base_url="http://x/v1", vision=False)
+            )
             self.sent = []
 
         def complete(self, messages, max_tokens=None, temperature=None, json_mode=False):
@@ -157,7 +159,7 @@ def test_feedback_feeds_the_defect_history(model_dir, tmp_path, images):
         url = f"/results/{result['id']}/feedback"
         receipt = client.post(url, json={"status": "corrected", "defect_type": "stain", "cause": "oil drip"}).json()
         assert receipt["status"] == "corrected" and len(receipt["history_case_ids"]) == len(result["regions"])
-        assert client.post(url, json={"status": "corrected"}).status_code == 422   # a correction needs a type
+        assert client.post(url, json={"status": "corrected"}).status_code == 422  # a correction needs a type
         assert client.post(url, json={"status": "confirmed", "region_index": 99}).status_code == 422
         assert client.post(url, json={"status": "maybe"}).status_code == 422
         assert client.get(f"/results/{result['id']}").json()["feedback_status"] == "corrected"
@@ -167,9 +169,10 @@ def test_feedback_feeds_the_defect_history(model_dir, tmp_path, images):
         llm.sent.clear()
         reply = client.post(f"/results/{later['id']}/chat", json={"message": "What could cause it?"}).json()
     cases = DefectHistory(settings.history_path).cases()
-    assert [(c.status, c.defect_type, c.cause, c.image) for c in cases] == [("corrected", "stain", "oil drip",
-                                                                             "spot.jpg")]
-    assert cases[0].embedding is not None and cases[0].embedding.ndim == 1   # searchable by what it looks like
+    assert [(c.status, c.defect_type, c.cause, c.image) for c in cases] == [
+        ("corrected", "stain", "oil drip", "spot.jpg")
+    ]
+    assert cases[0].embedding is not None and cases[0].embedding.ndim == 1  # searchable by what it looks like
     past_case = f"seen before: stain at the {result['regions'][0]['position']}, cause was oil drip"
     [sent] = llm.sent
     assert sent[0]["role"] == "system" and past_case in sent[0]["content"]
@@ -207,12 +210,13 @@ def test_a_failing_llm_keeps_the_stored_offline_result(model_dir, tmp_path, imag
     explainer = FixedExplainer()
     with TestClient(create_app(settings_for(model_dir, tmp_path / "b"), explainer=explainer)) as client:
         result = upload(client, images["spot"]).json()
-        assert result["explanation"] == {"text": "A dark hole.", "source": "llm",
-                                         "reason": "grounded"}
+        assert result["explanation"] == {"text": "A dark hole.", "source": "llm", "reason": "grounded"}
         assert client.get(f"/results/{result['id']}").json()["explanation"]["source"] == "llm"
         url = f"/results/{result['id']}/chat"
-        assert client.post(url, json={"message": "Hi"}).json() == {"reply": "It is one region (2 messages so far).",
-                                                                   "source": "llm"}
+        assert client.post(url, json={"message": "Hi"}).json() == {
+            "reply": "It is one region (2 messages so far).",
+            "source": "llm",
+        }
         # the second turn sees the first one (system, user, assistant, user)
         assert client.post(url, json={"message": "And?"}).json()["reply"] == "It is one region (4 messages so far)."
         assert [r.bbox for r in explainer.grounded_in.regions] == [r["bbox"] for r in result["regions"]]
@@ -224,15 +228,18 @@ def test_routers_take_their_parts_as_dependencies_a_test_can_replace(model_dir, 
     app.dependency_overrides[get_explainer] = lambda: explainer
     with TestClient(app) as client:
         result = upload(client, images["spot"]).json()
-        assert result["explanation"]["source"] == "llm"   # the replacement explained it, not the offline one
+        assert result["explanation"]["source"] == "llm"  # the replacement explained it, not the offline one
         answer = client.post(f"/results/{result['id']}/chat", json={"message": "Hi"}).json()
         assert answer == {"reply": "It is one region (2 messages so far).", "source": "llm"}
         assert explainer.grounded_in.image == result["image"]
 
 
 def test_batch_inspects_every_readable_file_and_names_the_others(client, images):
-    files = [("files", ("a.png", images["spot"])), ("files", ("b.png", b"not an image")),
-             ("files", ("c.png", images["normal"]))]
+    files = [
+        ("files", ("a.png", images["spot"])),
+        ("files", ("b.png", b"not an image")),
+        ("files", ("c.png", images["normal"])),
+    ]
     body = client.post("/inspect/batch", files=files).json()
     assert [r["image"] for r in body["results"]] == ["a.png", "c.png"]
     assert body["errors"][0]["file"] == "b.png" and "not an image" in body["errors"][0]["error"]
@@ -266,7 +273,7 @@ def test_bad_uploads_get_a_clear_4xx(case, model_dir, tmp_path, images):
 
 
 def test_unusual_but_valid_uploads_are_inspected_under_a_safe_name(client, images, tmp_path):
-    result = upload(client, _tiff16(images["spot"]), "deep.tif").json()   # a 16-bit TIFF is a valid image
+    result = upload(client, _tiff16(images["spot"]), "deep.tif").json()  # a 16-bit TIFF is a valid image
     assert result["anomalous"] is True and (result["height"], result["width"]) == SPOT_SHAPE
     traversal = upload(client, images["normal"], "../../../../etc/cron.d/evil.png")
     assert traversal.status_code == 200 and traversal.json()["image"] == "evil.png"
@@ -278,25 +285,28 @@ def test_unusual_but_valid_uploads_are_inspected_under_a_safe_name(client, image
 def test_a_chunked_upload_is_stopped_at_the_limit(model_dir, tmp_path, images):
     settings = settings_for(model_dir, tmp_path / "d", max_upload_bytes=2**20)
     boundary = "xyz"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n"
-            "Content-Type: image/png\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
 
-    def body():   # a generator: sent with Transfer-Encoding chunked, no Content-Length
+    def body():  # a generator: sent with Transfer-Encoding chunked, no Content-Length
         yield head
         for _ in range(3):
             yield b"\0" * 2**20
         yield f"\r\n--{boundary}--\r\n".encode()
 
     with TestClient(create_app(settings)) as client:
-        response = client.post("/inspect", content=body(),
-                               headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = client.post(
+            "/inspect", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
         assert response.status_code == 413 and "too large" in response.json()["detail"]
 
 
 def test_api_key_guards_everything_but_health(model_dir, tmp_path, images):
     with TestClient(create_app(settings_for(model_dir, tmp_path / "d", api_key=KEY))) as client:
         assert client.get("/health").status_code == 200
-        assert client.get("/").status_code == 200   # the page holds no data; it asks for the key
+        assert client.get("/").status_code == 200  # the page holds no data; it asks for the key
         missing = upload(client, images["normal"])
         assert missing.status_code == 401 and "missing API key" in missing.json()["detail"]
         wrong = upload(client, images["normal"], **{"X-API-Key": "guess"})
@@ -344,13 +354,25 @@ def test_models_are_listed_and_switched_by_name(model_dir, tmp_path, images):
 def test_openapi_spec_documents_the_endpoints(client):
     spec = client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {
-        "type": "apiKey", "in": "header", "name": "X-API-Key",
-        "description": "needed on every endpoint except /health when the service has a key"}
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "needed on every endpoint except /health when the service has a key",
+    }
     assert "security" not in spec["paths"]["/health"]["get"] and spec["paths"]["/inspect"]["post"]["security"]
     paths = spec["paths"]
-    for path in ("/health", "/inspect", "/inspect/batch", "/results", "/results/{result_id}",
-                 "/results/{result_id}/chat", "/results/{result_id}/feedback", "/results/export", "/models",
-                 "/report"):
+    for path in (
+        "/health",
+        "/inspect",
+        "/inspect/batch",
+        "/results",
+        "/results/{result_id}",
+        "/results/{result_id}/chat",
+        "/results/{result_id}/feedback",
+        "/results/export",
+        "/models",
+        "/report",
+    ):
         assert path in paths, path
 
 
@@ -360,7 +382,7 @@ def test_report_of_stored_results_embeds_the_anomalous_ones(client, images):
     client.post(f"/results/{spot['id']}/feedback", json={"status": "confirmed"})
     page = client.get("/report").text
     assert page.startswith("<!doctype html>") and "spot.jpg" in page and "good.png" not in page
-    assert page.count("data:image/jpeg;base64,") == 2   # the anomalous image and its overlay
+    assert page.count("data:image/jpeg;base64,") == 2  # the anomalous image and its overlay
 
 
 @contextmanager
@@ -381,8 +403,13 @@ def running(app):
 
 
 def _state_digest(detector) -> str:
-    return hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes() for k, v in sorted(vars(detector).items())
-                                   if k.endswith("_") and isinstance(v, np.ndarray))).hexdigest()
+    return hashlib.sha256(
+        b"".join(
+            np.ascontiguousarray(v).tobytes()
+            for k, v in sorted(vars(detector).items())
+            if k.endswith("_") and isinstance(v, np.ndarray)
+        )
+    ).hexdigest()
 
 
 def test_concurrent_requests_are_all_answered_and_stored(model_dir, tmp_path, images):
@@ -390,6 +417,7 @@ def test_concurrent_requests_are_all_answered_and_stored(model_dir, tmp_path, im
     detector = app.state.service.inspector.detector
     before = _state_digest(detector)
     with running(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+
         def one(i: int) -> tuple[int, bool]:
             data = images["spot"] if i % 2 else images["normal"]
             response = http.post("/inspect", files={"file": (f"{i}.png", data)})
@@ -406,7 +434,7 @@ def test_concurrent_requests_are_all_answered_and_stored(model_dir, tmp_path, im
 def test_a_client_that_hangs_up_still_gets_its_result_stored(model_dir, tmp_path, images):
     app = create_app(settings_for(model_dir, tmp_path / "d"))
     with running(app) as url:
-        impatient = httpx.Timeout(10, read=0.001)   # sends the whole upload, then gives up waiting at once
+        impatient = httpx.Timeout(10, read=0.001)  # sends the whole upload, then gives up waiting at once
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/inspect", files={"file": ("gone.jpg", images["spot"])}, timeout=impatient)
         deadline = time.time() + 60
@@ -419,9 +447,25 @@ def test_a_client_that_hangs_up_still_gets_its_result_stored(model_dir, tmp_path
 def test_anomalens_serve_runs_the_service(model_dir, tmp_path, images):
     port = free_port()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "ANOMALENS_API_KEY": KEY}
-    process = subprocess.Popen([sys.executable, "-m", "anomalens.cli.main", "serve", str(model_dir), "--port",
-                                str(port), "--data-dir", str(tmp_path / "data"), "--station", "line3"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "anomalens.cli.main",
+            "serve",
+            str(model_dir),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--station",
+            "line3",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
@@ -430,8 +474,9 @@ def test_anomalens_serve_runs_the_service(model_dir, tmp_path, images):
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        result = httpx.post(f"{url}/inspect", files={"file": ("spot.jpg", images["spot"])},
-                            headers={"X-API-Key": KEY}, timeout=60)
+        result = httpx.post(
+            f"{url}/inspect", files={"file": ("spot.jpg", images["spot"])}, headers={"X-API-Key": KEY}, timeout=60
+        )
         assert result.status_code == 200 and result.json()["anomalous"] is True
         assert result.json()["station"] == "line3"
         assert httpx.post(f"{url}/inspect", files={"file": ("spot.jpg", images["spot"])}).status_code == 401
@@ -456,8 +501,14 @@ def test_a_taxonomy_types_the_regions_and_types_filter_results(model_dir, tmp_pa
 
 def test_the_operators_judgement_gives_the_label_of_a_stored_result():
     def judged(anomalous: bool, status: str | None) -> StoredResult:
-        return StoredResult(**build_record(anomalous=anomalous).model_dump(), id="0" * 32, model="m", station="s",
-                            created_at=0.0, feedback_status=status)
+        return StoredResult(
+            **build_record(anomalous=anomalous).model_dump(),
+            id="0" * 32,
+            model="m",
+            station="s",
+            created_at=0.0,
+            feedback_status=status,
+        )
 
     assert judged(True, "confirmed").feedback_label == 1
     assert judged(False, "confirmed").feedback_label == 0

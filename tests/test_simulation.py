@@ -1,5 +1,6 @@
 """Simulated anomalies: per-kind invariants on real magnetic tiles and a colour texture, the NSA change mask,
 the MVTec-layout writer, the ``simulate`` sub-command and the example grid."""
+
 from __future__ import annotations
 
 import argparse
@@ -233,8 +234,12 @@ def test_write_simulated_dataset_reads_back_as_mvtec(demo_data, tmp_path):
         # one record reproduces its image from the base file, the seed and the donor
         if record["index"] == 0:
             donor = None if record["source"] is None else read_image(record["source"])
-            again = simulate(read_image(record["base"]), record["requested_kind"],
-                             np.random.default_rng(record["rng_seed"]), source=donor)
+            again = simulate(
+                read_image(record["base"]),
+                record["requested_kind"],
+                np.random.default_rng(record["rng_seed"]),
+                source=donor,
+            )
             assert np.array_equal(again.mask, read_mask(cat / record["mask"]))
 
     with pytest.raises(FileExistsError, match="already exists"):
@@ -247,8 +252,9 @@ def test_unreadable_good_images_are_skipped_with_a_warning(tiny_mvtec, tmp_path,
     bad = tiny_mvtec.root / tiny_mvtec.category / "train" / "good" / "zz_broken.png"
     bad.write_text("not a png")
     with caplog.at_level(logging.WARNING):
-        summary = write_simulated_dataset(tiny_mvtec.root, tiny_mvtec.category, tmp_path / "out", n=3,
-                                          kinds=["cutpaste", "texture"], seed=0)
+        summary = write_simulated_dataset(
+            tiny_mvtec.root, tiny_mvtec.category, tmp_path / "out", n=3, kinds=["cutpaste", "texture"], seed=0
+        )
     assert [s["path"] for s in summary["skipped"]] == [str(bad)]
     assert "zz_broken.png" in caplog.text
     assert summary["n_defects"] == 3 and summary["n_train_good"] + summary["n_test_good"] == 8
@@ -268,8 +274,24 @@ def test_simulate_subcommand(tiny_mvtec, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="anomalens")
     add_parser(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "cli_out"
-    args = parser.parse_args(["simulate", str(tiny_mvtec.root), "--category", tiny_mvtec.category, "-o", str(out),
-                              "--n", "4", "--kind", "stain", "--kind", "scar", "--seed", "5"])
+    args = parser.parse_args(
+        [
+            "simulate",
+            str(tiny_mvtec.root),
+            "--category",
+            tiny_mvtec.category,
+            "-o",
+            str(out),
+            "--n",
+            "4",
+            "--kind",
+            "stain",
+            "--kind",
+            "scar",
+            "--seed",
+            "5",
+        ]
+    )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "wrote 4 simulated defective images" in printed and str(out / tiny_mvtec.category) in printed

@@ -3,6 +3,7 @@
 Skipped, with the reason, where no PostgreSQL server binaries are installed (Debian: ``postgresql``) or the
 server does not start. As root the server runs as the ``postgres`` (or ``nobody``) user, as PostgreSQL demands.
 """
+
 from __future__ import annotations
 
 import glob
@@ -25,17 +26,31 @@ from anomalens.results.record import ExplanationRecord  # noqa: E402
 from anomalens.service.store import ResultFilter, Store  # noqa: E402
 from conftest import build_record  # noqa: E402
 
-RECORD = build_record("part1.png", score=3.5, normalized_score=1.4, text="Yes, there is an anomaly.",
-                      regions=[{"grid": ["top left"], "position": "top left", "bbox": [1, 2, 30, 40],
-                                "area_fraction": 0.01, "severity": "high", "defect_type": "crack",
-                                "type_confidence": 0.9}])
+RECORD = build_record(
+    "part1.png",
+    score=3.5,
+    normalized_score=1.4,
+    text="Yes, there is an anomaly.",
+    regions=[
+        {
+            "grid": ["top left"],
+            "position": "top left",
+            "bbox": [1, 2, 30, 40],
+            "area_fraction": 0.01,
+            "severity": "high",
+            "defect_type": "crack",
+            "type_confidence": 0.9,
+        }
+    ],
+)
 PNGS = {"image": b"\x89PNG-image", "overlay": b"\x89PNG-overlay", "mask": b"\x89PNG-mask"}
 
 
 def _server_bin() -> Path | None:
     on_path = shutil.which("pg_ctl")
     candidates = ([str(Path(on_path).resolve().parent)] if on_path else []) + sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+        glob.glob("/usr/lib/postgresql/*/bin"), reverse=True
+    )
     for folder in candidates:
         if (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
             return Path(folder)
@@ -73,15 +88,25 @@ def postgres_url():
     if created.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"initdb failed: {created.stderr.strip()[-300:]}")
-    started = run(str(folder / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                  f"-p {port} -c listen_addresses=127.0.0.1 -k {base}", "start")
+    started = run(
+        str(folder / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(log),
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        f"-p {port} -c listen_addresses=127.0.0.1 -k {base}",
+        "start",
+    )
     if started.returncode != 0:
         reason = f"{started.stderr.strip()[-300:]} {log.read_text()[-300:] if log.exists() else ''}"
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"PostgreSQL did not start: {reason}")
     try:
-        admin = create_engine(f"postgresql+psycopg://anomalens@127.0.0.1:{port}/postgres",
-                              isolation_level="AUTOCOMMIT")
+        admin = create_engine(f"postgresql+psycopg://anomalens@127.0.0.1:{port}/postgres", isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             connection.execute(text("CREATE DATABASE inspections"))
         admin.dispose()
@@ -94,10 +119,20 @@ def postgres_url():
 def test_stations_starting_together_migrate_the_new_database_once(postgres_url):
     """Two processes open the store at the same moment: one creates the schema, the other waits for it."""
     # each process imports, says "ready", and migrates when told to: so they really start together
-    script = ("import sys; from anomalens.service.store import migrate; print('ready', flush=True); "
-              "sys.stdin.readline(); migrate(sys.argv[1])")
-    stations = [subprocess.Popen([sys.executable, "-c", script, postgres_url], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    script = (
+        "import sys; from anomalens.service.store import migrate; print('ready', flush=True); "
+        "sys.stdin.readline(); migrate(sys.argv[1])"
+    )
+    stations = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, postgres_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     assert [station.stdout.readline() for station in stations] == ["ready\n"] * 2
     for station in stations:
         station.stdin.write("go\n")
@@ -143,13 +178,14 @@ def test_two_stations_share_one_postgres_store(postgres_url):
 def test_the_service_stores_in_postgres(postgres_url, tmp_path, demo_data):
     from fastapi.testclient import TestClient
 
-    from anomalens.models import PatchCore
     from anomalens.data import read_image
+    from anomalens.models import PatchCore
     from anomalens.service import ServiceSettings, create_app
 
     train = sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))[:4]
     PatchCore(image_size=64, min_bank_size=256, augment_below=4, calibration="normal").fit(
-        [read_image(p) for p in train]).save(tmp_path / "model")
+        [read_image(p) for p in train]
+    ).save(tmp_path / "model")
     settings = ServiceSettings.create(tmp_path / "model", tmp_path / "data", database_url=postgres_url, api_key=None)
     image = (demo_data / "magnetic_tile" / "test" / "good" / "exp4_num_332730.jpg").read_bytes()
     with TestClient(create_app(settings)) as client:
@@ -158,4 +194,4 @@ def test_the_service_stores_in_postgres(postgres_url, tmp_path, demo_data):
     with TestClient(create_app(settings)) as restarted:
         assert restarted.get(f"/results/{result['id']}").json()["image"] == "tile.jpg"
         assert restarted.get("/health").json()["stored_results"] == before + 1
-    assert not (tmp_path / "data" / "inspections.db").exists()   # nothing went to SQLite
+    assert not (tmp_path / "data" / "inspections.db").exists()  # nothing went to SQLite

@@ -1,5 +1,6 @@
 """The multi-product protocol: validation/report halves, the working scale chosen from the training images,
 the false-alarm bound, and evaluation of a category without masks."""
+
 from __future__ import annotations
 
 from collections import Counter

@@ -1,4 +1,5 @@
 """Defect-type taxonomy: few-shot classification of regions, "unknown", confidence, files, folders, API, CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ def make_example(textures, kind: str, seed: int) -> tuple[np.ndarray, np.ndarray
     side = int(rng.integers(22, 30))
     y0, x0 = (int(v) for v in rng.integers(8, SIZE[0] - side - 8, size=2))
     mask = np.zeros(SIZE, bool)
-    mask[y0:y0 + side, x0:x0 + side] = True
-    yy, xx = np.mgrid[0:SIZE[0], 0:SIZE[1]]
+    mask[y0 : y0 + side, x0 : x0 + side] = True
+    yy, xx = np.mgrid[0 : SIZE[0], 0 : SIZE[1]]
     checker = (((yy // 3) + (xx // 3)) % 2).astype(np.float32)
     out = base.copy()
     out[mask] = (0.2 + 0.6 * checker[mask])[:, None]
@@ -153,7 +154,8 @@ def test_from_folders_plain_layout_with_and_without_masks(tmp_path, examples, pn
 
 def test_inspect_with_taxonomy_adds_types_to_regions(taxonomy, textures, png_writer, tmp_path):
     detector = PatchCore(image_size=64, min_bank_size=256, augment_below=4).fit(
-        textures.normals([(80, 100)] * 5, first_seed=0))
+        textures.normals([(80, 100)] * 5, first_seed=0)
+    )
     spot, _ = textures.defect(textures.normal(80, 100, seed=45), "blob", center=(40, 50), size=12)
     png_writer(tmp_path / "in" / "spot.png", spot)
     png_writer(tmp_path / "in" / "good.png", textures.normal(80, 100, seed=46))
@@ -174,15 +176,29 @@ def test_cli_parser_and_command(tmp_path, examples, png_writer, taxonomy):
     parser = argparse.ArgumentParser(prog="anomalens")
     classify_cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["classify", "tax", "a.png", "b", "--mask", "m.png", "--json", "o.json"])
-    assert (args.taxonomy, args.images, args.mask, args.model, args.json) == ("tax", ["a.png", "b"], "m.png",
-                                                                             None, "o.json")
+    assert (args.taxonomy, args.images, args.mask, args.model, args.json) == (
+        "tax",
+        ["a.png", "b"],
+        "m.png",
+        None,
+        "o.json",
+    )
     saved = taxonomy.save(tmp_path / "tax")
     image, mask = examples["scratch"][5]
     png_writer(tmp_path / "q" / "scratch.png", image)
     png_writer(tmp_path / "q" / "scratch_mask.png", mask)
     out = tmp_path / "out.json"
-    args = parser.parse_args(["classify", str(saved), str(tmp_path / "q" / "scratch.png"),
-                              "--mask", str(tmp_path / "q" / "scratch_mask.png"), "--json", str(out)])
+    args = parser.parse_args(
+        [
+            "classify",
+            str(saved),
+            str(tmp_path / "q" / "scratch.png"),
+            "--mask",
+            str(tmp_path / "q" / "scratch_mask.png"),
+            "--json",
+            str(out),
+        ]
+    )
     assert args.func(args) == 0
     rows = json.loads(out.read_text())["results"]
     assert len(rows) == 1 and rows[0]["defect_type"] == "scratch" and rows[0]["region"] == "mask"
@@ -191,8 +207,7 @@ def test_cli_parser_and_command(tmp_path, examples, png_writer, taxonomy):
     # whose examples without a mask are whole images too (drawn regions alone would call a whole frame unknown)
     examples_root = tmp_path / "examples"
     write_examples(examples_root, examples, png_writer, mvtec=False)
-    args = parser.parse_args(["classify", str(examples_root), str(tmp_path / "q" / "scratch.png"),
-                              "--json", str(out)])
+    args = parser.parse_args(["classify", str(examples_root), str(tmp_path / "q" / "scratch.png"), "--json", str(out)])
     assert args.func(args) == 0
     rows = json.loads(out.read_text())["results"]
     assert rows[0]["region"] == "whole" and rows[0]["defect_type"] == "scratch", rows
@@ -202,14 +217,15 @@ def test_from_folders_with_a_detector_adds_its_regions_of_the_examples(tmp_path,
     root = tmp_path / "types"
     write_examples(root, examples, png_writer, mvtec=True)
     detector = PatchCore(image_size=64, min_bank_size=256, augment_below=4).fit(
-        textures.normals([SIZE] * 5, first_seed=500))
+        textures.normals([SIZE] * 5, first_seed=500)
+    )
     taxonomy = Taxonomy.from_folders(root, detector=detector)
     drawn = [n for n in taxonomy.names if not n.endswith("(detector region)")]
     seen = [(n, label) for n, label in zip(taxonomy.names, taxonomy.labels) if n.endswith("(detector region)")]
-    assert len(drawn) == 9 and seen     # every example once as drawn, and again where the detector outlines it
-    for name, label in seen:             # the detector's view keeps the example's type
+    assert len(drawn) == 9 and seen  # every example once as drawn, and again where the detector outlines it
+    for name, label in seen:  # the detector's view keeps the example's type
         assert f"/{label}/" in name
     folder = taxonomy.save(tmp_path / "saved")
-    assert load_taxonomy(folder).names == taxonomy.names      # a saved taxonomy loads as it is, detector or not
+    assert load_taxonomy(folder).names == taxonomy.names  # a saved taxonomy loads as it is, detector or not
     rows = api.classify(taxonomy, [root / "test" / "hole" / "000.png"], detector=detector)
     assert rows and rows[0].defect_type == "hole" and rows[0].region == 0 and rows[0].bbox, rows

@@ -3,6 +3,7 @@
 Skipped, with the reason, where Chromium (Debian's ``chromium`` package, ``/usr/bin/chromium``) or Playwright's
 Python client is missing. ``ANOMALENS_SCREENSHOT_DIR=docs`` saves the page's screenshots of the documentation there.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,13 +16,22 @@ import httpx
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 KEY = "page-key"
 
 if not CHROMIUM.exists():
-    pytest.skip("no /usr/bin/chromium: install Debian's 'chromium' package to test the web page",
-                allow_module_level=True)
+    pytest.skip(
+        "no /usr/bin/chromium: install Debian's 'chromium' package to test the web page", allow_module_level=True
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python client is not installed")
 pytest.importorskip("fastapi")
 
@@ -38,7 +48,8 @@ def service(tmp_path_factory, demo_data):
     base = tmp_path_factory.mktemp("web")
     train = sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))[:8]
     PatchCore(image_size=128, min_bank_size=256, coreset_ratio=0.1, augment_below=4).fit(
-        [read_image(p) for p in train]).save(base / "model")
+        [read_image(p) for p in train]
+    ).save(base / "model")
     app = create_app(ServiceSettings.create(base / "model", base / "data", api_key=KEY))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,7 +90,7 @@ def test_upload_see_the_result_ask_and_judge(service, browser, demo_data, shots)
 
     sync_api.expect(page.locator("#verdict")).to_have_text("Anomalous", timeout=30_000)
     sync_api.expect(page.locator("#status")).to_have_text("inspected exp4_num_4995.jpg")
-    for kind in ("image", "overlay", "mask"):   # all three pictures really decoded in the browser
+    for kind in ("image", "overlay", "mask"):  # all three pictures really decoded in the browser
         page.wait_for_function(f"document.getElementById('img-{kind}').naturalWidth === 120")
     finding = page.locator("#findings li").first.inner_text()
     assert "% of the image, severity" in finding
@@ -112,15 +123,17 @@ def test_upload_see_the_result_ask_and_judge(service, browser, demo_data, shots)
 def inspect_via_api(service: str, image: Path, question: str) -> dict:
     """An inspection and one chat turn made through the HTTP API, for a test to find in the page."""
     headers = {"X-API-Key": KEY}
-    result = httpx.post(f"{service}/inspect", files={"file": (image.name, image.read_bytes())}, headers=headers,
-                        timeout=60).json()
+    result = httpx.post(
+        f"{service}/inspect", files={"file": (image.name, image.read_bytes())}, headers=headers, timeout=60
+    ).json()
     httpx.post(f"{service}/results/{result['id']}/chat", json={"message": question}, headers=headers)
     return result
 
 
 def test_a_bad_file_shows_the_reason_and_past_results_reopen(service, browser, demo_data, tmp_path):
-    good = inspect_via_api(service, demo_data / "magnetic_tile" / "test" / "good" / "exp4_num_332730.jpg",
-                           "Is there any anomaly?")
+    good = inspect_via_api(
+        service, demo_data / "magnetic_tile" / "test" / "good" / "exp4_num_332730.jpg", "Is there any anomaly?"
+    )
     page = browser.new_page()
     page.goto(service)
     page.fill("#api-key", KEY)

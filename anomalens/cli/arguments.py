@@ -1,4 +1,5 @@
 """Options and argument types shared by several sub-commands, and what the commands read back from them."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,22 @@ from anomalens.models import DETECTORS, RUNTIMES
 from anomalens.models.device import DEVICE_CHOICES
 from anomalens.models.efficientad.pdn import PDN_WIDTHS
 
-MODEL_PARAMS = ("backbone", "image_size", "tile_size", "pixel_budget", "max_false_alarm_rate", "tile_overlap",
-                "coreset_ratio", "calibration", "size",
-                "autoencoder", "train_steps", "max_train_seconds", "patience", "checkpoint_dir")
+MODEL_PARAMS = (
+    "backbone",
+    "image_size",
+    "tile_size",
+    "pixel_budget",
+    "max_false_alarm_rate",
+    "tile_overlap",
+    "coreset_ratio",
+    "calibration",
+    "size",
+    "autoencoder",
+    "train_steps",
+    "max_train_seconds",
+    "patience",
+    "checkpoint_dir",
+)
 
 
 def positive_int(text: str) -> int:
@@ -29,8 +43,11 @@ def rate(text: str) -> float:
 
 
 def add_stop_on_error_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stop-on-error", action="store_true",
-                        help="stop at the first unreadable image instead of reporting and skipping it")
+    parser.add_argument(
+        "--stop-on-error",
+        action="store_true",
+        help="stop at the first unreadable image instead of reporting and skipping it",
+    )
 
 
 def on_error(args: argparse.Namespace) -> api.OnError:
@@ -51,32 +68,66 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="patchcore", choices=sorted(DETECTORS))
     parser.add_argument("--shots", type=int, help="fit on this many normal images only (few-shot)")
     parser.add_argument("--backbone", help="feature backbone (default efficientnet_lite0)")
-    parser.add_argument("--image-size", type=int, help="network input size in pixels (default: chosen from the "
-                        "training images, their own scale up to --pixel-budget; EfficientAD: 256)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="network input size in pixels (default: chosen from the "
+        "training images, their own scale up to --pixel-budget; EfficientAD: 256)",
+    )
     parser.add_argument("--tile-size", type=int, help="cut large frames into tiles of this many pixels")
-    parser.add_argument("--pixel-budget", type=int, help="largest working image in pixels when the scale is "
-                        "chosen from the training images (default 147456 = 384x384); larger images shrink to it")
-    parser.add_argument("--max-false-alarm-rate", type=rate, help="largest share of good parts the automatic "
-                        "threshold may flag, bounded on held-out normal images (default 0.05)")
+    parser.add_argument(
+        "--pixel-budget",
+        type=int,
+        help="largest working image in pixels when the scale is "
+        "chosen from the training images (default 147456 = 384x384); larger images shrink to it",
+    )
+    parser.add_argument(
+        "--max-false-alarm-rate",
+        type=rate,
+        help="largest share of good parts the automatic "
+        "threshold may flag, bounded on held-out normal images (default 0.05)",
+    )
     parser.add_argument("--tile-overlap", type=int, help="overlap between tiles in pixels (default 32)")
     parser.add_argument("--coreset-ratio", type=float, help="share of normal patches kept in the memory bank")
-    parser.add_argument("--calibration", choices=("simulated", "normal"),
-                        help="threshold from normals vs simulated defects, never above the false-alarm "
-                             "bound (default), or from the false-alarm bound alone")
+    parser.add_argument(
+        "--calibration",
+        choices=("simulated", "normal"),
+        help="threshold from normals vs simulated defects, never above the false-alarm "
+        "bound (default), or from the false-alarm bound alone",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                        help="where the network runs (auto: a CUDA GPU when there is one)")
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="where the network runs (auto: a CUDA GPU when there is one)",
+    )
     ead = parser.add_argument_group("EfficientAD (--model efficientad)")
-    ead.add_argument("--size", choices=sorted(PDN_WIDTHS), help="student network: small (default), medium, or "
-                     "cpu (small at half width, for 2-core line PCs)")
-    ead.add_argument("--autoencoder", dest="autoencoder", action="store_true", default=None,
-                     help="add the autoencoder for logical anomalies (off by default: undertrained on a CPU budget)")
-    ead.add_argument("--no-autoencoder", dest="autoencoder", action="store_false",
-                     help="local (student-teacher) map only (the default)")
+    ead.add_argument(
+        "--size",
+        choices=sorted(PDN_WIDTHS),
+        help="student network: small (default), medium, or cpu (small at half width, for 2-core line PCs)",
+    )
+    ead.add_argument(
+        "--autoencoder",
+        dest="autoencoder",
+        action="store_true",
+        default=None,
+        help="add the autoencoder for logical anomalies (off by default: undertrained on a CPU budget)",
+    )
+    ead.add_argument(
+        "--no-autoencoder",
+        dest="autoencoder",
+        action="store_false",
+        help="local (student-teacher) map only (the default)",
+    )
     ead.add_argument("--train-steps", type=int, help="training steps (default 2000)")
     ead.add_argument("--max-train-seconds", type=float, help="stop training after this many seconds (default 600)")
-    ead.add_argument("--patience", type=int, help="stop early after this many validation checks (every 100 "
-                     "steps) without improvement")
+    ead.add_argument(
+        "--patience",
+        type=int,
+        help="stop early after this many validation checks (every 100 steps) without improvement",
+    )
     ead.add_argument("--checkpoint-dir", help="save training state here every 200 steps; resume from it")
 
 
@@ -93,16 +144,26 @@ def model_params(args: argparse.Namespace) -> dict[str, Any]:
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """How a fitted model runs (``predict``, ``evaluate``)."""
     parser.add_argument("--device", choices=DEVICE_CHOICES, help="where the network runs (default: as fitted)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                        help="onnx: run the network through ONNX Runtime on the CPU (exported to "
-                             "MODEL_DIR/model.onnx on first use); fp16: float16 autocast on a CUDA GPU")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="onnx: run the network through ONNX Runtime on the CPU (exported to "
+        "MODEL_DIR/model.onnx on first use); fp16: float16 autocast on a CUDA GPU",
+    )
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """Where the work runs (``predict``, ``fit-many``)."""
-    parser.add_argument("--engine", choices=engine.ENGINES, default="local",
-                        help="where the work runs: this process (default) or a Ray cluster")
-    parser.add_argument("--address", help="Ray cluster to join (e.g. ray://head:10001 or auto); "
-                                          "default: start a local one for this run")
-    parser.add_argument("--workers", type=int,
-                        help="Ray: CPUs of the local cluster and number of model replicas (default: all cores)")
+    parser.add_argument(
+        "--engine",
+        choices=engine.ENGINES,
+        default="local",
+        help="where the work runs: this process (default) or a Ray cluster",
+    )
+    parser.add_argument(
+        "--address", help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one for this run"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="Ray: CPUs of the local cluster and number of model replicas (default: all cores)"
+    )

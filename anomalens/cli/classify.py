@@ -7,6 +7,7 @@ the detector (``--model``: every region of an anomalous verdict), else from ``--
 
 Wire it into the main parser with ``add_parser(subparsers)``; the parsed namespace's ``func`` runs it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,13 +42,21 @@ def cmd_classify(args: argparse.Namespace) -> int:
     table = Table("image", "region", "type", "confidence")
     for row in rows:
         confidence = "" if row.type_confidence is None else f"{row.type_confidence:.2f}"
-        table.add_row(Path(row.image).name, str(row.region if row.region is not None else "-"),
-                      row.defect_type or "(normal)", confidence)
+        table.add_row(
+            Path(row.image).name,
+            str(row.region if row.region is not None else "-"),
+            row.defect_type or "(normal)",
+            confidence,
+        )
     console.print(table)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"taxonomy": str(args.taxonomy), "types": taxonomy.types,
-                                               "results": [row.to_dict() for row in rows]}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"taxonomy": str(args.taxonomy), "types": taxonomy.types, "results": [row.to_dict() for row in rows]},
+                indent=2,
+            )
+        )
     return 0
 
 

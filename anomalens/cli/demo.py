@@ -1,4 +1,5 @@
 """``anomalens demo``: fit, inspect, evaluate, explain and report on the data that ships with anomalens."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _demo_words(run.results)
     console.rule("5. report")
     report_path = out / "report.html"
-    report_path.write_text(build_report(items_from_results(out / "predictions"), title="anomalens demo"),
-                           encoding="utf-8")
-    console.print(f"overlays, masks and results.json in {out / 'predictions'}; metrics in {out / 'metrics.json'}; "
-                  f"HTML report in {report_path}")
+    report_path.write_text(
+        build_report(items_from_results(out / "predictions"), title="anomalens demo"), encoding="utf-8"
+    )
+    console.print(
+        f"overlays, masks and results.json in {out / 'predictions'}; metrics in {out / 'metrics.json'}; "
+        f"HTML report in {report_path}"
+    )
     return 0
 
 
@@ -56,8 +60,7 @@ def _demo_words(results: list[InspectionRecord], shown: int = 3) -> None:
         return
     session = ChatSession(anomalous[0])
     console.print(f"\n[bold]a chat about {Path(anomalous[0].image).name}[/] (`anomalens chat MODEL IMAGE`):")
-    for question in ("Is there any anomaly in the image?", "Where is it?", "How many are there?",
-                     "How severe is it?"):
+    for question in ("Is there any anomaly in the image?", "Where is it?", "How many are there?", "How severe is it?"):
         console.print(f"  you: {question}\n  anomalens: {session.ask(question).text}")
 
 

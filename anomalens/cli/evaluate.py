@@ -1,4 +1,5 @@
 """``anomalens evaluate MODEL_DIR DATA_ROOT --category C``: measure a model on a labelled MVTec-layout test set."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     samples = select_half(mvtec_samples(args.data_root, args.category, "test"), args.half)
     report = evaluate(detector, samples, progress=True)
     console.print(metrics_table(report))
-    console.print(f"{report['n_images']} images in {report['seconds']:.1f} s "
-                  f"(median {report['predict_ms_median']:.0f} ms per image)")
+    console.print(
+        f"{report['n_images']} images in {report['seconds']:.1f} s "
+        f"(median {report['predict_ms_median']:.0f} ms per image)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(json_ready(report), indent=2))
     return 0
@@ -33,9 +36,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("data_root")
     p.add_argument("--category", required=True)
     p.add_argument("--json", help="write all metrics to this JSON file")
-    p.add_argument("--half", choices=("all", *HALVES), default="all",
-                   help="evaluate on one half of the test set (validation: for choosing settings; report: for "
-                        "figures), split once per category, stratified by defect type")
+    p.add_argument(
+        "--half",
+        choices=("all", *HALVES),
+        default="all",
+        help="evaluate on one half of the test set (validation: for choosing settings; report: for "
+        "figures), split once per category, stratified by defect type",
+    )
     add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)
     return p

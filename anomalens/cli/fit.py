@@ -1,4 +1,5 @@
 """``anomalens fit DATA_ROOT -o MODEL_DIR``: learn a model from defect-free images and save it."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,16 @@ def _report_skipped(skipped: list) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    detector, report = api.fit(args.data_root, args.category, args.model, args.shots, on_error(args),
-                               **model_params(args))
+    detector, report = api.fit(
+        args.data_root, args.category, args.model, args.shots, on_error(args), **model_params(args)
+    )
     _report_skipped(report.skipped)
     detector.save(args.output)
     assert detector.thresholds_ is not None and detector.working_scale_ is not None
-    console.print(f"fitted {args.model} on {report.n_images} images in {report.seconds:.1f} s; "
-                  f"image threshold {detector.thresholds_.image:.4f}; saved to {args.output}")
+    console.print(
+        f"fitted {args.model} on {report.n_images} images in {report.seconds:.1f} s; "
+        f"image threshold {detector.thresholds_.image:.4f}; saved to {args.output}"
+    )
     console.print(f"working scale: {detector.working_scale_.describe()}")
     console.print(describe_expected(detector.thresholds_.expected))
     return 0

@@ -5,6 +5,7 @@ builds the parser from them and runs the chosen one. Every failure the user can 
 model, bad option) ends as one line on stderr and exit status 2, never a traceback; ``ANOMALENS_DEBUG=1`` shows
 the traceback for bug reports.
 """
+
 from __future__ import annotations
 
 import argparse

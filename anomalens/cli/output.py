@@ -1,4 +1,5 @@
 """What the sub-commands print: the shared console, the results and metrics tables, the threshold's promise."""
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,11 @@ def describe_expected(expected: dict[str, float]) -> str:
     """What the automatic threshold promises, in a line."""
     parts = []
     if "false_alarm_rate" in expected:
-        parts.append(f"flags {100 * expected['false_alarm_rate']:.1f} % of {expected['n_normal']} held-out good "
-                     f"images (new good parts: at most {100 * expected['false_alarm_rate_bound']:.1f} % with 90 % "
-                     "confidence, if they look like the training images)")
+        parts.append(
+            f"flags {100 * expected['false_alarm_rate']:.1f} % of {expected['n_normal']} held-out good "
+            f"images (new good parts: at most {100 * expected['false_alarm_rate_bound']:.1f} % with 90 % "
+            "confidence, if they look like the training images)"
+        )
     if "simulated_detection_rate" in expected:
         parts.append(f"catches {100 * expected['simulated_detection_rate']:.0f} % of simulated defects")
     return "expected at the automatic threshold: " + "; ".join(parts) if parts else ""
@@ -28,16 +31,31 @@ def describe_expected(expected: dict[str, float]) -> str:
 def results_table(results: list[InspectionRecord], truth: dict[str, str] | None = None) -> Table:
     """One row per image; ``truth`` (path -> defect type, "good" for normal) adds a ground-truth column."""
     table = Table(title="inspection results")
-    for column in ("image", *(("truth",) if truth else ()), "verdict", "score", "score / threshold", "area %",
-                   "regions", "where"):
+    for column in (
+        "image",
+        *(("truth",) if truth else ()),
+        "verdict",
+        "score",
+        "score / threshold",
+        "area %",
+        "regions",
+        "where",
+    ):
         table.add_column(column)
     for r in results:
         style = "red" if r.anomalous else "green"
         known = (truth.get(r.image, "?"),) if truth else ()
         where = ", ".join(region.position for region in r.regions[:2]) or "-"
-        table.add_row(Path(r.image).name, *known, f"[{style}]{r.verdict}[/]", f"{r.score:.4f}",
-                      f"{r.normalized_score:.2f}", f"{100 * r.anomalous_area_fraction:.2f}",
-                      str(r.region_count), where)
+        table.add_row(
+            Path(r.image).name,
+            *known,
+            f"[{style}]{r.verdict}[/]",
+            f"{r.score:.4f}",
+            f"{r.normalized_score:.2f}",
+            f"{100 * r.anomalous_area_fraction:.2f}",
+            str(r.region_count),
+            where,
+        )
     return table
 
 
@@ -47,10 +65,21 @@ def _format(value: Any) -> str:
 
 def metrics_table(report: dict[str, Any]) -> Table:
     """The evaluation metrics of the whole test set, then of each defect type."""
-    columns = ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_aupro_5", "accuracy", "recall",
-               "false_positive_rate", "oracle_accuracy", "pixel_f1")
-    table = Table(title="evaluation (accuracy, recall, false_positive_rate: at the model's automatic threshold; "
-                        "-: absent, e.g. no masks)")
+    columns = (
+        "image_auroc",
+        "pixel_auroc",
+        "pixel_aupro",
+        "pixel_aupro_5",
+        "accuracy",
+        "recall",
+        "false_positive_rate",
+        "oracle_accuracy",
+        "pixel_f1",
+    )
+    table = Table(
+        title="evaluation (accuracy, recall, false_positive_rate: at the model's automatic threshold; "
+        "-: absent, e.g. no masks)"
+    )
     table.add_column("subset")
     table.add_column("n")
     for column in columns:

@@ -1,4 +1,5 @@
 """``anomalens report RESULTS -o report.html``: a self-contained HTML report of ``anomalens predict`` results."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.write_text(build_report(items, title=args.title), encoding="utf-8")
     n_anomalous = sum(i.record.anomalous for i in items)
-    print(f"report of {len(items)} images ({n_anomalous} anomalous) written to {out} "
-          f"({out.stat().st_size / 1024:.0f} KiB, images embedded)")
+    print(
+        f"report of {len(items)} images ({n_anomalous} anomalous) written to {out} "
+        f"({out.stat().st_size / 1024:.0f} KiB, images embedded)"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """``anomalens serve MODEL_DIR``: the inspection service (HTTP API, web page, result store) with uvicorn."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,30 +13,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from anomalens.service import ServiceSettings, create_app
 
-    settings = ServiceSettings.create(args.model_dir, args.data_dir, database_url=args.database_url,
-                                      max_upload_bytes=args.max_upload_mb * 2**20, taxonomy_dir=args.taxonomy,
-                                      use_llm=args.llm, **({"api_key": args.api_key} if args.api_key else {}),
-                                      **({"station": args.station} if args.station else {}))
+    settings = ServiceSettings.create(
+        args.model_dir,
+        args.data_dir,
+        database_url=args.database_url,
+        max_upload_bytes=args.max_upload_mb * 2**20,
+        taxonomy_dir=args.taxonomy,
+        use_llm=args.llm,
+        **({"api_key": args.api_key} if args.api_key else {}),
+        **({"station": args.station} if args.station else {}),
+    )
     app = create_app(settings)
-    print(f"anomalens service: http://{args.host}:{args.port}/ (API docs at /docs); results stored in "
-          f"{settings.store_url if args.database_url is None else 'the database given'}"
-          f"{'; API key required' if settings.api_key else ''}", flush=True)
+    print(
+        f"anomalens service: http://{args.host}:{args.port}/ (API docs at /docs); results stored in "
+        f"{settings.store_url if args.database_url is None else 'the database given'}"
+        f"{'; API key required' if settings.api_key else ''}",
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``serve`` sub-command on ``subparsers``; returns its parser."""
-    p = subparsers.add_parser("serve", help="run the inspection service (HTTP API and web page)",
-                              description="Serve a fitted model over HTTP: POST /inspect, stored results, chat, "
-                                          "operator feedback, reports, and a web page at /.")
+    p = subparsers.add_parser(
+        "serve",
+        help="run the inspection service (HTTP API and web page)",
+        description="Serve a fitted model over HTTP: POST /inspect, stored results, chat, "
+        "operator feedback, reports, and a web page at /.",
+    )
     p.add_argument("model_dir", help="a fitted model directory, or a folder of model directories")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--data-dir", default="anomalens_data",
-                   help="folder for the SQLite store and defect history (default anomalens_data)")
-    p.add_argument("--database-url", help="SQLAlchemy URL of a shared store, e.g. "
-                                          "postgresql+psycopg://user@host/db (default: SQLite in --data-dir)")
+    p.add_argument(
+        "--data-dir",
+        default="anomalens_data",
+        help="folder for the SQLite store and defect history (default anomalens_data)",
+    )
+    p.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL of a shared store, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir)",
+    )
     p.add_argument("--api-key", help="require this key in the X-API-Key header (default: $ANOMALENS_API_KEY)")
     p.add_argument("--station", help="name stored with each result (default: this machine's host name)")
     p.add_argument("--max-upload-mb", type=positive_int, default=20, help="largest accepted image (default 20)")

@@ -2,6 +2,7 @@
 
 Wire it into the main parser with ``add_parser(subparsers)``; the parsed namespace's ``func`` runs it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,13 +59,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--category", required=True, help="category folder under DATA_ROOT")
     add_output_option(p, "root of the data set to write")
     p.add_argument("--n", type=positive_int, default=50, help="number of defective images (default 50)")
-    p.add_argument("--kind", dest="kinds", action="append", choices=KINDS, metavar="KIND",
-                   help=f"anomaly kind, repeatable; kinds are cycled in the given order, so repeating one "
-                   f"weights it ({', '.join(KINDS)}; default: all)")
+    p.add_argument(
+        "--kind",
+        dest="kinds",
+        action="append",
+        choices=KINDS,
+        metavar="KIND",
+        help=f"anomaly kind, repeatable; kinds are cycled in the given order, so repeating one "
+        f"weights it ({', '.join(KINDS)}; default: all)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--holdout", type=_fraction, default=0.2,
-                   help="share of good images moved to test/good and used as defect bases (default 0.2)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a previous simulated set in OUT_ROOT/CATEGORY")
+    p.add_argument(
+        "--holdout",
+        type=_fraction,
+        default=0.2,
+        help="share of good images moved to test/good and used as defect bases (default 0.2)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a previous simulated set in OUT_ROOT/CATEGORY")
     p.set_defaults(func=cmd_simulate)
     return p

@@ -167,9 +167,7 @@ def mvtec_samples(
                 missing += 1
             samples.append(Sample(img, 0 if is_good else 1, defect_type, mask))
         if missing:
-            logger.warning(
-                "%d image(s) in '%s' have no ground-truth mask in '%s'", missing, type_dir, gt_dir
-            )
+            logger.warning("%d image(s) in '%s' have no ground-truth mask in '%s'", missing, type_dir, gt_dir)
     return samples
 
 

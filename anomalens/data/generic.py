@@ -5,6 +5,7 @@ teacher everywhere; the paper draws them from ImageNet. These two dozen photogra
 are installed with scikit-image (no download), and random crops, flips and colour changes of them serve the
 same purpose.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -13,10 +14,32 @@ import cv2
 import numpy as np
 
 # every image that skimage.data holds locally (the others need a download)
-GENERIC_IMAGE_NAMES = ("astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins",
-                       "colorwheel", "grass", "gravel", "horse", "hubble_deep_field", "immunohistochemistry",
-                       "logo", "microaneurysms", "moon", "page", "retina", "rocket", "text", "checkerboard",
-                       "stereo_motorcycle")
+GENERIC_IMAGE_NAMES = (
+    "astronaut",
+    "brick",
+    "camera",
+    "cat",
+    "cell",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "colorwheel",
+    "grass",
+    "gravel",
+    "horse",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "logo",
+    "microaneurysms",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "text",
+    "checkerboard",
+    "stereo_motorcycle",
+)
 
 
 @lru_cache(maxsize=1)
@@ -33,7 +56,7 @@ def generic_images() -> tuple[np.ndarray, ...]:
             image = image.astype(np.uint8) * 255
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
-        images.append((image[..., :3].astype(np.float32) / 255.0))
+        images.append(image[..., :3].astype(np.float32) / 255.0)
     return tuple(images)
 
 
@@ -49,7 +72,7 @@ def random_generic_crops(rng: np.random.Generator, count: int, size: int) -> np.
         width = max(size, int(round(image.shape[1] * side / min(image.shape[:2]))))
         resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         y, x = rng.integers(height - size + 1), rng.integers(width - size + 1)
-        crop = resized[y:y + size, x:x + size]
+        crop = resized[y : y + size, x : x + size]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         crops[i] = np.clip(crop * rng.uniform(0.7, 1.3), 0.0, 1.0)

@@ -295,9 +295,7 @@ def _scale_to_unit(arr: np.ndarray, bit_depth: int | None) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def decode_image(
-    data: bytes, name: str | os.PathLike[str] = "<bytes>", *, bit_depth: int | None = None
-) -> np.ndarray:
+def decode_image(data: bytes, name: str | os.PathLike[str] = "<bytes>", *, bit_depth: int | None = None) -> np.ndarray:
     """Decode image file bytes as float32 RGB, shape ``(H, W, 3)``, values in ``[0, 1]``.
 
     Accepts PNG, JPEG, BMP and TIFF data: 8- or 16-bit, grayscale (replicated
@@ -362,9 +360,7 @@ def read_image(path: str | os.PathLike[str], *, bit_depth: int | None = None) ->
     return decode_image(_read_bytes(p), p, bit_depth=bit_depth)
 
 
-def read_mask(
-    path: str | os.PathLike[str], shape: tuple[int, int] | None = None
-) -> np.ndarray:
+def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a defect mask as a boolean ``(H, W)`` array (any nonzero pixel = defect).
 
     For multi-channel masks a pixel is a defect when any colour channel is

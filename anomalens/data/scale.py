@@ -5,6 +5,7 @@ default is the images' own scale: native resolution up to a pixel budget (shrunk
 aspect ratio kept. A roughly square image is one view; an elongated one is cut into square tiles whose side
 is the image's short side, each resized to the network input by the same factor.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,17 +46,24 @@ class WorkingScale:
             tiles = f" in tiles of {self.tile_size} px" if self.tile_size else ""
             return f"{self.image_size}x{self.image_size} network input{tiles} (fixed by image_size / tile_size)"
         height, width = self.source_shape
-        how = (f"tiles of {self.tile_size}x{self.tile_size} px, each seen at {self.image_size}x{self.image_size}"
-               if self.tile_size else f"one {self.image_size}x{self.image_size} view per image")
+        how = (
+            f"tiles of {self.tile_size}x{self.tile_size} px, each seen at {self.image_size}x{self.image_size}"
+            if self.tile_size
+            else f"one {self.image_size}x{self.image_size} view per image"
+        )
         return f"{height}x{width} images at {self.scale:.2f}x: {how} ({self.chosen_by})"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "WorkingScale":
-        return cls(int(data["image_size"]), None if data["tile_size"] is None else int(data["tile_size"]),
-                   tuple(int(v) for v in data["source_shape"]), str(data["chosen_by"]))
+    def from_dict(cls, data: dict[str, Any]) -> WorkingScale:
+        return cls(
+            int(data["image_size"]),
+            None if data["tile_size"] is None else int(data["tile_size"]),
+            tuple(int(v) for v in data["source_shape"]),
+            str(data["chosen_by"]),
+        )
 
 
 def network_side(length: float) -> int:
@@ -63,8 +71,9 @@ def network_side(length: float) -> int:
     return max(MIN_SIDE, int(round(length / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
 
 
-def choose_working_scale(shapes: Sequence[tuple[int, ...]], pixel_budget: int,
-                         tile_size: int | None = None) -> WorkingScale:
+def choose_working_scale(
+    shapes: Sequence[tuple[int, ...]], pixel_budget: int, tile_size: int | None = None
+) -> WorkingScale:
     """The working scale for training images of these (height, width, ...) shapes.
 
     The median image keeps its native resolution when it has at most ``pixel_budget`` pixels and is shrunk

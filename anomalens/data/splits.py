@@ -5,6 +5,7 @@ figure comes from the images a setting was chosen on. The split is stratified by
 within each type the images are shuffled by file name order with ``random.Random(seed)`` and the first half
 (rounded up) goes to validation.
 """
+
 from __future__ import annotations
 
 import random

@@ -3,6 +3,7 @@
 ``predict`` inspects images with a saved model; ``fit_many`` fits one model per category. Both write their
 output as they go and, rerun into the same output, skip what a stopped run already finished.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -28,10 +29,21 @@ def _engine(name: str) -> ModuleType:
     return importlib.import_module(_MODULES[name])
 
 
-def predict(model_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path | None, engine: Engine = "local",
-            *, address: str | None = None, workers: int | None = None, device: str | None = None,
-            runtime: str = "torch", batch_size: int | None = None, on_error: api.OnError = "skip",
-            progress: bool = False, taxonomy: Any = None) -> InspectionRun:
+def predict(
+    model_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path | None,
+    engine: Engine = "local",
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    device: str | None = None,
+    runtime: str = "torch",
+    batch_size: int | None = None,
+    on_error: api.OnError = "skip",
+    progress: bool = False,
+    taxonomy: Any = None,
+) -> InspectionRun:
     """Inspect ``inputs`` with the model saved in ``model_dir``; outputs as :func:`anomalens.api.inspect`.
 
     ``engine="ray"`` runs on the Ray cluster at ``address`` (default: a new local one with ``workers`` CPUs),
@@ -42,22 +54,52 @@ def predict(model_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | 
         raise ValueError("--taxonomy works with the local engine only")
     if runtime == "onnx":  # exported once here, not by every worker at the same time
         load_detector(model_dir, "cpu", runtime)
-    return _engine(engine).predict(model_dir, inputs, out_dir, address=address, workers=workers, device=device,
-                                   runtime=runtime, batch_size=batch_size, on_error=on_error, progress=progress,
-                                   taxonomy=taxonomy)
+    return _engine(engine).predict(
+        model_dir,
+        inputs,
+        out_dir,
+        address=address,
+        workers=workers,
+        device=device,
+        runtime=runtime,
+        batch_size=batch_size,
+        on_error=on_error,
+        progress=progress,
+        taxonomy=taxonomy,
+    )
 
 
-def fit_many(data_root: str | Path, categories: Sequence[str], out_root: str | Path, engine: Engine = "local",
-             *, address: str | None = None, workers: int | None = None, model: str = "patchcore",
-             shots: int | None = None, on_error: api.OnError = "skip", progress: bool = False,
-             **params: Any) -> FitManyRun:
+def fit_many(
+    data_root: str | Path,
+    categories: Sequence[str],
+    out_root: str | Path,
+    engine: Engine = "local",
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    model: str = "patchcore",
+    shots: int | None = None,
+    on_error: api.OnError = "skip",
+    progress: bool = False,
+    **params: Any,
+) -> FitManyRun:
     """Fit one ``model`` per category of the MVTec-layout ``data_root``, saved to ``out_root/<category>``.
 
     A category that fails is reported in the result (and ``out_root/fit_many.json``) while the others go on;
     categories already saved in ``out_root`` are kept, not fitted again.
     """
-    return _engine(engine).fit_many(data_root, categories, out_root, address=address, workers=workers, model=model,
-                                    shots=shots, on_error=on_error, progress=progress, params=params)
+    return _engine(engine).fit_many(
+        data_root,
+        categories,
+        out_root,
+        address=address,
+        workers=workers,
+        model=model,
+        shots=shots,
+        on_error=on_error,
+        progress=progress,
+        params=params,
+    )
 
 
 __all__ = ["ENGINES", "Engine", "FitManyRun", "fit_many", "predict"]

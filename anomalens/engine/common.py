@@ -1,4 +1,5 @@
 """What both engines share: fitting and saving one category, the fit-many log."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,15 @@ FIT_LOG = "fit_many.jsonl"
 FIT_SUMMARY = "fit_many.json"
 
 
-def fit_category(data_root: str | Path, category: str, out_root: str | Path, model: str, shots: int | None,
-                 on_error: api.OnError, params: dict[str, Any]) -> dict[str, Any]:
+def fit_category(
+    data_root: str | Path,
+    category: str,
+    out_root: str | Path,
+    model: str,
+    shots: int | None,
+    on_error: api.OnError,
+    params: dict[str, Any],
+) -> dict[str, Any]:
     """Fit one category with :func:`anomalens.api.fit` and save it to ``out_root/category``; a plain-data report."""
     detector, report = api.fit(data_root, category, model, shots, on_error, **params)
     assert detector.thresholds_ is not None
@@ -26,9 +34,14 @@ def fit_category(data_root: str | Path, category: str, out_root: str | Path, mod
     # a model appears under its name only whole, so a stopped run never leaves one that looks finished
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    return {"category": category, "model_dir": str(final), "n_images": report.n_images,
-            "seconds": round(report.seconds, 3), "image_threshold": round(detector.thresholds_.image, 6),
-            "skipped": [{"path": path, "error": message} for path, message in report.skipped]}
+    return {
+        "category": category,
+        "model_dir": str(final),
+        "n_images": report.n_images,
+        "seconds": round(report.seconds, 3),
+        "image_threshold": round(detector.thresholds_.image, 6),
+        "skipped": [{"path": path, "error": message} for path, message in report.skipped],
+    }
 
 
 def is_fitted(out_root: str | Path, category: str) -> bool:

@@ -4,6 +4,7 @@ Workers load the model from its directory (config.json + safetensors), never a p
 can start on any node that sees the model directory; for the same reason the output folder must be shared by
 the nodes (each replica writes its overlays and masks there; the driver alone writes ``results.jsonl``).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,13 @@ def ray_cluster(address: str | None, workers: int | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False,
-             logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(
+        address=address,
+        num_cpus=workers if address is None else None,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
     try:
         yield
     finally:
@@ -86,8 +92,11 @@ class ImagePredictor:
             if self.directory is not None:
                 self.directory.write_images(record, stem, image, prediction)
             records[path] = json.dumps(record.to_dict())
-        return {"path": list(batch["path"]), "record": [records.get(p, "") for p in batch["path"]],
-                "error": [errors.get(p, "") for p in batch["path"]]}
+        return {
+            "path": list(batch["path"]),
+            "record": [records.get(p, "") for p in batch["path"]],
+            "error": [errors.get(p, "") for p in batch["path"]],
+        }
 
     def _predictions(self, images: list[np.ndarray]) -> list[Prediction | str]:
         """All images through the network together; should that fail, one by one, so a bad image costs only
@@ -119,16 +128,28 @@ def _replicas(device: str | None, model_dir: str | Path, workers: int | None) ->
     return workers or max(1, int(cluster.get("CPU", 1))), {"num_cpus": 1.0}
 
 
-def predict(model_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path | None, *,
-            address: str | None, workers: int | None, device: str | None, runtime: str, batch_size: int | None,
-            on_error: api.OnError, progress: bool, taxonomy: Any) -> InspectionRun:
+def predict(
+    model_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path | None,
+    *,
+    address: str | None,
+    workers: int | None,
+    device: str | None,
+    runtime: str,
+    batch_size: int | None,
+    on_error: api.OnError,
+    progress: bool,
+    taxonomy: Any,
+) -> InspectionRun:
     items = collect_images(inputs)
     directory = RunDirectory(out_dir) if out_dir is not None else None
     results: list[InspectionRecord] = []
     if directory is not None:
         results = directory.begin(Thresholds.from_dict(read_config(model_dir)["thresholds"]))
-    todo = [{"path": str(path), "file": str(Path(path).resolve()), "stem": stem}
-            for path, stem in pending(items, results)]
+    todo = [
+        {"path": str(path), "file": str(Path(path).resolve()), "stem": stem} for path, stem in pending(items, results)
+    ]
     errors: list[dict[str, str]] = []
     start = time.perf_counter()
     if todo:
@@ -146,17 +167,27 @@ def predict(model_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | 
                 if directory is not None:
                     directory.append(record)
                 results.append(record)
-        errors += [{"path": row["path"], "error": f"its batch failed {1 + BATCH_RETRIES} times; see the Ray logs"}
-                   for row in todo if row["path"] not in answered]
+        errors += [
+            {"path": row["path"], "error": f"its batch failed {1 + BATCH_RETRIES} times; see the Ray logs"}
+            for row in todo
+            if row["path"] not in answered
+        ]
     run = InspectionRun.in_input_order(results, errors, items, time.perf_counter() - start)
     if directory is not None:
         directory.finish(run)
     return run
 
 
-def _predicted_rows(model_dir: str | Path, out_dir: str | Path | None, todo: list[dict[str, str]], workers: int | None,
-                    device: str | None, runtime: str, batch_size: int | None,
-                    stop_on_error: bool) -> Iterator[dict[str, str]]:
+def _predicted_rows(
+    model_dir: str | Path,
+    out_dir: str | Path | None,
+    todo: list[dict[str, str]],
+    workers: int | None,
+    device: str | None,
+    runtime: str,
+    batch_size: int | None,
+    stop_on_error: bool,
+) -> Iterator[dict[str, str]]:
     """One row per image of ``todo`` that was answered, in completion order."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver draws one bar of its own, over images
@@ -171,32 +202,64 @@ def _predicted_rows(model_dir: str | Path, out_dir: str | Path | None, todo: lis
     batch_size = batch_size or (GPU_BATCH_SIZE if "num_gpus" in resources else 1)
     batches = -(-len(todo) // batch_size)
     predicted = ray.data.from_items(todo, override_num_blocks=batches).map_batches(
-        ImagePredictor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=min(replicas, batches)),
+        ImagePredictor,
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=min(replicas, batches)),
         batch_format="numpy",
-        fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()),
-                               "out_dir": None if out_dir is None else str(Path(out_dir).resolve()), "device": device,
-                               "runtime": runtime},
-        **resources)
+        fn_constructor_kwargs={
+            "model_dir": str(Path(model_dir).resolve()),
+            "out_dir": None if out_dir is None else str(Path(out_dir).resolve()),
+            "device": device,
+            "runtime": runtime,
+        },
+        **resources,
+    )
     yield from predicted.iter_rows()
 
 
 @ray.remote
-def _fit_category_task(data_root: str, category: str, out_root: str, model: str, shots: int | None,
-                       on_error: api.OnError, params: dict[str, Any]) -> dict[str, Any]:
+def _fit_category_task(
+    data_root: str,
+    category: str,
+    out_root: str,
+    model: str,
+    shots: int | None,
+    on_error: api.OnError,
+    params: dict[str, Any],
+) -> dict[str, Any]:
     return fit_category(data_root, category, out_root, model, shots, on_error, params)
 
 
-def fit_many(data_root: str | Path, categories: Sequence[str], out_root: str | Path, *, address: str | None,
-             workers: int | None, model: str, shots: int | None, on_error: api.OnError, progress: bool,
-             params: dict[str, Any]) -> FitManyRun:
+def fit_many(
+    data_root: str | Path,
+    categories: Sequence[str],
+    out_root: str | Path,
+    *,
+    address: str | None,
+    workers: int | None,
+    model: str,
+    shots: int | None,
+    on_error: api.OnError,
+    progress: bool,
+    params: dict[str, Any],
+) -> FitManyRun:
     start = time.perf_counter()
     log = FitManyLog(out_root, list(categories))
     if log.pending:
         with ray_cluster(address, workers):
-            fit = _fit_category_task.options(num_cpus=1, max_retries=TASK_RETRIES,
-                                             retry_exceptions=TRANSIENT_ERRORS)
-            running = {fit.remote(str(Path(data_root).resolve()), category, str(Path(out_root).resolve()), model,
-                                  shots, on_error, params): category for category in log.pending}
+            fit = _fit_category_task.options(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=TRANSIENT_ERRORS)
+            running = {
+                fit.remote(
+                    str(Path(data_root).resolve()),
+                    category,
+                    str(Path(out_root).resolve()),
+                    model,
+                    shots,
+                    on_error,
+                    params,
+                ): category
+                for category in log.pending
+            }
             for _ in track(range(len(running)), "fitting categories", enabled=progress):
                 (ready,), _ = ray.wait(list(running), num_returns=1)
                 category = running.pop(ready)

@@ -1,4 +1,5 @@
 """Evaluate a fitted detector on a labelled test set, pooled and per defect type."""
+
 from __future__ import annotations
 
 import math
@@ -10,14 +11,27 @@ import numpy as np
 
 from anomalens.data import iter_images, read_mask
 from anomalens.data.datasets import Sample
-from anomalens.evaluation.metrics import (f1_max, image_auroc, oracle_accuracy, pixel_aupro, pixel_auroc,
-                                          pixel_f1, threshold_metrics)
+from anomalens.evaluation.metrics import (
+    f1_max,
+    image_auroc,
+    oracle_accuracy,
+    pixel_aupro,
+    pixel_auroc,
+    pixel_f1,
+    threshold_metrics,
+)
 from anomalens.models import BaseDetector
 from anomalens.progress import track
 
 
-def _metrics(labels: np.ndarray, scores: np.ndarray, masks: list[np.ndarray], maps: list[np.ndarray],
-             image_threshold: float, pixel_threshold: float) -> dict[str, Any]:
+def _metrics(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    masks: list[np.ndarray],
+    maps: list[np.ndarray],
+    image_threshold: float,
+    pixel_threshold: float,
+) -> dict[str, Any]:
     at_threshold = threshold_metrics(labels, scores, image_threshold)
     best_f1, _ = f1_max(labels, scores) if labels.any() else (float("nan"), float("nan"))
     best_accuracy, _ = oracle_accuracy(labels, scores)
@@ -50,8 +64,7 @@ def evaluate(detector: BaseDetector, samples: Sequence[Sample], progress: bool =
     with_masks = any(sample.mask_path is not None for sample in samples)
     errors: list[tuple[Any, str]] = []
     start = time.perf_counter()
-    for sample, image in track(iter_images(samples, errors=errors), "evaluating", total=len(samples),
-                               enabled=progress):
+    for sample, image in track(iter_images(samples, errors=errors), "evaluating", total=len(samples), enabled=progress):
         tic = time.perf_counter()
         prediction = detector.predict(image)
         millis.append(1000 * (time.perf_counter() - tic))
@@ -74,18 +87,23 @@ def evaluate(detector: BaseDetector, samples: Sequence[Sample], progress: bool =
         keep = normal | (type_array == defect)
         index = np.flatnonzero(keep)
         pixels = ([masks[i] for i in index], [maps[i] for i in index]) if with_masks else ([], [])
-        per_type[defect] = _metrics(label_array[keep], score_array[keep], *pixels, thresholds.image,
-                                    thresholds.pixel)
+        per_type[defect] = _metrics(label_array[keep], score_array[keep], *pixels, thresholds.image, thresholds.pixel)
         per_type[defect]["n_defective"] = int((type_array == defect).sum())
     normal_only = thresholds.details.get("normal_tail_image_threshold")
     if normal_only is not None:  # the normal-only bound, kept to compare calibrations on real defects
-        report["at_normal_only_threshold"] = {"threshold": normal_only,
-                                              **threshold_metrics(label_array, score_array, normal_only)}
-    report.update(seconds=round(time.perf_counter() - start, 2),
-                  predict_ms_median=round(float(np.median(millis)), 2),
-                  image_threshold=thresholds.image, pixel_threshold=thresholds.pixel, has_masks=with_masks,
-                  per_defect_type=per_type,
-                  skipped=[{"path": str(getattr(s, "path", s)), "error": m} for s, m in errors])
+        report["at_normal_only_threshold"] = {
+            "threshold": normal_only,
+            **threshold_metrics(label_array, score_array, normal_only),
+        }
+    report.update(
+        seconds=round(time.perf_counter() - start, 2),
+        predict_ms_median=round(float(np.median(millis)), 2),
+        image_threshold=thresholds.image,
+        pixel_threshold=thresholds.pixel,
+        has_masks=with_masks,
+        per_defect_type=per_type,
+        skipped=[{"path": str(getattr(s, "path", s)), "error": m} for s, m in errors],
+    )
     return report
 
 

@@ -8,6 +8,7 @@ A test set of a few hundred full-resolution maps holds tens of millions of pixel
 scores as float32 (the precision detectors produce maps in) and count with integers instead of building
 float64 copies of everything; they stay exact on those float32 values, never binned.
 """
+
 from __future__ import annotations
 
 import math

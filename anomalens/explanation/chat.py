@@ -5,6 +5,7 @@ given, similar past cases. Without an LLM the offline explainer answers the stan
 (any :class:`ChatBackend`, such as the LLM explainer bound by :class:`GroundedLLM`) the model answers from that
 context, and the offline answer is used whenever the model fails.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,10 @@ class GroundedLLM:
 def context_prompt(findings: InspectionRecord, seen_before: list[str]) -> str:
     """The system message: the measured facts, which the answers must not contradict."""
     facts = explain(findings, seen_before)
-    return ("You are an assistant for visual quality inspection. Answer briefly and only from these measured "
-            f"facts about the inspected image; say so when they do not answer a question.\nFacts: {facts}")
+    return (
+        "You are an assistant for visual quality inspection. Answer briefly and only from these measured "
+        f"facts about the inspected image; say so when they do not answer a question.\nFacts: {facts}"
+    )
 
 
 @dataclass

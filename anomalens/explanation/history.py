@@ -5,6 +5,7 @@ action, the region's measured facts as JSON and, when available, the region's em
 (no pickle). A new finding is matched by cosine similarity of embeddings and/or by TF-IDF similarity of text,
 and the matches are offered to explainers as "seen before: ... cause was ..., fixed by ...".
 """
+
 from __future__ import annotations
 
 import json
@@ -72,14 +73,23 @@ class Case:
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "created_at": self.created_at, "image": self.image, "status": self.status,
-                "defect_type": self.defect_type, "description": self.description, "cause": self.cause,
-                "action": self.action, "region": self.region.to_dict() if self.region is not None else {},
-                "seen_before": self.seen_before()}
+        return {
+            "id": self.id,
+            "created_at": self.created_at,
+            "image": self.image,
+            "status": self.status,
+            "defect_type": self.defect_type,
+            "description": self.description,
+            "cause": self.cause,
+            "action": self.action,
+            "region": self.region.to_dict() if self.region is not None else {},
+            "seen_before": self.seen_before(),
+        }
 
 
-def region_query(record: InspectionRecord, index: int = 0, image: np.ndarray | None = None,
-                 outline: np.ndarray | None = None) -> tuple[np.ndarray | None, str]:
+def region_query(
+    record: InspectionRecord, index: int = 0, image: np.ndarray | None = None, outline: np.ndarray | None = None
+) -> tuple[np.ndarray | None, str]:
     """``(embedding, text)`` describing region ``index`` of an inspection record, to store or to search with.
 
     The embedding (:func:`~anomalens.explanation.taxonomy.region_embedding`: what the region looks like) needs
@@ -128,14 +138,32 @@ class DefectHistory:
         cursor = self._db.execute(
             "INSERT INTO cases (created_at, image, status, defect_type, description, cause, action, region_json,"
             " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (case.created_at or time.time(), case.image, case.status, case.defect_type, case.description,
-             case.cause, case.action, json.dumps(case.region.to_dict() if case.region is not None else {}), blob))
+            (
+                case.created_at or time.time(),
+                case.image,
+                case.status,
+                case.defect_type,
+                case.description,
+                case.cause,
+                case.action,
+                json.dumps(case.region.to_dict() if case.region is not None else {}),
+                blob,
+            ),
+        )
         self._db.commit()
         return int(cursor.lastrowid)
 
-    def record_feedback(self, record: InspectionRecord, region_index: int, status: Status,
-                        defect_type: str | None = None, cause: str = "", action: str = "", description: str = "",
-                        embedding: np.ndarray | None = None) -> int:
+    def record_feedback(
+        self,
+        record: InspectionRecord,
+        region_index: int,
+        status: Status,
+        defect_type: str | None = None,
+        cause: str = "",
+        action: str = "",
+        description: str = "",
+        embedding: np.ndarray | None = None,
+    ) -> int:
         """Store an operator's judgement of one region of an inspection record (``results.json`` entry).
 
         ``confirmed`` keeps the predicted type unless one is given; ``corrected`` needs the right type.
@@ -147,21 +175,44 @@ class DefectHistory:
         if status == "corrected" and not defect_type:
             raise ValueError("a correction needs the right defect type")
         text = description or record.explanation.text
-        return self.add(Case(image=record.image, status=status,
-                             defect_type=defect_type or region.defect_type, description=text, cause=cause,
-                             action=action, region=region, embedding=embedding))
+        return self.add(
+            Case(
+                image=record.image,
+                status=status,
+                defect_type=defect_type or region.defect_type,
+                description=text,
+                cause=cause,
+                action=action,
+                region=region,
+                embedding=embedding,
+            )
+        )
 
     def cases(self, include_false_alarms: bool = True) -> list[Case]:
-        rows = self._db.execute("SELECT id, created_at, image, status, defect_type, description, cause, action,"
-                                " region_json, embedding FROM cases ORDER BY id").fetchall()
-        found = [Case(id=r[0], created_at=r[1], image=r[2], status=r[3], defect_type=r[4], description=r[5],
-                      cause=r[6], action=r[7], region=_region(r[8]),
-                      embedding=None if r[9] is None else np.frombuffer(r[9], dtype=np.float32).copy())
-                 for r in rows]
+        rows = self._db.execute(
+            "SELECT id, created_at, image, status, defect_type, description, cause, action,"
+            " region_json, embedding FROM cases ORDER BY id"
+        ).fetchall()
+        found = [
+            Case(
+                id=r[0],
+                created_at=r[1],
+                image=r[2],
+                status=r[3],
+                defect_type=r[4],
+                description=r[5],
+                cause=r[6],
+                action=r[7],
+                region=_region(r[8]),
+                embedding=None if r[9] is None else np.frombuffer(r[9], dtype=np.float32).copy(),
+            )
+            for r in rows
+        ]
         return [c for c in found if include_false_alarms or c.status != "false_alarm"]
 
-    def seen_before(self, record: InspectionRecord, image: np.ndarray | None = None,
-                    outline: np.ndarray | None = None, k: int = 3) -> list[str]:
+    def seen_before(
+        self, record: InspectionRecord, image: np.ndarray | None = None, outline: np.ndarray | None = None, k: int = 3
+    ) -> list[str]:
         """Sentences about the past cases most like the strongest region of ``record``: by what it looks like
         (with ``image`` and ``outline``, see :func:`region_query`) and by its type and position words. A record
         without regions has nothing to compare."""
@@ -170,8 +221,13 @@ class DefectHistory:
             return []
         return [case.seen_before() for case, _ in self.similar(embedding, text or None, k)]
 
-    def similar(self, embedding: np.ndarray | None = None, text: str | None = None, k: int = 3,
-                include_false_alarms: bool = True) -> list[tuple[Case, float]]:
+    def similar(
+        self,
+        embedding: np.ndarray | None = None,
+        text: str | None = None,
+        k: int = 3,
+        include_false_alarms: bool = True,
+    ) -> list[tuple[Case, float]]:
         """The ``k`` past cases most like a new finding: mean of embedding and text similarity where both exist."""
         if embedding is None and not text:
             raise ValueError("give an embedding, a text, or both")
@@ -193,6 +249,9 @@ class DefectHistory:
                 text_scores = cosine_similarity(vectorizer.transform([text]), vectorizer.transform(corpus))[0]
                 scores += text_scores
                 weights += 1
-        ranked = [(cases[i], float(scores[i] / weights[i])) for i in np.argsort(-scores / np.maximum(weights, 1))
-                  if weights[i] > 0]
+        ranked = [
+            (cases[i], float(scores[i] / weights[i]))
+            for i in np.argsort(-scores / np.maximum(weights, 1))
+            if weights[i] > 0
+        ]
         return ranked[:k]

@@ -6,6 +6,7 @@ surroundings, and their severity band (see :mod:`anomalens.postprocessing.findin
 
 Both functions read an :class:`~anomalens.results.record.InspectionRecord`.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,10 @@ from anomalens.results.record import InspectionRecord, RegionRecord
 
 ORDINALS = ("first", "second", "third")
 MAX_DESCRIBED = 3
-CAN_ANSWER = ("is there an anomaly, where is it, how many regions are there, how large are they, "
-              "how severe are they, and what kind of defect it is (with a taxonomy)")
+CAN_ANSWER = (
+    "is there an anomaly, where is it, how many regions are there, how large are they, "
+    "how severe are they, and what kind of defect it is (with a taxonomy)"
+)
 
 
 def _score(f: InspectionRecord) -> str:
@@ -94,8 +97,11 @@ def _what_kind(f: InspectionRecord) -> str:
         return f"There is no defect to name: the image looks normal ({_score(f)})."
     named = [(i, _kind(r)) for i, r in enumerate(regions) if _kind(r)]
     if not named:
-        return ("No defect types are configured, so I can only describe what was measured: "
-                + describe_region(regions[0]) + " Give a taxonomy (--taxonomy) to name defect types.")
+        return (
+            "No defect types are configured, so I can only describe what was measured: "
+            + describe_region(regions[0])
+            + " Give a taxonomy (--taxonomy) to name defect types."
+        )
     if len(regions) == 1:
         return f"The region {named[0][1]}."
     return " ".join(f"Region {i + 1} {kind}." for i, kind in named)
@@ -112,8 +118,10 @@ def explain(f: InspectionRecord, seen_before: list[str] | None = None) -> str:
         return f"No, the image looks normal ({_score(f)})."
     regions = f.regions
     count = len(regions)
-    head = (f"Yes, there is an anomaly in the image: {_regions_word(count)}, covering "
-            f"{_percent(f.total_area_fraction)} of the image ({_score(f)}, severity: {f.severity}).")
+    head = (
+        f"Yes, there is an anomaly in the image: {_regions_word(count)}, covering "
+        f"{_percent(f.total_area_fraction)} of the image ({_score(f)}, severity: {f.severity})."
+    )
     sentences = [head]
     if count == 1:
         sentences.append(describe_region(regions[0]))
@@ -152,20 +160,23 @@ def _how_large(f: InspectionRecord) -> str:
         return "There is no anomaly in the image, so it has no size."
     if len(regions) == 1:
         r = regions[0]
-        return (f"The anomalous region covers {_percent(r.area_fraction)} of the image "
-                f"({r.area_pixels} pixels).")
-    parts = [f"region {i + 1}: {_percent(r.area_fraction)} ({r.area_pixels} pixels)"
-             for i, r in enumerate(regions)]
-    return (f"Together the {len(regions)} regions cover {_percent(f.total_area_fraction)} of the image: "
-            + "; ".join(parts) + ".")
+        return f"The anomalous region covers {_percent(r.area_fraction)} of the image ({r.area_pixels} pixels)."
+    parts = [f"region {i + 1}: {_percent(r.area_fraction)} ({r.area_pixels} pixels)" for i, r in enumerate(regions)]
+    return (
+        f"Together the {len(regions)} regions cover {_percent(f.total_area_fraction)} of the image: "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def _how_severe(f: InspectionRecord) -> str:
     regions = f.regions
     if not f.anomalous or not regions:
         return f"Nothing: the image looks normal ({_score(f)})."
-    bands = ("severity bands by peak score in units of the image threshold: below 1.25 low, below 1.6 "
-             "medium, below 2.2 high, otherwise critical")
+    bands = (
+        "severity bands by peak score in units of the image threshold: below 1.25 low, below 1.6 "
+        "medium, below 2.2 high, otherwise critical"
+    )
     if len(regions) == 1:
         r = regions[0]
         peak = f"{r.relative_peak:.2f}" if r.relative_peak is not None else "above any"
@@ -186,8 +197,7 @@ def _summary(f: InspectionRecord) -> str:
         return f"The image looks normal ({_score(f)})."
     regions = f.regions
     where = f", the strongest {where_phrase(regions[0])}" if regions else ""
-    return (f"The image is anomalous: {_regions_word(len(regions))}{where} "
-            f"(severity: {f.severity}).")
+    return f"The image is anomalous: {_regions_word(len(regions))}{where} (severity: {f.severity})."
 
 
 # what a question asks about; the grounding check of LLM answers (explanation/llm/grounding.py) reads the same

@@ -2,6 +2,7 @@
 
 ``create_detector`` builds one by name; ``load_detector`` reads any saved model directory.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,5 +37,13 @@ def load_detector(directory: str | Path, device: str | None = None, runtime: str
     return detector.use_half_precision() if runtime == "fp16" else detector
 
 
-__all__ = ["BaseDetector", "DETECTORS", "Detector", "EfficientAD", "NotFittedError", "PatchCore", "create_detector",
-           "load_detector"]
+__all__ = [
+    "BaseDetector",
+    "DETECTORS",
+    "Detector",
+    "EfficientAD",
+    "NotFittedError",
+    "PatchCore",
+    "create_detector",
+    "load_detector",
+]

@@ -2,6 +2,7 @@
 
 Pure torch operations only, so the same code runs in training, inference and ONNX export.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,9 @@ class MapSmoother(torch.nn.Module):
         self.register_buffer("kernel", gaussian_kernel_1d(sigma) if sigma > 0 else torch.ones(1), persistent=False)
 
     def forward(self, patch_scores: torch.Tensor) -> torch.Tensor:
-        maps = F.interpolate(patch_scores, size=(self.output_size, self.output_size), mode="bilinear",
-                             align_corners=False)
+        maps = F.interpolate(
+            patch_scores, size=(self.output_size, self.output_size), mode="bilinear", align_corners=False
+        )
         if self.sigma > 0:
             radius = self.kernel.numel() // 2
             maps = F.pad(maps, (radius, radius, radius, radius), mode="reflect")

@@ -5,6 +5,7 @@ turning an image into network-sized views (whole image or tiles of a large frame
 score maps back into one map at the input resolution, the verdict from the stored thresholds, and saving
 and loading without pickle (settings in JSON, tensors in safetensors).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -52,14 +53,14 @@ class Detector(Protocol):
 
     name: ClassVar[str]
 
-    def fit(self, images: Iterable[np.ndarray]) -> "Detector": ...
+    def fit(self, images: Iterable[np.ndarray]) -> Detector: ...
 
     def predict(self, image: np.ndarray) -> Prediction: ...
 
     def save(self, directory: str | Path) -> Path: ...
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> "Detector": ...
+    def load(cls, directory: str | Path, device: str | None = None) -> Detector: ...
 
 
 class NotFittedError(RuntimeError):
@@ -88,9 +89,18 @@ class BaseDetector(ABC):
     # outlined (see anomalens.postprocessing.outline; 0 outlines everything above the pixel threshold).
     outline_level: float = OUTLINE_LEVEL
 
-    def __init__(self, image_size: int | None = 256, tile_size: int | None = None, tile_overlap: int = 32,
-                 pixel_budget: int = DEFAULT_PIXEL_BUDGET, score_top_fraction: float = 0.05, batch_size: int = 8,
-                 seed: int = 0, progress: bool = False, device: str = "auto"):
+    def __init__(
+        self,
+        image_size: int | None = 256,
+        tile_size: int | None = None,
+        tile_overlap: int = 32,
+        pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+        score_top_fraction: float = 0.05,
+        batch_size: int = 8,
+        seed: int = 0,
+        progress: bool = False,
+        device: str = "auto",
+    ):
         self.image_size = image_size
         self.pixel_budget = pixel_budget
         self.score_top_fraction = score_top_fraction
@@ -145,18 +155,22 @@ class BaseDetector(ABC):
         first = list(itertools.islice(iterator, SCALE_SAMPLE))
         if not first:
             raise ValueError("fit needs at least one normal image")
-        self.working_scale_ = choose_working_scale([image.shape for image in first], self.pixel_budget,
-                                                   self.tile_size)
+        self.working_scale_ = choose_working_scale([image.shape for image in first], self.pixel_budget, self.tile_size)
         return itertools.chain(first, iterator)
 
     def _views(self, image: np.ndarray) -> list[View]:
         scale = self._fitted_scale()
         height, width = image.shape[:2]
-        tiles = (tile_grid(height, width, scale.tile_size, self.tile_overlap) if scale.tile_size
-                 else [Tile(0, 0, height, width)])
+        tiles = (
+            tile_grid(height, width, scale.tile_size, self.tile_overlap)
+            if scale.tile_size
+            else [Tile(0, 0, height, width)]
+        )
         size = (scale.image_size, scale.image_size)
-        return [View(t, cv2.resize(image[t.y0:t.y1, t.x0:t.x1], size[::-1], interpolation=cv2.INTER_AREA))
-                for t in tiles]
+        return [
+            View(t, cv2.resize(image[t.y0 : t.y1, t.x0 : t.x1], size[::-1], interpolation=cv2.INTER_AREA))
+            for t in tiles
+        ]
 
     @staticmethod
     def _to_tensor(pixels: Sequence[np.ndarray]) -> torch.Tensor:
@@ -165,7 +179,7 @@ class BaseDetector(ABC):
 
     def _batches(self, views: list[View]) -> Iterable[list[View]]:
         for start in range(0, len(views), self.batch_size):
-            yield views[start:start + self.batch_size]
+            yield views[start : start + self.batch_size]
 
     # -- prediction -------------------------------------------------------------------------------------------
     def view_scores(self, view_maps: torch.Tensor) -> torch.Tensor:
@@ -204,7 +218,7 @@ class BaseDetector(ABC):
         all_maps = torch.cat(maps)
         results, start = [], 0
         for image, image_views in zip(images, views):
-            view_maps = all_maps[start:start + len(image_views)]
+            view_maps = all_maps[start : start + len(image_views)]
             start += len(image_views)
             amap = self._image_map(list(view_maps.numpy()), image_views, image.shape[:2])
             # a score of 0 top fraction is the map's maximum, taken on the map the user sees
@@ -234,20 +248,26 @@ class BaseDetector(ABC):
     def _decide(self, score: float, amap: np.ndarray) -> Prediction:
         assert self.thresholds_ is not None
         anomalous = score >= self.thresholds_.image
-        mask = outline_mask(amap, self.thresholds_.pixel, self.outline_level) if anomalous else np.zeros(amap.shape, dtype=bool)
+        mask = (
+            outline_mask(amap, self.thresholds_.pixel, self.outline_level)
+            if anomalous
+            else np.zeros(amap.shape, dtype=bool)
+        )
         return Prediction(score, amap, anomalous, mask, self.thresholds_)
 
     # -- ONNX ------------------------------------------------------------------------------------------------
     def inference_module(self) -> torch.nn.Module:
         """The network behind ``_score_views`` as one module ([B,3,S,S] -> [B,S,S]), for export."""
-        raise ValueError(f"{type(self).__name__} has no ONNX export (its nearest-neighbour search runs in "
-                         "PyTorch); use --runtime torch")
+        raise ValueError(
+            f"{type(self).__name__} has no ONNX export (its nearest-neighbour search runs in "
+            "PyTorch); use --runtime torch"
+        )
 
     def export_onnx(self, path: str | Path) -> Path:
         self._check_fitted()
         return export_onnx(self.inference_module(), self.input_size, path)
 
-    def use_onnx(self, model_dir: str | Path, threads: int | None = None) -> "BaseDetector":
+    def use_onnx(self, model_dir: str | Path, threads: int | None = None) -> BaseDetector:
         """Predict through ONNX Runtime from ``model_dir/model.onnx`` (exported there first if missing)."""
         path = Path(model_dir) / ONNX_FILE
         if not path.is_file():
@@ -255,7 +275,7 @@ class BaseDetector(ABC):
         self.onnx_scorer_ = OnnxScorer(path, threads)
         return self
 
-    def use_half_precision(self) -> "BaseDetector":
+    def use_half_precision(self) -> BaseDetector:
         """Run the network in float16 autocast (CUDA only), for throughput on GPUs with fast half precision
         (``bench/predict_throughput.py --runtime fp16`` measures it); autocast keeps reductions and
         normalisations in float32."""
@@ -275,16 +295,21 @@ class BaseDetector(ABC):
         assert self.thresholds_ is not None
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = {"format_version": FORMAT_VERSION, "detector": self.name, "params": self.get_params(),
-                  "working_scale": self._fitted_scale().to_dict(), "thresholds": self.thresholds_.to_dict(),
-                  "info": self._info()}
+        config = {
+            "format_version": FORMAT_VERSION,
+            "detector": self.name,
+            "params": self.get_params(),
+            "working_scale": self._fitted_scale().to_dict(),
+            "thresholds": self.thresholds_.to_dict(),
+            "info": self._info(),
+        }
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         tensors = {k: v.detach().contiguous().cpu() for k, v in self._state_tensors().items()}
         save_file(tensors, str(directory / STATE_FILE))
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> "BaseDetector":
+    def load(cls, directory: str | Path, device: str | None = None) -> BaseDetector:
         """Rebuild a saved detector, on ``device`` if given (else the saved setting). Reads JSON and
         safetensors only: no code from the file is executed."""
         config = read_config(directory)
@@ -293,11 +318,13 @@ class BaseDetector(ABC):
         params = {k: v for k, v in config["params"].items() if k in cls._param_names()}
         if device is not None:
             params["device"] = device
-        flush_denormals()   # before _load_state builds the network
+        flush_denormals()  # before _load_state builds the network
         detector = cls(**params)
-        detector.working_scale_ = (WorkingScale.from_dict(config["working_scale"]) if "working_scale" in config
-                                   else WorkingScale(params.get("image_size") or 256, params.get("tile_size"),
-                                                     (0, 0), "settings"))
+        detector.working_scale_ = (
+            WorkingScale.from_dict(config["working_scale"])
+            if "working_scale" in config
+            else WorkingScale(params.get("image_size") or 256, params.get("tile_size"), (0, 0), "settings")
+        )
         detector._load_state(load_file(str(Path(directory) / STATE_FILE)), config.get("info", {}))
         detector.thresholds_ = Thresholds.from_dict(config["thresholds"])
         return detector
@@ -308,7 +335,7 @@ class BaseDetector(ABC):
 
     # -- what each detector implements ----------------------------------------------------------------------
     @abstractmethod
-    def fit(self, images: Iterable[np.ndarray]) -> "BaseDetector":
+    def fit(self, images: Iterable[np.ndarray]) -> BaseDetector:
         """Learn from normal images only; set the state and ``thresholds_``; return ``self``."""
 
     @abstractmethod

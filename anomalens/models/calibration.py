@@ -4,6 +4,7 @@ defects put in, then hand the scores and maps to ``postprocessing.thresholds``.
 Detectors differ only in how a held-out unit is scored (PatchCore leaves the unit's own patches out of its
 memory bank; EfficientAD holds whole images back from training), so they pass that in as two callables.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -11,19 +12,30 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from anomalens.postprocessing.thresholds import (DEFAULT_MAX_FALSE_ALARM_RATE, thresholds_from_normal,
-                                                 thresholds_from_simulation)
+from anomalens.postprocessing.thresholds import (
+    DEFAULT_MAX_FALSE_ALARM_RATE,
+    thresholds_from_normal,
+    thresholds_from_simulation,
+)
 from anomalens.simulation import KINDS, simulate
 from anomalens.types import Thresholds
 
 CALIBRATIONS = ("simulated", "normal")
 
 
-def calibrate(units: Sequence[int], unit_views: Callable[[int], Sequence[int]], views: Sequence[np.ndarray],
-              normal_maps: Callable[[int], torch.Tensor], anomaly_map: Callable[[int, np.ndarray], torch.Tensor],
-              view_scores: Callable[[torch.Tensor], torch.Tensor], calibration: str = "simulated",
-              simulated_per_image: int = 2, max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE, seed: int = 0,
-              simulated_units: int | None = None) -> Thresholds:
+def calibrate(
+    units: Sequence[int],
+    unit_views: Callable[[int], Sequence[int]],
+    views: Sequence[np.ndarray],
+    normal_maps: Callable[[int], torch.Tensor],
+    anomaly_map: Callable[[int, np.ndarray], torch.Tensor],
+    view_scores: Callable[[torch.Tensor], torch.Tensor],
+    calibration: str = "simulated",
+    simulated_per_image: int = 2,
+    max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
+    seed: int = 0,
+    simulated_units: int | None = None,
+) -> Thresholds:
     """Thresholds from held-out normal ``units`` (an image, or a group of views, per unit).
 
     Every unit is scored as it is; simulated defects are put into at most ``simulated_units`` of them (spread
@@ -58,8 +70,9 @@ def calibrate(units: Sequence[int], unit_views: Callable[[int], Sequence[int]], 
                 anomaly_maps.append(amap.numpy())
                 anomaly_masks.append(anomaly.mask[None])
     if calibration == "simulated" and anomaly_scores:
-        return thresholds_from_simulation(normal_scores, normal_map_list, anomaly_scores, anomaly_maps,
-                                          anomaly_masks, max_false_alarm_rate)
+        return thresholds_from_simulation(
+            normal_scores, normal_map_list, anomaly_scores, anomaly_maps, anomaly_masks, max_false_alarm_rate
+        )
     return thresholds_from_normal(normal_scores, normal_map_list, max_false_alarm_rate)
 
 

@@ -1,4 +1,5 @@
 """Where the networks run: the one place that turns a device name into a ``torch.device``."""
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ The exported graph maps a [B,3,S,S] batch in [0,1] to [B,S,S] anomaly maps, exac
 ``_score_views`` computes in PyTorch; views, tiling, thresholds and findings stay in Python, so the two
 runtimes give the same predictions up to float rounding.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,16 @@ def export_onnx(module: torch.nn.Module, image_size: int, path: str | Path) -> P
     module = module.eval().cpu()
     example = torch.rand(2, 3, image_size, image_size)
     with torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(module, (example,), str(path), input_names=["images"], output_names=["maps"],
-                          dynamic_axes={"images": {0: "batch"}, "maps": {0: "batch"}}, opset_version=OPSET,
-                          dynamo=False)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=["maps"],
+            dynamic_axes={"images": {0: "batch"}, "maps": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
     return path
 
 

@@ -14,6 +14,7 @@ share one scale):
 * ``1.6 <= relative_peak < 2.2``: "high"
 * ``relative_peak >= 2.2`` (or no positive threshold): "critical"
 """
+
 from __future__ import annotations
 
 import math
@@ -30,14 +31,12 @@ from anomalens.types import Prediction
 
 SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((1.25, "low"), (1.6, "medium"), (2.2, "high"))
 SEVERITY_ORDER = ("none", "low", "medium", "high", "critical")
-GRID_NAMES = (("top left", "top", "top right"),
-              ("left", "center", "right"),
-              ("bottom left", "bottom", "bottom right"))
-CELL_SHARE = 0.10            # a grid cell counts for a region holding at least this share of its pixels
-ELONGATED_RATIO = 3.0        # major / minor axis length at and above which a region is "elongated"
-BRIGHTNESS_DELTA = 0.04      # |region - surroundings| mean gray difference (on [0, 1]) for darker / brighter
-CHROMA_DELTA = 0.05          # distance of mean chromaticity (r, g, b) / (r + g + b) for "other colour"
-MIN_CHROMA_SUM = 0.05        # darker means than this (sum of r, g, b) carry no reliable colour
+GRID_NAMES = (("top left", "top", "top right"), ("left", "center", "right"), ("bottom left", "bottom", "bottom right"))
+CELL_SHARE = 0.10  # a grid cell counts for a region holding at least this share of its pixels
+ELONGATED_RATIO = 3.0  # major / minor axis length at and above which a region is "elongated"
+BRIGHTNESS_DELTA = 0.04  # |region - surroundings| mean gray difference (on [0, 1]) for darker / brighter
+CHROMA_DELTA = 0.05  # distance of mean chromaticity (r, g, b) / (r + g + b) for "other colour"
+MIN_CHROMA_SUM = 0.05  # darker means than this (sum of r, g, b) carry no reliable colour
 # Parts of the outline closer than this share of the image's short side are one finding: anomaly maps are
 # smooth at about this scale (PatchCore: 32x32 patches, each seeing its 3x3 neighbours), so a gap narrower than
 # it says little. On the validation halves, at the default outline level, merging gaps up to this one made more
@@ -185,8 +184,12 @@ def _positions(coords: np.ndarray, centre_cell: str, cell_rows: np.ndarray, cell
     counts = np.zeros((3, 3), dtype=np.int64)
     np.add.at(counts, (cell_rows[coords[:, 0]], cell_cols[coords[:, 1]]), 1)
     shares = counts / max(1, len(coords))
-    chosen = [(shares[r, c], GRID_NAMES[r][c]) for r in range(3) for c in range(3)
-              if shares[r, c] >= CELL_SHARE or GRID_NAMES[r][c] == centre_cell]
+    chosen = [
+        (shares[r, c], GRID_NAMES[r][c])
+        for r in range(3)
+        for c in range(3)
+        if shares[r, c] >= CELL_SHARE or GRID_NAMES[r][c] == centre_cell
+    ]
     # stable: equal shares keep reading order (top left ... bottom right)
     return [name for _, name in sorted(chosen, key=lambda item: -item[0])]
 
@@ -222,8 +225,9 @@ def _chromaticity(mean_rgb: np.ndarray) -> np.ndarray | None:
     return mean_rgb / total if total >= MIN_CHROMA_SUM else None
 
 
-def _appearance(region: np.ndarray, anomalous: np.ndarray, pixels: tuple[np.ndarray, np.ndarray] | None
-                ) -> tuple[str, list[str], float | None, float | None, float | None, float | None]:
+def _appearance(
+    region: np.ndarray, anomalous: np.ndarray, pixels: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[str, list[str], float | None, float | None, float | None, float | None]:
     """Brightness word, cue list and the measured numbers, region vs. a ring of normal surroundings."""
     if pixels is None:
         return "unknown", [], None, None, None, None
@@ -236,8 +240,9 @@ def _appearance(region: np.ndarray, anomalous: np.ndarray, pixels: tuple[np.ndar
         return "unknown", [], inside, None, None, None
     around = float(luma[ring].mean())
     difference = inside - around
-    brightness = "darker" if difference <= -BRIGHTNESS_DELTA else "brighter" if difference >= BRIGHTNESS_DELTA \
-        else "similar"
+    brightness = (
+        "darker" if difference <= -BRIGHTNESS_DELTA else "brighter" if difference >= BRIGHTNESS_DELTA else "similar"
+    )
     cues = [brightness]
     colour = None
     chroma_in, chroma_out = _chromaticity(rgb[region].mean(axis=0)), _chromaticity(rgb[ring].mean(axis=0))
@@ -266,8 +271,13 @@ def group_regions(mask: np.ndarray, merge_distance: float = MERGE_DISTANCE) -> n
     return measure.label(near, connectivity=2) * mask
 
 
-def extract_findings(prediction: Prediction, image: np.ndarray | None = None, min_area_fraction: float = 0.0005,
-                     min_area_pixels: int = 16, merge_distance: float = MERGE_DISTANCE) -> Findings:
+def extract_findings(
+    prediction: Prediction,
+    image: np.ndarray | None = None,
+    min_area_fraction: float = 0.0005,
+    min_area_pixels: int = 16,
+    merge_distance: float = MERGE_DISTANCE,
+) -> Findings:
     """Regions of ``prediction.mask`` with their place, size, shape, score, severity and appearance.
 
     ``image`` is the inspected image (float32 HxWx3 in [0, 1]; resized to the map when its size differs, and
@@ -277,9 +287,12 @@ def extract_findings(prediction: Prediction, image: np.ndarray | None = None, mi
     keeps at least its largest region (and, should the mask be empty, the half-maximum blob around the anomaly
     map's maximum), so that "anomalous" never comes without a place. A normal verdict has no regions.
     """
-    findings = Findings(verdict="anomalous" if prediction.is_anomalous else "normal",
-                        is_anomalous=bool(prediction.is_anomalous), image_score=float(prediction.image_score),
-                        normalized_score=float(prediction.normalized_score))
+    findings = Findings(
+        verdict="anomalous" if prediction.is_anomalous else "normal",
+        is_anomalous=bool(prediction.is_anomalous),
+        image_score=float(prediction.image_score),
+        normalized_score=float(prediction.normalized_score),
+    )
     if not prediction.is_anomalous:
         return findings
     anomaly_map = np.asarray(prediction.anomaly_map, dtype=np.float32)
@@ -307,14 +320,32 @@ def extract_findings(prediction: Prediction, image: np.ndarray | None = None, mi
         kind, ratio, degrees = _shape(p)
         brightness, cues, inside, around, difference, colour = _appearance(region, mask, pixels)
         parts = int(measure.label(region[y0:y1, x0:x1], connectivity=2).max())
-        regions.append(Region(
-            index=0, label=int(p.label), parts=parts, box=(x0, y0, x1, y1), area_pixels=int(p.area),
-            area_fraction=float(p.area) / float(shape[0] * shape[1]), centroid=(cx, cy), peak_score=peak,
-            mean_score=float(scores.mean()), relative_peak=relative, severity=severity_for(relative),
-            positions=_positions(p.coords, centre_cell, cell_rows, cell_cols), position=centre_cell, shape=kind,
-            elongation=ratio, orientation_degrees=degrees, brightness=brightness, appearance=cues,
-            mean_intensity=inside, surround_intensity=around, intensity_difference=difference,
-            colour_difference=colour))
+        regions.append(
+            Region(
+                index=0,
+                label=int(p.label),
+                parts=parts,
+                box=(x0, y0, x1, y1),
+                area_pixels=int(p.area),
+                area_fraction=float(p.area) / float(shape[0] * shape[1]),
+                centroid=(cx, cy),
+                peak_score=peak,
+                mean_score=float(scores.mean()),
+                relative_peak=relative,
+                severity=severity_for(relative),
+                positions=_positions(p.coords, centre_cell, cell_rows, cell_cols),
+                position=centre_cell,
+                shape=kind,
+                elongation=ratio,
+                orientation_degrees=degrees,
+                brightness=brightness,
+                appearance=cues,
+                mean_intensity=inside,
+                surround_intensity=around,
+                intensity_difference=difference,
+                colour_difference=colour,
+            )
+        )
     regions.sort(key=lambda r: (-r.peak_score, -r.area_pixels))
     for i, r in enumerate(regions):
         r.index = i

@@ -8,16 +8,16 @@ small blowholes, so regions merged, and their count, places and shapes said litt
 the cores that make the verdict. The level was chosen on the validation halves of the suite's categories with
 masks (``bench/outline_validation.py``, ``bench/results/outline_validation.md``).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 OUTLINE_LEVEL = 0.75
-_MEDIAN_STRIDE = 4   # the image's typical level from every 4th pixel in each direction: same value, 16x cheaper
+_MEDIAN_STRIDE = 4  # the image's typical level from every 4th pixel in each direction: same value, 16x cheaper
 
 
-def outline_mask(anomaly_map: np.ndarray, pixel_threshold: float = -np.inf,
-                 level: float = OUTLINE_LEVEL) -> np.ndarray:
+def outline_mask(anomaly_map: np.ndarray, pixel_threshold: float = -np.inf, level: float = OUTLINE_LEVEL) -> np.ndarray:
     """Boolean mask of the outlined pixels of ``anomaly_map`` (see the module docstring); ``level`` 0 gives the
     plain ``anomaly_map >= pixel_threshold``. Never empty for a map with a finite maximum at or above the
     pixel threshold."""

@@ -1,5 +1,6 @@
 """What a user can expect at a threshold, from the calibration scores a model keeps: the share of held-out normal
 images it flags, an upper bound on that share for new ones, and the share of simulated defects it catches."""
+
 from __future__ import annotations
 
 from typing import Any

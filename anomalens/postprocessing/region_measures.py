@@ -1,6 +1,7 @@
 """Measures of one region that both the findings and the defect-type embedding use: gray level, elongation
 and the ring of surroundings a region is compared with.
 """
+
 from __future__ import annotations
 
 import math

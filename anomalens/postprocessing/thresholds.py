@@ -11,6 +11,7 @@ the same images with synthetic defects put in; the best cut between the two is u
 than the false-alarm bound. The scores are kept in the thresholds' details, so that what a user can expect
 (:mod:`anomalens.postprocessing.rates`) is stored with the model.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,8 +25,11 @@ from anomalens.types import Thresholds
 DEFAULT_MAX_FALSE_ALARM_RATE = 0.05
 
 
-def tail_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
-                   confidence: float = BOUND_CONFIDENCE) -> float:
+def tail_threshold(
+    normal_scores: Sequence[float],
+    max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
+    confidence: float = BOUND_CONFIDENCE,
+) -> float:
     """Upper tolerance bound on the score that a share ``max_false_alarm_rate`` of normal images exceeds, with
     probability ``confidence``, under a Gaussian fitted to the log-scores (the one-sided normal tolerance
     factor, from the noncentral t: a handful of normals gives a much wider, safer bound than a few hundred)."""
@@ -43,8 +47,11 @@ def tail_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float =
     return float(np.exp(logs.mean() + factor * spread))
 
 
-def false_alarm_threshold(normal_scores: Sequence[float], max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
-                          confidence: float = BOUND_CONFIDENCE) -> float:
+def false_alarm_threshold(
+    normal_scores: Sequence[float],
+    max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
+    confidence: float = BOUND_CONFIDENCE,
+) -> float:
     """Lowest threshold at which new normal images exceed it at most ``max_false_alarm_rate`` of the time, with
     probability ``confidence``, judged from held-out normal scores.
 
@@ -69,9 +76,12 @@ def false_alarm_threshold(normal_scores: Sequence[float], max_false_alarm_rate: 
     return float(np.nextafter(passing, np.inf)) if allowed == 0 else float((passing + scores[allowed - 1]) / 2)
 
 
-def thresholds_from_normal(normal_scores: Sequence[float], normal_maps: Sequence[np.ndarray],
-                           max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
-                           pixel_fraction: float = 1.0) -> Thresholds:
+def thresholds_from_normal(
+    normal_scores: Sequence[float],
+    normal_maps: Sequence[np.ndarray],
+    max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
+    pixel_fraction: float = 1.0,
+) -> Thresholds:
     """Image and pixel thresholds from scores and maps of held-back normal images.
 
     The pixel threshold sits ``pixel_fraction`` of the way from the typical normal pixel level (median of
@@ -83,11 +93,20 @@ def thresholds_from_normal(normal_scores: Sequence[float], normal_maps: Sequence
     baseline = float(np.median(np.concatenate([m.ravel() for m in normal_maps]))) if normal_maps else 0.0
     pixel = baseline + pixel_fraction * (image - baseline)
     scores = np.asarray(normal_scores, dtype=np.float64)
-    return Thresholds(image=image, pixel=pixel, method="normal-tail",
-                      details={"max_false_alarm_rate": max_false_alarm_rate, "pixel_fraction": pixel_fraction,
-                               "n_normal": int(scores.size), "normal_score_mean": float(scores.mean()),
-                               "normal_score_max": float(scores.max()), "normal_pixel_median": baseline,
-                               "normal_scores": _rounded(scores)})
+    return Thresholds(
+        image=image,
+        pixel=pixel,
+        method="normal-tail",
+        details={
+            "max_false_alarm_rate": max_false_alarm_rate,
+            "pixel_fraction": pixel_fraction,
+            "n_normal": int(scores.size),
+            "normal_score_mean": float(scores.mean()),
+            "normal_score_max": float(scores.max()),
+            "normal_pixel_median": baseline,
+            "normal_scores": _rounded(scores),
+        },
+    )
 
 
 def best_balanced_threshold(normal_scores: Sequence[float], anomaly_scores: Sequence[float]) -> float:
@@ -107,10 +126,14 @@ def best_balanced_threshold(normal_scores: Sequence[float], anomaly_scores: Sequ
     return float(cuts[best[len(best) // 2]])
 
 
-def thresholds_from_simulation(normal_scores: Sequence[float], normal_maps: Sequence[np.ndarray],
-                               anomaly_scores: Sequence[float], anomaly_maps: Sequence[np.ndarray],
-                               anomaly_masks: Sequence[np.ndarray],
-                               max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> Thresholds:
+def thresholds_from_simulation(
+    normal_scores: Sequence[float],
+    normal_maps: Sequence[np.ndarray],
+    anomaly_scores: Sequence[float],
+    anomaly_maps: Sequence[np.ndarray],
+    anomaly_masks: Sequence[np.ndarray],
+    max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
+) -> Thresholds:
     """Thresholds from held-out normals and simulated anomalies put into them (no real defect labels).
 
     Image: the best balanced-accuracy cut between normal and simulated-anomaly scores, raised to the
@@ -127,13 +150,22 @@ def thresholds_from_simulation(normal_scores: Sequence[float], normal_maps: Sequ
     values = np.concatenate([m.ravel() for m in anomaly_maps])
     pixel_f1, pixel = f1_max(masks, values) if masks.any() else (float("nan"), image)
     anomalies = np.asarray(anomaly_scores, dtype=np.float64)
-    return Thresholds(image=image, pixel=min(float(pixel), image), method="simulated-anomalies",
-                      details={**normal_only.details, "normal_tail_image_threshold": normal_only.image,
-                               "n_simulated": int(anomalies.size), "balanced_cut": cut,
-                               "false_alarm_bound_applied": bool(normal_only.image > cut),
-                               "simulated_detected": float((anomalies >= image).mean()),
-                               "normal_passed": float((np.asarray(normal_scores) < image).mean()),
-                               "simulated_pixel_f1": float(pixel_f1), "simulated_scores": _rounded(anomalies)})
+    return Thresholds(
+        image=image,
+        pixel=min(float(pixel), image),
+        method="simulated-anomalies",
+        details={
+            **normal_only.details,
+            "normal_tail_image_threshold": normal_only.image,
+            "n_simulated": int(anomalies.size),
+            "balanced_cut": cut,
+            "false_alarm_bound_applied": bool(normal_only.image > cut),
+            "simulated_detected": float((anomalies >= image).mean()),
+            "normal_passed": float((np.asarray(normal_scores) < image).mean()),
+            "simulated_pixel_f1": float(pixel_f1),
+            "simulated_scores": _rounded(anomalies),
+        },
+    )
 
 
 def _rounded(values: np.ndarray) -> list[float]:

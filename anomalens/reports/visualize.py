@@ -1,4 +1,5 @@
 """Pictures of a prediction: heatmap overlay with outlined regions, and the binary mask."""
+
 from __future__ import annotations
 
 import cv2
@@ -26,8 +27,7 @@ def overlay(image_rgb: np.ndarray, prediction: Prediction, alpha: float = 0.45) 
     heat = heatmap_rgb(prediction.anomaly_map, prediction.thresholds.image)
     blended = cv2.addWeighted(image_rgb, 1.0 - alpha, heat, alpha, 0.0)
     if prediction.mask.any():
-        contours, _ = cv2.findContours(prediction.mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(prediction.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         thickness = max(1, round(min(image_rgb.shape[:2]) / 200))
         cv2.drawContours(blended, contours, -1, OUTLINE_RGB, thickness)
     return blended

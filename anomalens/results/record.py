@@ -6,6 +6,7 @@ service's store, exports and schemas, the engines and the CLI all read it by att
 is one entry of ``results.json``: keys that only some records have (the output file names, a region's defect
 type, what the calibration expects) are left out rather than written as ``null``, as they always were.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,11 @@ class _OmittingNone(BaseModel):
             if isinstance(value, _OmittingNone) and value._exclusions():
                 excluded[name] = value._exclusions()
             elif isinstance(value, list):
-                inner = {i: item._exclusions() for i, item in enumerate(value)
-                         if isinstance(item, _OmittingNone) and item._exclusions()}
+                inner = {
+                    i: item._exclusions()
+                    for i, item in enumerate(value)
+                    if isinstance(item, _OmittingNone) and item._exclusions()
+                }
                 if inner:
                     excluded[name] = inner
         return excluded
@@ -99,7 +103,8 @@ class InspectionRecord(_OmittingNone):
 
     model_config = ConfigDict(extra="ignore")
     OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset(
-        {"expected_false_alarm_rate", "expected_simulated_detection_rate", "overlay", "mask", "label"})
+        {"expected_false_alarm_rate", "expected_simulated_detection_rate", "overlay", "mask", "label"}
+    )
 
     image: str
     score: float
@@ -123,12 +128,24 @@ class InspectionRecord(_OmittingNone):
     label: int | None = None
 
     @classmethod
-    def of(cls, image: str | Path, prediction: Prediction, findings: Findings, milliseconds: float,
-           explanation: ExplanationRecord) -> InspectionRecord:
+    def of(
+        cls,
+        image: str | Path,
+        prediction: Prediction,
+        findings: Findings,
+        milliseconds: float,
+        explanation: ExplanationRecord,
+    ) -> InspectionRecord:
         """The record of ``prediction`` and its ``findings`` for the image named ``image``."""
-        return cls(image=str(image), **prediction.to_dict(), milliseconds=round(milliseconds, 2),
-                   region_count=findings.count, severity=findings.severity,
-                   regions=[RegionRecord.of(region) for region in findings.regions], explanation=explanation)
+        return cls(
+            image=str(image),
+            **prediction.to_dict(),
+            milliseconds=round(milliseconds, 2),
+            region_count=findings.count,
+            severity=findings.severity,
+            regions=[RegionRecord.of(region) for region in findings.regions],
+            explanation=explanation,
+        )
 
     @property
     def total_area_fraction(self) -> float:

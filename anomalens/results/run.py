@@ -1,4 +1,5 @@
 """A batch of inspections: which output names each input gets, and the outcome in input order."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -48,15 +49,19 @@ class InspectionRun:
     seconds: float
 
     @classmethod
-    def in_input_order(cls, results: list[InspectionRecord], errors: list[dict[str, str]],
-                       items: Sequence[InputItem], seconds: float) -> InspectionRun:
+    def in_input_order(
+        cls, results: list[InspectionRecord], errors: list[dict[str, str]], items: Sequence[InputItem], seconds: float
+    ) -> InspectionRun:
         """The run with ``results`` and ``errors``, gathered in any order, sorted as their images are in ``items``."""
         position: dict[str, int] = {}
         for index, item in enumerate(items):
             position.setdefault(str(path_of(item)), index)
         last = len(position)
-        return cls(sorted(results, key=lambda record: position.get(record.image, last)),
-                   sorted(errors, key=lambda error: position.get(error["path"], last)), seconds)
+        return cls(
+            sorted(results, key=lambda record: position.get(record.image, last)),
+            sorted(errors, key=lambda error: position.get(error["path"], last)),
+            seconds,
+        )
 
     @property
     def n_anomalous(self) -> int:
@@ -64,11 +69,20 @@ class InspectionRun:
 
     def summary(self) -> dict[str, Any]:
         """Counts, time and unreadable inputs (``summary.json``)."""
-        return {"summary": {"n_images": len(self.results), "n_anomalous": self.n_anomalous,
-                            "n_errors": len(self.errors), "seconds": round(self.seconds, 3)},
-                "errors": self.errors}
+        return {
+            "summary": {
+                "n_images": len(self.results),
+                "n_anomalous": self.n_anomalous,
+                "n_errors": len(self.errors),
+                "seconds": round(self.seconds, 3),
+            },
+            "errors": self.errors,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         summary = self.summary()
-        return {"summary": summary["summary"], "results": [record.to_dict() for record in self.results],
-                "errors": self.errors}
+        return {
+            "summary": summary["summary"],
+            "results": [record.to_dict() for record in self.results],
+            "errors": self.errors,
+        }

@@ -4,6 +4,7 @@ Per image ``<stem>_overlay.png`` and ``<stem>_mask.png``; ``results.jsonl`` gain
 as it is done, so a stopped run keeps what it finished and a rerun into the folder can resume from it; at the end
 ``results.json`` holds every record in input order and ``summary.json`` the counts and the unreadable inputs.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,11 @@ class RunDirectory:
                 records.append(InspectionRecord.model_validate_json(line))
             except ValidationError:
                 continue
-        same_model = all(record.image_threshold == round(thresholds.image, 6)
-                         and record.pixel_threshold == round(thresholds.pixel, 6) for record in records)
+        same_model = all(
+            record.image_threshold == round(thresholds.image, 6)
+            and record.pixel_threshold == round(thresholds.pixel, 6)
+            for record in records
+        )
         return records if same_model else []
 
     def write_images(self, record: InspectionRecord, stem: str, image: np.ndarray, prediction: Prediction) -> None:

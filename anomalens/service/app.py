@@ -4,6 +4,7 @@
 routers (``anomalens.service.routers``): the JSON API (OpenAPI at ``/docs`` and ``/openapi.json``), the images of
 stored results, HTML reports and the web page at ``/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,13 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if explainer is None and settings.use_llm:
         explainer = _llm_explainer()
-    state = ServiceState(settings, Store(settings.store_url), Inspector(settings),
-                         HistoryFeed(DefectHistory(settings.history_path)), explainer)
+    state = ServiceState(
+        settings,
+        Store(settings.store_url),
+        Inspector(settings),
+        HistoryFeed(DefectHistory(settings.history_path)),
+        explainer,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -59,9 +65,13 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
         state.store.close()
         state.history.history.close()
 
-    app = FastAPI(title="anomalens inspection service", version="1", lifespan=lifespan,
-                  description="Inspect images with a detector fitted on defect-free images; every result is "
-                              "stored with its heatmap overlay and mask, can be discussed and judged.")
+    app = FastAPI(
+        title="anomalens inspection service",
+        version="1",
+        lifespan=lifespan,
+        description="Inspect images with a detector fitted on defect-free images; every result is "
+        "stored with its heatmap overlay and mask, can be discussed and judged.",
+    )
     app.state.service = state
 
     def body_limit(path: str) -> int:

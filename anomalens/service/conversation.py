@@ -1,4 +1,5 @@
 """Chat turns about a stored result: a ``ChatSession`` rebuilt from the record and the stored turns."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,8 +8,9 @@ from anomalens.explanation.chat import ChatAnswer, ChatSession, GroundedLLM
 from anomalens.results.record import InspectionRecord
 
 
-def reply(record: InspectionRecord, turns: list[dict[str, Any]], message: str, explainer: Any,
-          past: list[str]) -> ChatAnswer:
+def reply(
+    record: InspectionRecord, turns: list[dict[str, Any]], message: str, explainer: Any, past: list[str]
+) -> ChatAnswer:
     """The answer to ``message`` after the earlier ``turns`` (role/content)."""
     backend = GroundedLLM(explainer, record, past) if explainer is not None else None
     session = ChatSession(record, backend, past)

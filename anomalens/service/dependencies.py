@@ -1,5 +1,6 @@
 """What the routers are given: the service's parts and the request values several endpoints share, each as a
 typed dependency (``Annotated[..., Depends(...)]``) that tests can replace with ``app.dependency_overrides``."""
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,7 @@ class ServiceState:
     store: Store
     inspector: Inspector
     history: HistoryFeed
-    explainer: Any = None   # an LLMExplainer-like object, or None for offline explanations
+    explainer: Any = None  # an LLMExplainer-like object, or None for offline explanations
 
 
 def get_state(request: Request) -> ServiceState:
@@ -83,10 +84,15 @@ def stored_pixels(result: StoredDep, store: StoreDep) -> tuple[np.ndarray | None
 PixelsDep = Annotated[tuple[np.ndarray | None, np.ndarray | None], Depends(stored_pixels)]
 
 
-def result_filter(anomalous: bool | None = None, model: str | None = Query(None, max_length=128),
-                  defect_type: str | None = Query(None, max_length=128), feedback: FeedbackStatus | None = None,
-                  since: float | None = Query(None, description="Unix time"),
-                  limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0)) -> ResultFilter:
+def result_filter(
+    anomalous: bool | None = None,
+    model: str | None = Query(None, max_length=128),
+    defect_type: str | None = Query(None, max_length=128),
+    feedback: FeedbackStatus | None = None,
+    since: float | None = Query(None, description="Unix time"),
+    limit: int = Query(100, ge=1, le=10000),
+    offset: int = Query(0, ge=0),
+) -> ResultFilter:
     return ResultFilter(anomalous, model, defect_type, feedback, since, limit, offset)
 
 

@@ -1,4 +1,5 @@
 """Stored results as CSV (one row per result) for spreadsheets; JSON export is the records themselves."""
+
 from __future__ import annotations
 
 import csv
@@ -8,19 +9,41 @@ from typing import Any
 
 from anomalens.service.schemas import StoredResult
 
-CSV_COLUMNS = ("id", "created_at", "station", "model", "image", "anomalous", "score", "normalized_score",
-               "region_count", "severity", "defect_types", "feedback_status", "explanation_source", "explanation")
+CSV_COLUMNS = (
+    "id",
+    "created_at",
+    "station",
+    "model",
+    "image",
+    "anomalous",
+    "score",
+    "normalized_score",
+    "region_count",
+    "severity",
+    "defect_types",
+    "feedback_status",
+    "explanation_source",
+    "explanation",
+)
 
 
 def csv_row(result: StoredResult) -> dict[str, Any]:
-    return {"id": result.id,
-            "created_at": datetime.fromtimestamp(result.created_at, timezone.utc).isoformat(timespec="seconds"),
-            "station": result.station, "model": result.model, "image": result.image,
-            "anomalous": result.anomalous, "score": result.score, "normalized_score": result.normalized_score,
-            "region_count": len(result.regions), "severity": result.severity,
-            "defect_types": ";".join(sorted({r.defect_type for r in result.regions if r.defect_type})),
-            "feedback_status": result.feedback_status or "",
-            "explanation_source": result.explanation.source, "explanation": result.explanation.text}
+    return {
+        "id": result.id,
+        "created_at": datetime.fromtimestamp(result.created_at, timezone.utc).isoformat(timespec="seconds"),
+        "station": result.station,
+        "model": result.model,
+        "image": result.image,
+        "anomalous": result.anomalous,
+        "score": result.score,
+        "normalized_score": result.normalized_score,
+        "region_count": len(result.regions),
+        "severity": result.severity,
+        "defect_types": ";".join(sorted({r.defect_type for r in result.regions if r.defect_type})),
+        "feedback_status": result.feedback_status or "",
+        "explanation_source": result.explanation.source,
+        "explanation": result.explanation.text,
+    }
 
 
 def to_csv(records: list[StoredResult]) -> str:

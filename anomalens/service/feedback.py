@@ -1,7 +1,9 @@
 """Operator feedback on a stored result, fed into the defect history through ``record_feedback``."""
+
 from __future__ import annotations
 
 import threading
+
 import numpy as np
 
 from anomalens.explanation.history import DefectHistory, region_query
@@ -20,14 +22,20 @@ class HistoryFeed:
         self.history = history
         self._lock = threading.Lock()
 
-    def seen_before(self, record: InspectionRecord, image: np.ndarray | None = None,
-                    outline: np.ndarray | None = None) -> list[str]:
+    def seen_before(
+        self, record: InspectionRecord, image: np.ndarray | None = None, outline: np.ndarray | None = None
+    ) -> list[str]:
         """Sentences about past cases like the record's strongest region (its look and its words)."""
         with self._lock:
             return self.history.seen_before(record, image, outline)
 
-    def record(self, record: InspectionRecord, judgement: FeedbackRequest, image: np.ndarray | None = None,
-               outline: np.ndarray | None = None) -> list[int]:
+    def record(
+        self,
+        record: InspectionRecord,
+        judgement: FeedbackRequest,
+        image: np.ndarray | None = None,
+        outline: np.ndarray | None = None,
+    ) -> list[int]:
         """History case ids for the judged regions (all regions unless one is named; none for a clean image),
         each stored with its embedding when the image and its outline are given."""
         regions = record.regions
@@ -38,7 +46,16 @@ class HistoryFeed:
         indices = [judgement.region_index] if judgement.region_index is not None else range(len(regions))
         embeddings = {i: region_query(record, i, image, outline)[0] for i in indices}
         with self._lock:
-            return [self.history.record_feedback(record, i, judgement.status, judgement.defect_type,
-                                                 cause=judgement.cause, action=judgement.action,
-                                                 description=judgement.note, embedding=embeddings[i])
-                    for i in indices]
+            return [
+                self.history.record_feedback(
+                    record,
+                    i,
+                    judgement.status,
+                    judgement.defect_type,
+                    cause=judgement.cause,
+                    action=judgement.action,
+                    description=judgement.note,
+                    embedding=embeddings[i],
+                )
+                for i in indices
+            ]

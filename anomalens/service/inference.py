@@ -3,6 +3,7 @@
 The detector is loaded once and only read by requests; predictions are serialised by a lock, because one
 PatchCore forward pass already uses the cores given to it and interleaving two only adds contention.
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,8 +32,8 @@ class BadImage(ValueError):
 @dataclass
 class Inspected:
     record: InspectionRecord
-    model: str                 # the name of the model that judged it
-    images: dict[str, bytes]   # "image", "overlay", "mask" -> PNG bytes
+    model: str  # the name of the model that judged it
+    images: dict[str, bytes]  # "image", "overlay", "mask" -> PNG bytes
     image: np.ndarray
     prediction: Prediction
 
@@ -84,9 +85,12 @@ class Inspector:
         config = read_config(self.available[name])
         expected = Thresholds.from_dict(config["thresholds"]).expected
         scale = config.get("working_scale")
-        return {"name": name, "active": name == self.model_name,
-                "working_scale": WorkingScale.from_dict(scale).describe() if scale else None,
-                **{f"expected_{key}": value for key, value in expected.items() if key != "n_normal"}}
+        return {
+            "name": name,
+            "active": name == self.model_name,
+            "working_scale": WorkingScale.from_dict(scale).describe() if scale else None,
+            **{f"expected_{key}": value for key, value in expected.items() if key != "n_normal"},
+        }
 
     def _load(self, name: str) -> tuple[str, BaseDetector]:
         return name, load_detector(self.available[name])
@@ -107,6 +111,9 @@ class Inspector:
             milliseconds = 1000 * (time.perf_counter() - tic)
         record = api.inspection_record(image_name, image, prediction, milliseconds, self.taxonomy)
         rgb = to_uint8_rgb(image)
-        images = {"image": encode_png(rgb), "overlay": encode_png(overlay(rgb, prediction)),
-                  "mask": encode_png(mask_png(prediction))}
+        images = {
+            "image": encode_png(rgb),
+            "overlay": encode_png(overlay(rgb, prediction)),
+            "mask": encode_png(mask_png(prediction)),
+        }
         return Inspected(record, model_name, images, image, prediction)

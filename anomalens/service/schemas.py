@@ -1,4 +1,5 @@
 """Request and response bodies of the service (pydantic): the OpenAPI spec is generated from these."""
+
 from __future__ import annotations
 
 from typing import Literal

@@ -1,8 +1,10 @@
 """Request guards: the optional API key, and a limit on the size of request bodies."""
+
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import HTTPException, Security
 from fastapi.security import APIKeyHeader
@@ -10,8 +12,11 @@ from starlette.responses import JSONResponse
 
 API_KEY_HEADER = "X-API-Key"
 # declared as a security scheme, so that the OpenAPI spec (and /docs) shows the key and how to send it
-_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
-                           description="needed on every endpoint except /health when the service has a key")
+_key_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="needed on every endpoint except /health when the service has a key",
+)
 
 
 def api_key_guard(expected: str | None) -> Callable[..., Any]:

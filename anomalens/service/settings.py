@@ -1,4 +1,5 @@
 """Settings of the inspection service: one plain object, built by the CLI or by tests."""
+
 from __future__ import annotations
 
 import os
@@ -29,10 +30,10 @@ class ServiceSettings:
     max_image_pixels: int = 64_000_000
     taxonomy_dir: Path | None = None
     use_llm: bool = False
-    station: str = field(default_factory=lambda: socket.gethostname())   # the host when settings are made
+    station: str = field(default_factory=lambda: socket.gethostname())  # the host when settings are made
 
     @classmethod
-    def create(cls, model_dir: str | Path, data_dir: str | Path = "anomalens_data", **options) -> "ServiceSettings":
+    def create(cls, model_dir: str | Path, data_dir: str | Path = "anomalens_data", **options) -> ServiceSettings:
         """Settings with paths as ``Path`` and the API key taken from ``ANOMALENS_API_KEY`` unless given."""
         options.setdefault("api_key", os.environ.get("ANOMALENS_API_KEY") or None)
         if options.get("taxonomy_dir") is not None:

@@ -4,6 +4,7 @@ SQLite (a file in the data directory) by default; any SQLAlchemy URL, such as Po
 stations share one store. The schema is created and upgraded by Alembic (``migrations/``) when the store
 opens. Images are kept in the database as PNG bytes, so a shared store needs no shared file system.
 """
+
 from __future__ import annotations
 
 import threading
@@ -15,8 +16,21 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine, event,
-                        func, select, update)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -138,13 +152,24 @@ class Store:
         """Store a result and its PNG images; returns the new id."""
         inspection_id = uuid.uuid4().hex
         with self._session.begin() as session:
-            session.add(Inspection(id=inspection_id, created_at=time.time(), station=station, model=model,
-                                   image_name=record.image[:255], anomalous=record.anomalous,
-                                   score=record.score, defect_types=_types_key(record),
-                                   explanation_source=record.explanation.source, record=record.to_dict()))
+            session.add(
+                Inspection(
+                    id=inspection_id,
+                    created_at=time.time(),
+                    station=station,
+                    model=model,
+                    image_name=record.image[:255],
+                    anomalous=record.anomalous,
+                    score=record.score,
+                    defect_types=_types_key(record),
+                    explanation_source=record.explanation.source,
+                    record=record.to_dict(),
+                )
+            )
             session.flush()  # the parent row first: PostgreSQL checks the images' foreign key at once
-            session.add_all(InspectionImage(inspection_id=inspection_id, kind=kind, png=png)
-                            for kind, png in images.items())
+            session.add_all(
+                InspectionImage(inspection_id=inspection_id, kind=kind, png=png) for kind, png in images.items()
+            )
         return inspection_id
 
     def set_explanation(self, inspection_id: str, explanation: ExplanationRecord) -> None:
@@ -186,35 +211,72 @@ class Store:
 
     def add_message(self, inspection_id: str, role: str, content: str, source: str | None = None) -> None:
         with self._session.begin() as session:
-            session.add(ChatMessage(inspection_id=inspection_id, created_at=time.time(), role=role,
-                                    content=content, source=source))
+            session.add(
+                ChatMessage(
+                    inspection_id=inspection_id, created_at=time.time(), role=role, content=content, source=source
+                )
+            )
 
     def messages(self, inspection_id: str) -> list[dict[str, Any]]:
         query = select(ChatMessage).where(ChatMessage.inspection_id == inspection_id).order_by(ChatMessage.id)
         with self._session() as session:
             return [{"role": m.role, "content": m.content, "source": m.source} for m in session.scalars(query)]
 
-    def add_feedback(self, inspection_id: str, status: str, region_index: int | None, defect_type: str | None,
-                     cause: str, action: str, note: str, history_case_ids: list[int]) -> int:
+    def add_feedback(
+        self,
+        inspection_id: str,
+        status: str,
+        region_index: int | None,
+        defect_type: str | None,
+        cause: str,
+        action: str,
+        note: str,
+        history_case_ids: list[int],
+    ) -> int:
         with self._session.begin() as session:
-            feedback = Feedback(inspection_id=inspection_id, created_at=time.time(), status=status,
-                                region_index=region_index, defect_type=defect_type, cause=cause, action=action,
-                                note=note, history_case_ids=history_case_ids)
+            feedback = Feedback(
+                inspection_id=inspection_id,
+                created_at=time.time(),
+                status=status,
+                region_index=region_index,
+                defect_type=defect_type,
+                cause=cause,
+                action=action,
+                note=note,
+                history_case_ids=history_case_ids,
+            )
             session.add(feedback)
-            session.execute(update(Inspection).where(Inspection.id == inspection_id)
-                            .values(feedback_status=status))
+            session.execute(update(Inspection).where(Inspection.id == inspection_id).values(feedback_status=status))
             session.flush()
             return feedback.id
 
     def feedback(self, inspection_id: str) -> list[dict[str, Any]]:
         query = select(Feedback).where(Feedback.inspection_id == inspection_id).order_by(Feedback.id)
         with self._session() as session:
-            return [{"id": f.id, "created_at": f.created_at, "status": f.status, "region_index": f.region_index,
-                     "defect_type": f.defect_type, "cause": f.cause, "action": f.action, "note": f.note,
-                     "history_case_ids": f.history_case_ids} for f in session.scalars(query)]
+            return [
+                {
+                    "id": f.id,
+                    "created_at": f.created_at,
+                    "status": f.status,
+                    "region_index": f.region_index,
+                    "defect_type": f.defect_type,
+                    "cause": f.cause,
+                    "action": f.action,
+                    "note": f.note,
+                    "history_case_ids": f.history_case_ids,
+                }
+                for f in session.scalars(query)
+            ]
 
     @staticmethod
     def _summary(row: Inspection) -> StoredResult:
-        return StoredResult.model_validate({**row.record, "id": row.id, "created_at": row.created_at,
-                                            "station": row.station, "model": row.model,
-                                            "feedback_status": row.feedback_status})
+        return StoredResult.model_validate(
+            {
+                **row.record,
+                "id": row.id,
+                "created_at": row.created_at,
+                "station": row.station,
+                "model": row.model,
+                "feedback_status": row.feedback_status,
+            }
+        )

@@ -13,6 +13,7 @@ Kinds (:data:`KINDS`): ``nsa`` (Poisson-blended patch of another good image), ``
 (smooth dark/bright blob or faint scratch). :func:`write_simulated_dataset` writes a whole MVTec-layout set
 and :func:`save_example_grid` a contact sheet.
 """
+
 from anomalens.simulation.dataset import write_simulated_dataset
 from anomalens.simulation.grid import example_grid, examples_from_folder, save_example_grid
 from anomalens.simulation.shapes import SHAPES, blob_mask, ellipse_mask, polygon_mask, random_shape, scratch_mask

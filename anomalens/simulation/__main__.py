@@ -1,4 +1,5 @@
 """``python -m anomalens.simulation GOOD_FOLDER OUT.png``: a contact sheet of simulated anomalies of every kind."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -8,6 +8,7 @@ Conventions used by every generator:
 * every pixel outside the returned mask is bit-identical to the input image, so a detector calibrated on
   the simulated set never sees "normal" pixels that were in fact altered.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ changes the image too little (mean change inside the region under 0.02, or fewer
 :data:`._common.MIN_CHANGED_PIXELS` visibly changed pixels - e.g. on a flat surface without jitter) is
 redrawn.
 """
+
 from __future__ import annotations
 
 import cv2

@@ -18,6 +18,7 @@ image the simulator falls back to another kind and the image goes to that kind's
 Each defect ``i`` is drawn with ``numpy.random.default_rng([seed, i])``, so one image can be reproduced on
 its own from ``simulation.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,7 @@ def _prepare_output(cat_out: Path, cat_in: Path, overwrite: bool) -> None:
             raise FileExistsError(f"output folder '{cat_out}' already exists and is not empty (use overwrite)")
         if not (cat_out / METADATA_FILE).is_file():
             raise FileExistsError(
-                f"refusing to overwrite '{cat_out}': it has no {METADATA_FILE}, so it was not written by "
-                f"the simulator"
+                f"refusing to overwrite '{cat_out}': it has no {METADATA_FILE}, so it was not written by the simulator"
             )
         shutil.rmtree(cat_out)
     cat_out.mkdir(parents=True, exist_ok=True)
@@ -171,18 +171,20 @@ def write_simulated_dataset(
         write_png(cat_out / image_rel, to_uint8_rgb(sim.image))
         write_png(cat_out / mask_rel, sim.mask.astype(np.uint8) * 255)
         per_kind[sim.kind] += 1
-        records.append({
-            "index": i,
-            "image": image_rel.as_posix(),
-            "mask": mask_rel.as_posix(),
-            "kind": sim.kind,
-            "requested_kind": kind,
-            "base": str(base),
-            "source": None if donor is None else str(donor),
-            "rng_seed": [int(seed), i],
-            "mask_pixels": int(sim.mask.sum()),
-            "params": sim.params,
-        })
+        records.append(
+            {
+                "index": i,
+                "image": image_rel.as_posix(),
+                "mask": mask_rel.as_posix(),
+                "kind": sim.kind,
+                "requested_kind": kind,
+                "base": str(base),
+                "source": None if donor is None else str(donor),
+                "rng_seed": [int(seed), i],
+                "mask_pixels": int(sim.mask.sum()),
+                "params": sim.params,
+            }
+        )
 
     metadata = {
         "generator": "anomalens.simulation",

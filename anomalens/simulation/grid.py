@@ -2,6 +2,7 @@
 
 Regenerate the documentation grid with ``python -m anomalens.simulation GOOD_FOLDER docs/simulated_examples.png``.
 """
+
 from __future__ import annotations
 
 import os
@@ -142,4 +143,3 @@ def examples_from_folder(
             sim.params["base_file"] = paths[base].name
             examples.append(sim)
     return examples
-

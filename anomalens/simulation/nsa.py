@@ -17,6 +17,7 @@ can end up changing almost nothing. The mask is therefore not the paste shape bu
 (see :func:`._common.changed_mask`); pixels outside it are reset to the original. A draw that changes fewer
 than :data:`._common.MIN_CHANGED_PIXELS` pixels is discarded and redrawn.
 """
+
 from __future__ import annotations
 
 import cv2

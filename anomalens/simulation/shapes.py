@@ -8,6 +8,7 @@ stays inside the box (nothing is cut off at the box edge, except thick scratches
 * :func:`blob_mask` - a smoothed random blob (thresholded blurred noise under a soft elliptic window);
 * :func:`scratch_mask` - a thin curved line (cubic Bezier, 1-3 px thick) crossing the box.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

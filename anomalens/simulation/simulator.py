@@ -12,6 +12,7 @@ If a kind cannot produce a visible change in this image within its bounded retri
 of look-alike patches on a featureless surface), the dispatcher falls back to ``stain``, then
 ``texture``; ``kind`` then names what was actually made and ``params["requested_kind"]`` what was asked.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

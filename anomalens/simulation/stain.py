@@ -7,6 +7,7 @@ random unless the surface under the stain has too little head-room (a bright sta
 surface becomes a dark one). The mask is the pixels that changed by more than 0.03 (so the soft fringe
 that barely changed is outside it and reset to the original).
 """
+
 from __future__ import annotations
 
 import cv2

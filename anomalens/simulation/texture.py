@@ -16,6 +16,7 @@ hard, so pixels outside the mask are bit-identical to the input. Parts of the re
 components) whose mean change stays under 0.03 - the texture happened to match - are reset and left out
 of the mask; a draw with nothing left is redrawn.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -142,9 +143,7 @@ def _shuffle_blocks(image: np.ndarray, rng: np.random.Generator, grid: int) -> n
     return cv2.resize(np.concatenate(rows, axis=0), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def foreign_texture(
-    image: np.ndarray, shape: tuple[int, int], rng: np.random.Generator
-) -> tuple[np.ndarray, dict]:
+def foreign_texture(image: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Turn a (good) image into a foreign texture of ``shape``: rotated, flipped, block-shuffled, recoloured."""
     height, width = int(shape[0]), int(shape[1])
     shrink = image.shape[0] > height

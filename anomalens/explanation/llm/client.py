@@ -4,6 +4,7 @@ OpenAI-compatible server (llama.cpp, vLLM, LM Studio).
 Every failure to get an answer (no connection, time-out, HTTP error, missing key) becomes one
 :class:`LLMUnavailable` with a message that says what went wrong and where, never the key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,8 @@ log = logging.getLogger(__name__)
 
 # An 8x8 mid-grey PNG: the smallest honest image for the vision probe.
 _PROBE_PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAH0lEQVQIHSXBsQEAAACCIP3c0xsC44wzzjjjjDPOuAGfjAQJQUCzHAAAAABJRU5ErkJggg==")
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAH0lEQVQIHSXBsQEAAACCIP3c0xsC44wzzjjjjDPOuAGfjAQJQUCzHAAAAABJRU5ErkJggg=="
+)
 PROBE_IMAGE_URL = "data:image/png;base64," + base64.b64encode(_PROBE_PNG).decode("ascii")
 
 
@@ -44,8 +46,7 @@ class LLMClient:
         self._vision: bool | None = config.vision
 
     def __repr__(self) -> str:  # the SDK client holds the key: never show it
-        return (f"LLMClient(provider={self.config.provider!r}, model={self.config.model!r}, "
-                f"base_url={self.where!r})")
+        return f"LLMClient(provider={self.config.provider!r}, model={self.config.model!r}, base_url={self.where!r})"
 
     @property
     def where(self) -> str:
@@ -63,19 +64,22 @@ class LLMClient:
             openai = _import_openai()
             common = {"api_key": key, "timeout": config.timeout_s, "max_retries": config.max_retries}
             if config.provider == "azure":
-                self._sdk = openai.AzureOpenAI(azure_endpoint=config.base_url, api_version=config.api_version,
-                                               **common)
+                self._sdk = openai.AzureOpenAI(azure_endpoint=config.base_url, api_version=config.api_version, **common)
             else:
                 self._sdk = openai.OpenAI(base_url=config.resolved_base_url, **common)
         return self._sdk
 
-    def _create(self, messages: list[dict[str, Any]], max_tokens: int | None, temperature: float | None,
-                json_mode: bool = False) -> Any:
+    def _create(
+        self, messages: list[dict[str, Any]], max_tokens: int | None, temperature: float | None, json_mode: bool = False
+    ) -> Any:
         extra = {"response_format": {"type": "json_object"}} if json_mode else {}
         return self.sdk.chat.completions.create(
-            model=self.config.model, messages=messages,
+            model=self.config.model,
+            messages=messages,
             max_tokens=max_tokens if max_tokens is not None else self.config.max_tokens,
-            temperature=self.config.temperature if temperature is None else temperature, **extra)
+            temperature=self.config.temperature if temperature is None else temperature,
+            **extra,
+        )
 
     def _unavailable(self, exc: Exception) -> LLMUnavailable:
         openai = _import_openai()
@@ -90,8 +94,13 @@ class LLMClient:
             text = f"the LLM at {self.where} failed: {type(exc).__name__}: {_short(str(exc))}"
         return LLMUnavailable(f"{text} [provider {config.provider}, model {config.model}]")
 
-    def complete(self, messages: list[dict[str, Any]], max_tokens: int | None = None,
-                 temperature: float | None = None, json_mode: bool = False) -> str:
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        json_mode: bool = False,
+    ) -> str:
         """The assistant's reply text for a list of chat messages (raises :class:`LLMUnavailable`).
 
         ``json_mode`` asks for a JSON object (``response_format``; llama.cpp enforces it with a grammar)."""
@@ -116,9 +125,15 @@ class LLMClient:
         """
         if self._vision is None:
             openai = _import_openai()
-            probe = [{"role": "user", "content": [
-                {"type": "text", "text": "Reply with the single word OK."},
-                {"type": "image_url", "image_url": {"url": PROBE_IMAGE_URL}}]}]
+            probe = [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Reply with the single word OK."},
+                        {"type": "image_url", "image_url": {"url": PROBE_IMAGE_URL}},
+                    ],
+                }
+            ]
             try:
                 self._create(probe, max_tokens=1, temperature=0.0)
                 self._vision = True

@@ -4,6 +4,7 @@ API keys are never part of the configuration: ``api_key_env`` names the environm
 key, and the key is read from the environment only when a client is built (:meth:`LLMConfig.api_key`). So a
 config can be printed, logged, dumped to JSON or written to a file without leaking anything.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,19 +54,20 @@ class LLMConfig(BaseModel):
     max_retries: int = Field(default=2, ge=0)
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=400, gt=0)
-    json_mode: bool = True   # response_format {"type": "json_object"} for explanations (grammar-constrained on llama.cpp)
+    json_mode: bool = (
+        True  # response_format {"type": "json_object"} for explanations (grammar-constrained on llama.cpp)
+    )
 
     @field_validator("api_key_env")
     @classmethod
     def _is_a_name(cls, value: str | None) -> str | None:
         # A key pasted here by mistake ("sk-...") is refused without echoing it back.
         if value is not None and not _ENV_NAME.match(value):
-            raise ValueError("api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
-                             "not a key")
+            raise ValueError("api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
         return value
 
     @model_validator(mode="after")
-    def _check_provider(self) -> "LLMConfig":
+    def _check_provider(self) -> LLMConfig:
         if self.provider == "azure" and (not self.base_url or not self.api_version):
             raise ValueError("provider 'azure' needs base_url (the resource endpoint) and api_version")
         if self.provider == "openai-compatible" and not self.base_url:
@@ -99,7 +101,7 @@ class LLMConfig(BaseModel):
         raise ValueError(f"no API key: set the environment variable {name} (provider {self.provider!r})")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "LLMConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> LLMConfig:
         """Build from ``ANOMALENS_LLM_*`` variables; keyword ``overrides`` win.
 
         PROVIDER, MODEL, BASE_URL, API_VERSION, API_KEY_ENV, VISION (true / false / auto), TIMEOUT_S,
@@ -107,8 +109,18 @@ class LLMConfig(BaseModel):
         """
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for field in ("provider", "model", "base_url", "api_version", "api_key_env", "timeout_s", "max_retries",
-                      "temperature", "max_tokens", "json_mode"):
+        for field in (
+            "provider",
+            "model",
+            "base_url",
+            "api_version",
+            "api_key_env",
+            "timeout_s",
+            "max_retries",
+            "temperature",
+            "max_tokens",
+            "json_mode",
+        ):
             raw = environ.get(ENV_PREFIX + field.upper())
             if raw not in (None, ""):
                 values[field] = raw

@@ -5,6 +5,7 @@ parses and validates it, and runs the grounding check. A reply that contradicts 
 parse) is sent back once with the problems listed; a second failure, like an unreachable server or a
 time-out, gives the offline explanation with ``source: "offline"`` and the reason.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,9 @@ class LLMExplainer:
     ``client`` replaces the :class:`LLMClient` built from ``config``; ``prompts_dir`` overrides templates.
     """
 
-    def __init__(self, config: LLMConfig | None = None, client: LLMClient | None = None,
-                 prompts_dir: str | None = None) -> None:
+    def __init__(
+        self, config: LLMConfig | None = None, client: LLMClient | None = None, prompts_dir: str | None = None
+    ) -> None:
         self.config = config if config is not None else (client.config if client else LLMConfig.from_env())
         self.client = client or LLMClient(self.config)
         self.prompts_dir = prompts_dir
@@ -61,22 +63,30 @@ class LLMExplainer:
             return None, [str(exc)]
         return reply, check(reply, findings)
 
-    def explain(self, findings: InspectionRecord, image: np.ndarray | None = None,
-                prediction: Any = None, reference: np.ndarray | None = None,
-                seen_before: list[str] | None = None) -> dict[str, Any]:
+    def explain(
+        self,
+        findings: InspectionRecord,
+        image: np.ndarray | None = None,
+        prediction: Any = None,
+        reference: np.ndarray | None = None,
+        seen_before: list[str] | None = None,
+    ) -> dict[str, Any]:
         """``{"text", "source": "llm" | "offline", "reason", "llm", "attempts", "problems"}``.
 
         ``image`` (and the mask of ``prediction``, and a normal ``reference``) are sent as PNG images only to
         models that take images. ``seen_before`` (similar past cases of the defect history) is quoted to the
-        model and, on a fallback, in the offline text. ``llm`` holds the parsed fields of the last reply (None when unparseable),
-        ``problems`` the contradictions found in each attempt.
+        model and, on a fallback, in the offline text. ``llm`` holds the parsed fields of the last reply (None when
+        unparseable), ``problems`` the contradictions found in each attempt.
         """
         attempts = 0
         history: list[list[str]] = []
         reply: LLMExplanation | None = None
         try:
-            images = vision_images(image, prediction, reference) \
-                if (image is not None or reference is not None) and self.client.supports_images else []
+            images = (
+                vision_images(image, prediction, reference)
+                if (image is not None or reference is not None) and self.client.supports_images
+                else []
+            )
             messages = explain_messages(findings, images, self.prompts_dir, seen_before)
             for attempt in range(2):
                 text = self.client.complete(messages, json_mode=self.config.json_mode)
@@ -84,21 +94,33 @@ class LLMExplainer:
                 reply, problems = self._evaluate(text, findings)
                 history.append(problems)
                 if not problems:
-                    return {"text": compose_text(reply), "source": "llm",
-                            "reason": "grounded" if attempt == 0 else "grounded after one retry",
-                            "llm": reply.model_dump(), "attempts": attempts, "problems": history,
-                            "model": self.config.model}
+                    return {
+                        "text": compose_text(reply),
+                        "source": "llm",
+                        "reason": "grounded" if attempt == 0 else "grounded after one retry",
+                        "llm": reply.model_dump(),
+                        "attempts": attempts,
+                        "problems": history,
+                        "model": self.config.model,
+                    }
                 log.info("LLM reply rejected (attempt %d): %s", attempts, "; ".join(problems))
                 messages = [*messages, {"role": "assistant", "content": text}, retry_message(problems)]
             reason = "the LLM's answer contradicted the findings after one retry: " + "; ".join(history[-1])
         except LLMUnavailable as exc:
             reason = f"LLM unavailable: {exc}"
-        return {"text": offline.explain(findings, seen_before), "source": "offline", "reason": reason,
-                "llm": reply.model_dump() if reply is not None else None, "attempts": attempts,
-                "problems": history, "model": self.config.model}
+        return {
+            "text": offline.explain(findings, seen_before),
+            "source": "offline",
+            "reason": reason,
+            "llm": reply.model_dump() if reply is not None else None,
+            "attempts": attempts,
+            "problems": history,
+            "model": self.config.model,
+        }
 
-    def chat(self, messages: list[dict[str, Any]], findings: InspectionRecord,
-             seen_before: list[str] | None = None) -> ChatAnswer:
+    def chat(
+        self, messages: list[dict[str, Any]], findings: InspectionRecord, seen_before: list[str] | None = None
+    ) -> ChatAnswer:
         """The assistant's next turn in a conversation about ``findings``.
 
         ``messages`` are the user / assistant turns so far (a system message with the findings is added).
@@ -113,6 +135,10 @@ class LLMExplainer:
             return ChatAnswer(offline.answer(question, findings), "offline", f"LLM unavailable: {exc}")
         problems = check_answer(question, text, findings)
         if problems or not text.strip():
-            return ChatAnswer(offline.answer(question, findings), "offline", "; ".join(problems) or "empty reply",
-                              rejected=text.strip() or None)
+            return ChatAnswer(
+                offline.answer(question, findings),
+                "offline",
+                "; ".join(problems) or "empty reply",
+                rejected=text.strip() or None,
+            )
         return ChatAnswer(text.strip(), "llm", "grounded")

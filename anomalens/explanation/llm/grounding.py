@@ -6,6 +6,7 @@ an anomalous image (or claims one on a normal image), counts and grid words insi
 :func:`check_text` applies the text-level part to any sentence (used on chat replies and final texts).
 Each contradiction is one plain sentence, ready to be sent back to the model.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,22 +22,40 @@ _DENIALS = re.compile(
     r"|\b(is|are|looks?|appears?)\s+not\s+(anomalous|defective|damaged)\b|\bnon[- ]?defective\b"
     r"|\b(defect|anomaly|flaw)[- ]free\b|\blooks?\s+(normal|fine|good|ok)\b|\bis\s+normal\b"
     r"|\bnothing\s+(wrong|unusual|abnormal)\b|\bno\s+action\b|^\s*(none|normal|n/?a|no)\s*\.?\s*$",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _AFFIRMS = re.compile(
     r"\b(is|looks|appears)\s+(anomalous|defective|damaged)\b|\b(defects?|anomal(y|ies))\s+(found|detected|present)\b"
     r"|\b(there\s+(is|are))\s+(an?\s+|\d+\s+|some\s+)?(defects?|anomal(y|ies)|scratch(es)?|cracks?)\b",
-    re.IGNORECASE)
-_PLACEHOLDER = re.compile(r"<[^<>]{2,}>")   # "<at most 10 words>" copied from the prompt
+    re.IGNORECASE,
+)
+_PLACEHOLDER = re.compile(r"<[^<>]{2,}>")  # "<at most 10 words>" copied from the prompt
 _NONE_TYPES = {"", "none", "no defect", "no anomaly", "normal", "n/a", "na", "null", "nothing", "-", "not applicable"}
-_NUMBERS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-            "ten": 10, "single": 1, "a single": 1}
+_NUMBERS = {
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "single": 1,
+    "a single": 1,
+}
 _COUNTED = re.compile(
     r"\b(a single|single|one|two|three|four|five|six|seven|eight|nine|ten|\d+)\s+(\w+\s+)?"
     r"(regions?|defects?|anomal(y|ies)|spots?|areas?|scratch(es)?|cracks?|stains?|marks?|blobs?)\b",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _EDGES = {"top", "bottom", "left", "right"}  # "on the left" is fine for a region at the bottom left
-_GRID = re.compile(r"\b(" + "|".join(sorted((re.escape(w) for w in GRID_WORDS), key=len, reverse=True))
-                   + r"|centre|middle)\b", re.IGNORECASE)
+_GRID = re.compile(
+    r"\b(" + "|".join(sorted((re.escape(w) for w in GRID_WORDS), key=len, reverse=True)) + r"|centre|middle)\b",
+    re.IGNORECASE,
+)
 
 
 def allowed_positions(f: InspectionRecord) -> list[str]:
@@ -51,8 +70,10 @@ def check_text(text: str, f: InspectionRecord) -> list[str]:
     anomalous = f.anomalous
     count = len(f.regions)
     if anomalous and _DENIALS.search(text or ""):
-        problems.append(f"the text {text!r} denies a defect, but the image is anomalous with {count} "
-                        f"region{'s' if count != 1 else ''}")
+        problems.append(
+            f"the text {text!r} denies a defect, but the image is anomalous with {count} "
+            f"region{'s' if count != 1 else ''}"
+        )
     if not anomalous and _AFFIRMS.search(text or ""):
         problems.append(f"the text {text!r} claims a defect, but the image is normal")
     # a normal image has no regions: any stated number of them, or any place of one, contradicts it too
@@ -60,15 +81,18 @@ def check_text(text: str, f: InspectionRecord) -> list[str]:
         number = match.group(1).lower()
         value = int(number) if number.isdigit() else _NUMBERS.get(number)
         if value is not None and value != count:
-            problems.append(f"the text says {match.group(0)!r}, but there "
-                            f"{'is 1 region' if count == 1 else f'are {count} regions'}")
+            problems.append(
+                f"the text says {match.group(0)!r}, but there {'is 1 region' if count == 1 else f'are {count} regions'}"
+            )
     allowed = set(allowed_positions(f))
     for match in _GRID.finditer(text or ""):
         word = {"centre": "center", "middle": "center"}.get(match.group(1).lower(), match.group(1).lower())
         edge_ok = word in _EDGES and any(word in a.split() for a in allowed)
         if word not in allowed and not edge_ok:
-            problems.append(f"the text names the {word}, but no region is there (regions at: "
-                            f"{', '.join(allowed_positions(f)) or 'none, the image is normal'})")
+            problems.append(
+                f"the text names the {word}, but no region is there (regions at: "
+                f"{', '.join(allowed_positions(f)) or 'none, the image is normal'})"
+            )
     return problems
 
 
@@ -81,7 +105,7 @@ _DENIES_ITSELF = re.compile(r"\b(is|are)\s+not\s+(an?\s+)?(anomal(y|ies)|defects
 _ASKS_SIZE = re.compile(ASKS_SIZE, re.IGNORECASE)
 _ASKS_SEVERITY = re.compile(ASKS_SEVERITY, re.IGNORECASE)
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent\b)", re.IGNORECASE)
-_SEVERITIES = SEVERITY_ORDER[1:]   # the bands a region can have ("none" is an image without regions)
+_SEVERITIES = SEVERITY_ORDER[1:]  # the bands a region can have ("none" is an image without regions)
 
 
 def _area_problems(text: str, f: InspectionRecord) -> list[str]:
@@ -95,8 +119,9 @@ def _area_problems(text: str, f: InspectionRecord) -> list[str]:
     wrong = [v for v in said if not any(abs(v - m) <= max(0.5, 0.25 * m) for m in measured)]
     facts = ", ".join(dict.fromkeys(f"{m:.1f}%" for m in measured))
     if wrong:
-        return [f"the answer states {', '.join(f'{v:g}%' for v in wrong)}, but the measured areas are {facts} "
-                "of the image"]
+        return [
+            f"the answer states {', '.join(f'{v:g}%' for v in wrong)}, but the measured areas are {facts} of the image"
+        ]
     if not said:
         return [f"asked how large, the answer does not give the measured area ({facts} of the image)"]
     return []
@@ -110,8 +135,9 @@ def _severity_problems(text: str, f: InspectionRecord) -> list[str]:
         return []
     said = {w for w in _SEVERITIES if re.search(rf"\b{w}\b", (text or "").lower())}
     if said and not said & measured:
-        return [f"the answer calls it {', '.join(sorted(said))}, but the measured severity is "
-                f"{', '.join(sorted(measured))}"]
+        return [
+            f"the answer calls it {', '.join(sorted(said))}, but the measured severity is {', '.join(sorted(measured))}"
+        ]
     if not said:
         return [f"asked how severe, the answer does not give the measured severity ({', '.join(sorted(measured))})"]
     return []
@@ -138,8 +164,9 @@ def check_answer(question: str, text: str, f: InspectionRecord) -> list[str]:
         problems += _severity_problems(text, f)
     if _ASKS_WHERE.search(question) and anomalous:
         if not any(position in lowered for position in allowed_positions(f)):
-            problems.append("asked where, the answer names none of the regions' positions "
-                            f"({', '.join(allowed_positions(f))})")
+            problems.append(
+                f"asked where, the answer names none of the regions' positions ({', '.join(allowed_positions(f))})"
+            )
     return problems
 
 
@@ -150,30 +177,35 @@ def check(reply: LLMExplanation, f: InspectionRecord) -> list[str]:
     count = len(f.regions)
     verdict = "anomalous" if anomalous else "normal"
     if reply.anomalous != anomalous:
-        problems.append(f"\"anomalous\" is {str(reply.anomalous).lower()}, but the detector's verdict is {verdict}")
+        problems.append(f'"anomalous" is {str(reply.anomalous).lower()}, but the detector\'s verdict is {verdict}')
     if reply.count != count:
-        problems.append(f"\"count\" is {reply.count}, but the findings have {count} region{'s' if count != 1 else ''}")
+        problems.append(f'"count" is {reply.count}, but the findings have {count} region{"s" if count != 1 else ""}')
     allowed = allowed_positions(f)
     if anomalous:
         wrong = [p for p in reply.positions if p not in allowed]
         if wrong:
-            problems.append(f"\"positions\" has {', '.join(repr(p) for p in wrong)}, but the regions are only at: "
-                            f"{', '.join(allowed)}")
+            problems.append(
+                f'"positions" has {", ".join(repr(p) for p in wrong)}, but the regions are only at: '
+                f"{', '.join(allowed)}"
+            )
         if not reply.positions:
-            problems.append(f"\"positions\" is empty, but the regions are at: {', '.join(allowed)}")
+            problems.append(f'"positions" is empty, but the regions are at: {", ".join(allowed)}')
         if reply.defect_type.strip().lower() in _NONE_TYPES - {""}:
-            problems.append(f"\"defect_type\" is {reply.defect_type!r}, but the image is anomalous")
+            problems.append(f'"defect_type" is {reply.defect_type!r}, but the image is anomalous')
     else:
         if reply.positions:
-            problems.append(f"\"positions\" is {reply.positions}, but the image is normal (no regions): use []")
+            problems.append(f'"positions" is {reply.positions}, but the image is normal (no regions): use []')
         if reply.defect_type.strip().lower() not in _NONE_TYPES:
-            problems.append(f"\"defect_type\" is {reply.defect_type!r}, but the image is normal: use \"none\"")
-    fields = {"description": reply.description, "defect_type": reply.defect_type,
-              "recommended_action": reply.recommended_action,
-              **{f"likely_causes[{i}]": c for i, c in enumerate(reply.likely_causes)}}
+            problems.append(f'"defect_type" is {reply.defect_type!r}, but the image is normal: use "none"')
+    fields = {
+        "description": reply.description,
+        "defect_type": reply.defect_type,
+        "recommended_action": reply.recommended_action,
+        **{f"likely_causes[{i}]": c for i, c in enumerate(reply.likely_causes)},
+    }
     for name, value in fields.items():
         if _PLACEHOLDER.search(value or ""):
-            problems.append(f"\"{name}\" is the template's placeholder {value!r}: write the real content")
+            problems.append(f'"{name}" is the template\'s placeholder {value!r}: write the real content')
     for problem in check_text(reply.description, f):
-        problems.append("\"description\": " + problem)
+        problems.append('"description": ' + problem)
     return problems

@@ -1,4 +1,5 @@
 """PNG data URLs for vision models: the image|mask composite and a reference image."""
+
 from __future__ import annotations
 
 import base64
@@ -9,7 +10,7 @@ import numpy as np
 
 from anomalens.data import encode_png, to_uint8_rgb
 
-MAX_SIDE = 512          # long side of each panel sent to the model
+MAX_SIDE = 512  # long side of each panel sent to the model
 OVERLAY = np.array([1.0, 0.1, 0.1], np.float32)
 
 
@@ -46,8 +47,9 @@ def composite(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     if mask is not None:
         mask = np.asarray(mask, bool)
         if mask.shape != left.shape[:2]:
-            mask = cv2.resize(mask.astype(np.uint8), (left.shape[1], left.shape[0]),
-                              interpolation=cv2.INTER_NEAREST).astype(bool)
+            mask = cv2.resize(
+                mask.astype(np.uint8), (left.shape[1], left.shape[0]), interpolation=cv2.INTER_NEAREST
+            ).astype(bool)
         right[mask] = 0.5 * right[mask] + 0.5 * OVERLAY
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(right, contours, -1, tuple(float(v) for v in OVERLAY), 1)
@@ -55,8 +57,7 @@ def composite(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return _fit(np.concatenate([left, gap, right], axis=1), 2 * MAX_SIDE)
 
 
-def vision_images(image: np.ndarray | None, prediction: Any = None,
-                  reference: np.ndarray | None = None) -> list[str]:
+def vision_images(image: np.ndarray | None, prediction: Any = None, reference: np.ndarray | None = None) -> list[str]:
     """[composite, reference] as data URLs (the composite only with an image; its mask from ``prediction``)."""
     urls: list[str] = []
     if image is not None:

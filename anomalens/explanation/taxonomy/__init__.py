@@ -8,10 +8,21 @@ from each other. The examples come from a folder per type (:mod:`~anomalens.expl
 regions to name from a prediction's findings (:mod:`~anomalens.explanation.taxonomy.regions`), and a learned
 taxonomy is kept as two files (:mod:`~anomalens.explanation.taxonomy.persistence`).
 """
+
 from anomalens.explanation.taxonomy.classifier import UNKNOWN, Taxonomy, load_taxonomy
 from anomalens.explanation.taxonomy.embedding import LAYERS, get_extractor, region_embedding, shape_descriptors
 from anomalens.explanation.taxonomy.folders import folder_examples
 from anomalens.explanation.taxonomy.regions import region_masks, strongest_region
 
-__all__ = ["LAYERS", "Taxonomy", "UNKNOWN", "folder_examples", "get_extractor", "load_taxonomy", "region_embedding",
-           "region_masks", "shape_descriptors", "strongest_region"]
+__all__ = [
+    "LAYERS",
+    "Taxonomy",
+    "UNKNOWN",
+    "folder_examples",
+    "get_extractor",
+    "load_taxonomy",
+    "region_embedding",
+    "region_masks",
+    "shape_descriptors",
+    "strongest_region",
+]

@@ -25,6 +25,7 @@ borrow the median radius of the others. A region further than the radius from it
 (``confidence`` then still says how clearly that nearest type wins among the known ones). "logistic" uses the
 k-NN distances for this rule, to the type it names.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,9 +48,16 @@ LOGISTIC_C = 10.0
 class Taxonomy:
     """Names defect regions by the user's types, learned from a few labelled examples (module docstring)."""
 
-    def __init__(self, method: str = "logistic", k: int = 1, radius_factor: float = 1.5,
-                 temperature: float | None = None, backbone: str = BACKBONE, layers: Sequence[str] = LAYERS,
-                 crop_size: int = CROP_SIZE):
+    def __init__(
+        self,
+        method: str = "logistic",
+        k: int = 1,
+        radius_factor: float = 1.5,
+        temperature: float | None = None,
+        backbone: str = BACKBONE,
+        layers: Sequence[str] = LAYERS,
+        crop_size: int = CROP_SIZE,
+    ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.method, self.k, self.radius_factor = method, int(k), float(radius_factor)
@@ -74,8 +82,9 @@ class Taxonomy:
     def embed(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         return region_embedding(image, mask, self.extractor, self.crop_size)
 
-    def fit(self, examples: Iterable[tuple[np.ndarray, np.ndarray | None, str]],
-            names: Sequence[str] | None = None) -> "Taxonomy":
+    def fit(
+        self, examples: Iterable[tuple[np.ndarray, np.ndarray | None, str]], names: Sequence[str] | None = None
+    ) -> Taxonomy:
         """Learn from ``(image, mask or None, label)`` triples (at least one type; a few examples each)."""
         vectors, labels = [], []
         for image, mask, label in examples:
@@ -87,8 +96,9 @@ class Taxonomy:
             raise ValueError(f"{UNKNOWN!r} is reserved for regions that match no type")
         return self.fit_embeddings(np.stack(vectors), labels, names)
 
-    def fit_embeddings(self, embeddings: np.ndarray, labels: Sequence[str],
-                       names: Sequence[str] | None = None) -> "Taxonomy":
+    def fit_embeddings(
+        self, embeddings: np.ndarray, labels: Sequence[str], names: Sequence[str] | None = None
+    ) -> Taxonomy:
         """Learn from precomputed :func:`region_embedding` vectors (same backbone settings)."""
         self.embeddings = np.asarray(embeddings, np.float32)
         self.labels = [str(v) for v in labels]
@@ -125,7 +135,7 @@ class Taxonomy:
             self.temperature = max(0.25 * float(np.median(all_loo)) if all_loo else 0.1, 1e-3)
 
     @classmethod
-    def from_folders(cls, root: str | Path, detector: Any = None, **settings: Any) -> "Taxonomy":
+    def from_folders(cls, root: str | Path, detector: Any = None, **settings: Any) -> Taxonomy:
         """Learn from a folder per type (layouts: :mod:`anomalens.explanation.taxonomy.folders`).
 
         With a fitted ``detector``, each example also counts as seen through it: the strongest region the
@@ -147,11 +157,11 @@ class Taxonomy:
         out = {}
         for t in sorted(set(labels.tolist())):
             members = bank[labels == t]
-            if self.method == "prototype":   # "logistic" measures "unknown" with the k-NN distances
+            if self.method == "prototype":  # "logistic" measures "unknown" with the k-NN distances
                 out[t] = float(np.linalg.norm(members.mean(axis=0) - vector))
             else:
                 d = np.sort(np.linalg.norm(members - vector, axis=1))
-                out[t] = float(d[:max(1, min(self.k, len(d)))].mean())
+                out[t] = float(d[: max(1, min(self.k, len(d)))].mean())
         return out
 
     def distances(self, vector: np.ndarray) -> dict[str, float]:
@@ -189,21 +199,36 @@ class Taxonomy:
     # -- files ---------------------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """Settings, labels and radii as saved in ``taxonomy.json``."""
-        return {"method": self.method, "k": self.k,
-                "radius_factor": self.radius_factor, "temperature_setting": self.temperature_setting,
-                "temperature": self.temperature, "backbone": self.backbone, "layers": list(self.layers),
-                "crop_size": self.crop_size, "labels": self.labels, "names": self.names, "radii": self.radii}
+        return {
+            "method": self.method,
+            "k": self.k,
+            "radius_factor": self.radius_factor,
+            "temperature_setting": self.temperature_setting,
+            "temperature": self.temperature,
+            "backbone": self.backbone,
+            "layers": list(self.layers),
+            "crop_size": self.crop_size,
+            "labels": self.labels,
+            "names": self.names,
+            "radii": self.radii,
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write the taxonomy's files (:mod:`~anomalens.explanation.taxonomy.persistence`); returns the folder."""
         return persistence.write(path, self.config(), self.embeddings)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Taxonomy":
+    def load(cls, path: str | Path) -> Taxonomy:
         cfg, embeddings = persistence.read(path)
-        taxonomy = cls(method=cfg["method"], k=cfg["k"], radius_factor=cfg["radius_factor"],
-                       temperature=cfg.get("temperature_setting"), backbone=cfg["backbone"],
-                       layers=cfg["layers"], crop_size=cfg["crop_size"])
+        taxonomy = cls(
+            method=cfg["method"],
+            k=cfg["k"],
+            radius_factor=cfg["radius_factor"],
+            temperature=cfg.get("temperature_setting"),
+            backbone=cfg["backbone"],
+            layers=cfg["layers"],
+            crop_size=cfg["crop_size"],
+        )
         taxonomy.embeddings = embeddings
         taxonomy.labels, taxonomy.names = list(cfg["labels"]), list(cfg.get("names", []))
         taxonomy.radii = {k: float(v) for k, v in cfg["radii"].items()}
@@ -215,11 +240,17 @@ class Taxonomy:
     def is_saved(path: str | Path) -> bool:
         return persistence.is_saved(path)
 
-    def with_method(self, method: str, k: int | None = None) -> "Taxonomy":
+    def with_method(self, method: str, k: int | None = None) -> Taxonomy:
         """A copy using ``method`` (and ``k``) on the same example vectors, radii relearned."""
-        other = Taxonomy(method=method, k=self.k if k is None else k, radius_factor=self.radius_factor,
-                         temperature=self.temperature_setting, backbone=self.backbone, layers=self.layers,
-                         crop_size=self.crop_size)
+        other = Taxonomy(
+            method=method,
+            k=self.k if k is None else k,
+            radius_factor=self.radius_factor,
+            temperature=self.temperature_setting,
+            backbone=self.backbone,
+            layers=self.layers,
+            crop_size=self.crop_size,
+        )
         return other.fit_embeddings(self.embeddings, self.labels, self.names)
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ What goes into the embedding, and why
 Grayscale images (one channel, or three equal channels) work as they are: a gray image is replicated to three
 channels before the backbone, and the descriptors use luma.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,9 +46,10 @@ CONTEXT = 0.5
 MIN_CROP = 32
 DESCRIPTOR_WEIGHT = 1.0
 
+
 def get_extractor(backbone: str = BACKBONE, layers: Sequence[str] = LAYERS) -> torch.nn.Module:
     """A frozen feature extractor, built once per (backbone, layers) and kept (see ``_cached_extractor``)."""
-    flush_denormals()   # before the build's forward pass: see its docstring
+    flush_denormals()  # before the build's forward pass: see its docstring
     return _cached_extractor(backbone, tuple(layers))
 
 
@@ -108,7 +110,7 @@ def _crop(array: np.ndarray, y0: int, x0: int, side: int, reflect: bool) -> np.n
             mode = cv2.BORDER_REPLICATE
         array = cv2.copyMakeBorder(array, top, bottom, left, right, mode, value=0)
         y0, x0 = y0 + top, x0 + left
-    return array[y0:y0 + side, x0:x0 + side]
+    return array[y0 : y0 + side, x0 : x0 + side]
 
 
 def shape_descriptors(gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -122,14 +124,17 @@ def shape_descriptors(gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
     ring = surround_ring(mask)
     inside = gray[mask]
     difference = float(inside.mean() - gray[ring].mean()) if ring.any() else 0.0
-    return np.array([
-        math.log10(max(area / float(h * w), 1e-6)) / 4.0,
-        math.log(elongation(coords)) / 3.0,
-        area / float(box_area),
-        math.log1p(max(n_components - 1, 0)) / 3.0,
-        float(np.clip(4.0 * difference, -1.0, 1.0)),
-        float(np.clip(4.0 * inside.std(), 0.0, 1.0)),
-    ], dtype=np.float32)
+    return np.array(
+        [
+            math.log10(max(area / float(h * w), 1e-6)) / 4.0,
+            math.log(elongation(coords)) / 3.0,
+            area / float(box_area),
+            math.log1p(max(n_components - 1, 0)) / 3.0,
+            float(np.clip(4.0 * difference, -1.0, 1.0)),
+            float(np.clip(4.0 * inside.std(), 0.0, 1.0)),
+        ],
+        dtype=np.float32,
+    )
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -137,8 +142,9 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def region_embedding(image: np.ndarray, mask: np.ndarray | None, extractor: torch.nn.Module | None = None,
-                     crop_size: int = CROP_SIZE) -> np.ndarray:
+def region_embedding(
+    image: np.ndarray, mask: np.ndarray | None, extractor: torch.nn.Module | None = None, crop_size: int = CROP_SIZE
+) -> np.ndarray:
     """L2-normalised float32 vector describing the region ``mask`` of ``image`` (module docstring: what and why).
 
     ``image``: HxWx3 (or HxW / HxWx1, gray) float in [0, 1] or uint8. ``mask``: HxW bool (resized to the image
@@ -151,8 +157,9 @@ def region_embedding(image: np.ndarray, mask: np.ndarray | None, extractor: torc
     y0, x0, side = _crop_box(m)
     crop = _crop(rgb, y0, x0, side, reflect=True)
     crop_mask = _crop(m.astype(np.float32), y0, x0, side, reflect=False)
-    crop = cv2.resize(crop, (crop_size, crop_size), interpolation=cv2.INTER_AREA if side > crop_size
-                      else cv2.INTER_LINEAR)
+    crop = cv2.resize(
+        crop, (crop_size, crop_size), interpolation=cv2.INTER_AREA if side > crop_size else cv2.INTER_LINEAR
+    )
     extractor = extractor if extractor is not None else get_extractor()
     x = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None].clamp(0, 1)
     feats = extractor(x)

@@ -5,6 +5,7 @@ folder is ignored) or plain (``root/<type>/*`` with masks in ``root/ground_truth
 ``root/<type>/masks/`` or next to the image as ``<stem>_mask.png``). Masks are found as for MVTec data sets
 (:func:`anomalens.data.datasets.find_mask`). An image without a mask stands for its whole self.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -36,20 +37,34 @@ def folder_examples(root: str | Path) -> list[tuple[Path, Path | None, str]]:
         label = folder.name
         if label in NOT_TYPES:
             continue
-        mask_folders = [(mask_index(gt_root / label), False), (mask_index(folder / "masks"), False),
-                        (mask_index(folder), True)]
+        mask_folders = [
+            (mask_index(gt_root / label), False),
+            (mask_index(folder / "masks"), False),
+            (mask_index(folder), True),
+        ]
         for path in sorted(folder.iterdir()):
-            if not path.is_file() or path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS \
-                    or _is_mask_name(path):
+            if (
+                not path.is_file()
+                or path.name.startswith(".")
+                or path.suffix.lower() not in IMAGE_EXTENSIONS
+                or _is_mask_name(path)
+            ):
                 continue
-            mask = next((hit for index, beside_image in mask_folders
-                         if (hit := find_mask(index, path.stem, beside_image)) is not None), None)
+            mask = next(
+                (
+                    hit
+                    for index, beside_image in mask_folders
+                    if (hit := find_mask(index, path.stem, beside_image)) is not None
+                ),
+                None,
+            )
             found.append((path, mask, label))
     return found
 
 
-def labelled_regions(root: str | Path, detector: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray | None,
-                                                                              str, str]]:
+def labelled_regions(
+    root: str | Path, detector: Any = None
+) -> Iterator[tuple[np.ndarray, np.ndarray | None, str, str]]:
     """``(image, mask or None, type, name)`` for every example under ``root``; with a fitted ``detector``, also
     the strongest region it outlines in each example it calls anomalous (named ``"<path> (detector region)"``).
     """

@@ -2,6 +2,7 @@
 (the example vectors). No pickle: the logistic model is refitted from the vectors on load (deterministic, and
 cheap for a few examples per type).
 """
+
 from __future__ import annotations
 
 import json

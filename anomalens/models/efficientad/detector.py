@@ -5,6 +5,7 @@ map normalisation from quantiles of the held-back images' maps (the paper's 0.9 
 global maps meet on one scale), and calibrates the thresholds on the held-back images with and without
 simulated defects (``models/calibration.py``), like every detector here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -54,19 +55,46 @@ class EfficientAD(BaseDetector):
     # sharper maps keep the half maximum until they are measured the same way
     outline_level = 0.5
 
-    def __init__(self, size: str = "small", autoencoder: bool = False, backbone: str = "efficientnet_lite0",
-                 layers: tuple[str, ...] = ("blocks.4", "blocks.10"), image_size: int = 256,
-                 train_steps: int = 2000, max_train_seconds: float | None = 600.0, train_batch_size: int = 2,
-                 train_crop: int = 128, learning_rate: float = 1e-3, hard_quantile: float = 0.999,
-                 patience: int | None = None,
-                 checkpoint_dir: str | None = None, validation_fraction: float = 0.1,
-                 calibration: str = "simulated", simulated_per_image: int = 2, max_false_alarm_rate: float = 0.05,
-                 smoothing_sigma: float = 2.0, tile_size: int | None = None, tile_overlap: int = 32,
-                 pixel_budget: int = DEFAULT_PIXEL_BUDGET, score_top_fraction: float = 0.0, batch_size: int = 8,
-                 seed: int = 0, progress: bool = False, device: str = "auto"):
-        super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
-                         pixel_budget=pixel_budget, score_top_fraction=score_top_fraction, batch_size=batch_size,
-                         seed=seed,                         progress=progress, device=device)
+    def __init__(
+        self,
+        size: str = "small",
+        autoencoder: bool = False,
+        backbone: str = "efficientnet_lite0",
+        layers: tuple[str, ...] = ("blocks.4", "blocks.10"),
+        image_size: int = 256,
+        train_steps: int = 2000,
+        max_train_seconds: float | None = 600.0,
+        train_batch_size: int = 2,
+        train_crop: int = 128,
+        learning_rate: float = 1e-3,
+        hard_quantile: float = 0.999,
+        patience: int | None = None,
+        checkpoint_dir: str | None = None,
+        validation_fraction: float = 0.1,
+        calibration: str = "simulated",
+        simulated_per_image: int = 2,
+        max_false_alarm_rate: float = 0.05,
+        smoothing_sigma: float = 2.0,
+        tile_size: int | None = None,
+        tile_overlap: int = 32,
+        pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+        score_top_fraction: float = 0.0,
+        batch_size: int = 8,
+        seed: int = 0,
+        progress: bool = False,
+        device: str = "auto",
+    ):
+        super().__init__(
+            image_size=image_size,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            pixel_budget=pixel_budget,
+            score_top_fraction=score_top_fraction,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            device=device,
+        )
         self.size = size
         self.autoencoder = autoencoder
         self.backbone = backbone
@@ -88,11 +116,16 @@ class EfficientAD(BaseDetector):
         self.info_: dict[str, Any] = {}
 
     def _build_model(self) -> EfficientADModel:
-        return EfficientADModel(self.size, self.backbone, self.layers, self.input_size, self.autoencoder,
-                                self.smoothing_sigma).to(self.torch_device).eval()
+        return (
+            EfficientADModel(
+                self.size, self.backbone, self.layers, self.input_size, self.autoencoder, self.smoothing_sigma
+            )
+            .to(self.torch_device)
+            .eval()
+        )
 
     # -- fitting ---------------------------------------------------------------------------------------------
-    def fit(self, images: Iterable[np.ndarray]) -> "EfficientAD":
+    def fit(self, images: Iterable[np.ndarray]) -> EfficientAD:
         torch.manual_seed(self.seed)
         per_image = [[view.pixels for view in self._views(image)] for image in self._start_fit(images)]
         if not per_image:
@@ -106,18 +139,28 @@ class EfficientAD(BaseDetector):
 
         self.model_ = self._build_model()
         self._set_teacher_statistics(train)
-        settings = TrainingSettings(steps=self.train_steps, max_seconds=self.max_train_seconds,
-                                    batch_size=self.train_batch_size, crop=self.train_crop,
-                                    learning_rate=self.learning_rate, hard_quantile=self.hard_quantile,
-                                    patience=self.patience, seed=self.seed)
-        report = Trainer(self.model_, settings, self.torch_device, self.checkpoint_dir,
-                         self.progress).train(train, validation)
+        settings = TrainingSettings(
+            steps=self.train_steps,
+            max_seconds=self.max_train_seconds,
+            batch_size=self.train_batch_size,
+            crop=self.train_crop,
+            learning_rate=self.learning_rate,
+            hard_quantile=self.hard_quantile,
+            patience=self.patience,
+            seed=self.seed,
+        )
+        report = Trainer(self.model_, settings, self.torch_device, self.checkpoint_dir, self.progress).train(
+            train, validation
+        )
         self._set_map_quantiles(validation)
         self.thresholds_ = self._calibrate(validation, owners)
-        self.info_ = {"n_images": len(per_image), "n_training_views": len(train),
-                      "n_validation_images": len(held_back),
-                      "validation": "held-back images" if held_back else "training images (too few to hold back)",
-                      "training": {**asdict(report), "settings": asdict(settings)}}
+        self.info_ = {
+            "n_images": len(per_image),
+            "n_training_views": len(train),
+            "n_validation_images": len(held_back),
+            "validation": "held-back images" if held_back else "training images (too few to hold back)",
+            "training": {**asdict(report), "settings": asdict(settings)},
+        }
         return self
 
     def _held_back(self, n_images: int) -> set[int]:
@@ -129,7 +172,7 @@ class EfficientAD(BaseDetector):
 
     def _batched(self, views: np.ndarray) -> Iterable[torch.Tensor]:
         for start in range(0, len(views), self.batch_size):
-            yield self._to_tensor(list(views[start:start + self.batch_size])).to(self.torch_device)
+            yield self._to_tensor(list(views[start : start + self.batch_size])).to(self.torch_device)
 
     def _set_teacher_statistics(self, views: np.ndarray) -> None:
         """Per-channel mean and std of the teacher's features on the training views."""
@@ -155,11 +198,13 @@ class EfficientAD(BaseDetector):
                 local_maps.append(local.cpu().numpy().ravel())
                 if global_ is not None:
                     global_maps.append(global_.cpu().numpy().ravel())
-        self.model_.local_quantiles.copy_(torch.from_numpy(
-            np.quantile(np.concatenate(local_maps), MAP_QUANTILES).astype(np.float32)))
+        self.model_.local_quantiles.copy_(
+            torch.from_numpy(np.quantile(np.concatenate(local_maps), MAP_QUANTILES).astype(np.float32))
+        )
         if global_maps:
-            self.model_.global_quantiles.copy_(torch.from_numpy(
-                np.quantile(np.concatenate(global_maps), MAP_QUANTILES).astype(np.float32)))
+            self.model_.global_quantiles.copy_(
+                torch.from_numpy(np.quantile(np.concatenate(global_maps), MAP_QUANTILES).astype(np.float32))
+            )
 
     def _calibrate(self, validation: np.ndarray, owners: np.ndarray) -> Thresholds:
         """Thresholds from the held-back images (``owners``: the image of each validation view)."""
@@ -170,10 +215,18 @@ class EfficientAD(BaseDetector):
         def score(pixels: list[np.ndarray]) -> torch.Tensor:
             return torch.cat([model(batch) for batch in self._batched(np.stack(pixels))])
 
-        return calibrate(list(members), members.__getitem__, list(validation),
-                         lambda i: score([validation[v] for v in members[i]]), lambda i, pixels: score([pixels]),
-                         self.view_scores, self.calibration, self.simulated_per_image, self.max_false_alarm_rate,
-                         self.seed)
+        return calibrate(
+            list(members),
+            members.__getitem__,
+            list(validation),
+            lambda i: score([validation[v] for v in members[i]]),
+            lambda i, pixels: score([pixels]),
+            self.view_scores,
+            self.calibration,
+            self.simulated_per_image,
+            self.max_false_alarm_rate,
+            self.seed,
+        )
 
     # -- inference and persistence -----------------------------------------------------------------------
     def _score_views(self, batch: torch.Tensor) -> torch.Tensor:
@@ -195,8 +248,9 @@ class EfficientAD(BaseDetector):
         missing, unexpected = self.model_.load_state_dict(tensors, strict=False)
         missing = [k for k in missing if not k.startswith("teacher.extractor.")]
         if missing or unexpected:
-            raise ValueError(f"saved EfficientAD state does not match the model: missing {missing}, "
-                             f"unexpected {unexpected}")
+            raise ValueError(
+                f"saved EfficientAD state does not match the model: missing {missing}, unexpected {unexpected}"
+            )
         self.model_.to(self.torch_device)
         self.info_ = info
 

@@ -7,6 +7,7 @@ border here), and the output is the valid part of the grid: 56x56 cells, on a 4-
 256-pixel input, centred 4 cells in from each edge. The ``cpu`` size is small at half width, for 2-core line
 PCs where small is too slow (a quarter of its FLOPs).
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,14 +26,21 @@ def pdn(size: str, out_channels: int) -> nn.Sequential:
         raise ValueError(f"unknown PDN size {size!r}; choose from {', '.join(PDN_WIDTHS)}")
     first, second = PDN_WIDTHS[size]
     head: list[nn.Module] = [
-        nn.Conv2d(3, first, 4), nn.ReLU(inplace=True), nn.AvgPool2d(2, 2),
-        nn.Conv2d(first, second, 4), nn.ReLU(inplace=True), nn.AvgPool2d(2, 2),
+        nn.Conv2d(3, first, 4),
+        nn.ReLU(inplace=True),
+        nn.AvgPool2d(2, 2),
+        nn.Conv2d(first, second, 4),
+        nn.ReLU(inplace=True),
+        nn.AvgPool2d(2, 2),
     ]
     if size == "medium":  # the paper's medium PDN: a 1x1 and a 3x3 layer at full width, then a 1x1 output
         tail: list[nn.Module] = [
-            nn.Conv2d(second, second, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(second, second, 3), nn.ReLU(inplace=True),
-            nn.Conv2d(second, out_channels, 4), nn.ReLU(inplace=True),
+            nn.Conv2d(second, second, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(second, second, 3),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(second, out_channels, 4),
+            nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 1),
         ]
     else:
@@ -59,21 +67,28 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.grid = grid
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, width, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 32, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, width, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1),
         )
         self.stages = nn.ModuleList(
             nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout(dropout))
-            for _ in range(5))
-        self.head = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(width, out_channels, 3, padding=1))
+            for _ in range(5)
+        )
+        self.head = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(width, out_channels, 3, padding=1)
+        )
 
     def stage_sizes(self) -> list[int]:
-        return [max(2, round(self.grid / 2 ** k)) for k in (4, 3, 2, 1, 0)]
+        return [max(2, round(self.grid / 2**k)) for k in (4, 3, 2, 1, 0)]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.encoder(images)

@@ -3,6 +3,7 @@
 The training loop is in ``training.py`` and the detector wrapper in ``detector.py``; this module holds only
 what inference (and ONNX export) needs, including the map normalisation learned at fit time.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,9 +37,14 @@ class PretrainedTeacher(nn.Module):
     def raw(self, images: torch.Tensor) -> torch.Tensor:
         features = self.extractor(images)
         side = self.grid + 2 * BORDER_CELLS
-        stacked = torch.cat([F.interpolate(features[layer], size=(side, side), mode="bilinear",
-                                           align_corners=False) for layer in self.layers], dim=1)
-        return stacked[..., BORDER_CELLS:BORDER_CELLS + self.grid, BORDER_CELLS:BORDER_CELLS + self.grid]
+        stacked = torch.cat(
+            [
+                F.interpolate(features[layer], size=(side, side), mode="bilinear", align_corners=False)
+                for layer in self.layers
+            ],
+            dim=1,
+        )
+        return stacked[..., BORDER_CELLS : BORDER_CELLS + self.grid, BORDER_CELLS : BORDER_CELLS + self.grid]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (self.raw(images) - self.mean) / self.std
@@ -48,9 +54,15 @@ class EfficientADModel(nn.Module):
     """[B,3,S,S] images in [0,1] -> [B,S,S] anomaly maps on the normalised scale (0 ~ typical normal,
     0.1 ~ the 99.5th percentile of normal pixels)."""
 
-    def __init__(self, size: str = "small", backbone: str = "efficientnet_lite0",
-                 layers: tuple[str, ...] = ("blocks.4", "blocks.10"), image_size: int = 256,
-                 autoencoder: bool = True, smoothing_sigma: float = 2.0):
+    def __init__(
+        self,
+        size: str = "small",
+        backbone: str = "efficientnet_lite0",
+        layers: tuple[str, ...] = ("blocks.4", "blocks.10"),
+        image_size: int = 256,
+        autoencoder: bool = True,
+        smoothing_sigma: float = 2.0,
+    ):
         super().__init__()
         self.grid = pdn_grid(image_size)
         self.teacher = PretrainedTeacher(build_feature_extractor(backbone, layers), layers, self.grid)
@@ -66,11 +78,11 @@ class EfficientADModel(nn.Module):
         """Un-normalised local (student vs teacher) and global (student vs autoencoder) maps, [B,1,g,g]."""
         teacher = self.teacher(images)
         student = self.student(images)
-        local = (teacher - student[:, :self.channels]).pow(2).mean(dim=1, keepdim=True)
+        local = (teacher - student[:, : self.channels]).pow(2).mean(dim=1, keepdim=True)
         if self.autoencoder is None:
             return local, None
         reconstruction = self.autoencoder(images)
-        global_ = (reconstruction - student[:, self.channels:]).pow(2).mean(dim=1, keepdim=True)
+        global_ = (reconstruction - student[:, self.channels :]).pow(2).mean(dim=1, keepdim=True)
         return local, global_
 
     @staticmethod

@@ -7,6 +7,7 @@ precision) and cropped to match; the autoencoder needs the whole view. With the 
 random colour jitter while the targets stay the teacher's maps of the unjittered views, so neither network
 learns to follow lighting changes.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,8 +89,14 @@ def crop_offset(rng: np.random.Generator, size: int, crop: int) -> int:
 class Trainer:
     """Trains ``model``'s student (and autoencoder) on normal views; resumable from ``checkpoint_dir``."""
 
-    def __init__(self, model: EfficientADModel, settings: TrainingSettings, device: torch.device,
-                 checkpoint_dir: str | Path | None = None, progress: bool = False):
+    def __init__(
+        self,
+        model: EfficientADModel,
+        settings: TrainingSettings,
+        device: torch.device,
+        checkpoint_dir: str | Path | None = None,
+        progress: bool = False,
+    ):
         self.model = model
         self.settings = settings
         self.device = device
@@ -98,8 +105,7 @@ class Trainer:
         parameters = list(model.student.parameters())
         if model.autoencoder is not None:
             parameters += list(model.autoencoder.parameters())
-        self.optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate,
-                                          weight_decay=settings.weight_decay)
+        self.optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         # the paper's schedule: the learning rate drops tenfold for the last 5 % of the steps
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, max(1, int(0.95 * settings.steps)), 0.1)
 
@@ -141,8 +147,9 @@ class Trainer:
     def teacher_maps(self, images: torch.Tensor) -> torch.Tensor:
         """The teacher's normalised maps of all training views, [N,D,g,g] in half precision."""
         with torch.inference_mode():
-            maps = [self.model.teacher(images[i:i + 16].to(self.device)).half().cpu()
-                    for i in range(0, len(images), 16)]
+            maps = [
+                self.model.teacher(images[i : i + 16].to(self.device)).half().cpu() for i in range(0, len(images), 16)
+            ]
         return torch.cat(maps)
 
     def _step(self, images: torch.Tensor, teacher_maps: torch.Tensor, step: int) -> float:
@@ -163,9 +170,9 @@ class Trainer:
         gy, gx = y0 // STRIDE, x0 // STRIDE
 
         def cropped(grid: torch.Tensor) -> torch.Tensor:
-            return grid[..., gy:gy + cells, gx:gx + cells]
+            return grid[..., gy : gy + cells, gx : gx + cells]
 
-        student = model.student(batch[..., y0:y0 + crop, x0:x0 + crop])
+        student = model.student(batch[..., y0 : y0 + crop, x0 : x0 + crop])
         channels = model.channels
         loss = hard_feature_loss(cropped(teacher), student[:, :channels], settings.hard_quantile)
         generic = torch.from_numpy(random_generic_crops(rng, max(1, settings.batch_size // 4), crop))
@@ -202,10 +209,16 @@ class Trainer:
         optimizer = self.optimizer.state_dict()
         for index, state in optimizer["state"].items():
             tensors.update({f"optimizer.{index}.{k}": torch.as_tensor(v) for k, v in state.items()})
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-                  str(self.checkpoint_dir / CHECKPOINT_TENSORS))
-        meta = {"step": step, "settings": asdict(self.settings), "param_groups": optimizer["param_groups"],
-                "scheduler": self.scheduler.state_dict()}
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+            str(self.checkpoint_dir / CHECKPOINT_TENSORS),
+        )
+        meta = {
+            "step": step,
+            "settings": asdict(self.settings),
+            "param_groups": optimizer["param_groups"],
+            "scheduler": self.scheduler.state_dict(),
+        }
         (self.checkpoint_dir / CHECKPOINT_STATE).write_text(json.dumps(meta, indent=2))
 
     def _resume(self) -> int:
@@ -216,12 +229,14 @@ class Trainer:
         ignore = {"steps", "max_seconds", "patience", "checkpoint_every", "eval_every"}
         saved = {k: v for k, v in meta["settings"].items() if k not in ignore}
         if saved != {k: v for k, v in asdict(self.settings).items() if k not in ignore}:
-            raise ValueError(f"the checkpoint in {self.checkpoint_dir} was made with other training settings; "
-                             "use another --checkpoint-dir or delete it")
+            raise ValueError(
+                f"the checkpoint in {self.checkpoint_dir} was made with other training settings; "
+                "use another --checkpoint-dir or delete it"
+            )
         tensors = load_file(str(self.checkpoint_dir / CHECKPOINT_TENSORS))
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
         self.model.student.load_state_dict(part("student."))
         if self.model.autoencoder is not None:

@@ -4,6 +4,7 @@ Picking points that are far from everything picked so far keeps rare normal patt
 random subsample would drop (and then flag as anomalies). Distances are computed in a random projection of
 the features (Johnson-Lindenstrauss), which keeps the ranking while making each step cheap.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,7 @@ def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128,
     points = features.float()
     if points.shape[1] > projection_dim:
         projection = torch.randn(points.shape[1], projection_dim, generator=generator).to(points.device)
-        projection /= projection_dim ** 0.5
+        projection /= projection_dim**0.5
         points = points @ projection
     squared_norms = (points * points).sum(dim=1)
     selected = torch.empty(size, dtype=torch.long)

@@ -5,6 +5,7 @@ memory bank, and sets its own thresholds by scoring normal images against the ba
 left out (so no images need to be set aside). With very few shots the bank is enlarged with flipped and
 rotated copies of the shots, as the few-shot decoder of AnomalyGPT does.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -16,9 +17,9 @@ import torch
 from anomalens.data.scale import DEFAULT_PIXEL_BUDGET
 from anomalens.models.backbones import build_feature_extractor
 from anomalens.models.base import BaseDetector, View
+from anomalens.models.calibration import calibrate
 from anomalens.models.patchcore.coreset import greedy_coreset
 from anomalens.models.patchcore.torch_model import PatchCoreModel
-from anomalens.models.calibration import calibrate
 from anomalens.progress import track
 from anomalens.types import Thresholds
 
@@ -63,18 +64,44 @@ class PatchCore(BaseDetector):
 
     name = "patchcore"
 
-    def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] = ("blocks.4", "blocks.10"),
-                 image_size: int | None = None, coreset_ratio: float = 0.02, min_bank_size: int = 4096,
-                 max_bank_size: int = 16384, coreset_candidates: int = 400_000, coreset_projection: int = 32,
-                 neighbourhood: int = 3, smoothing_sigma: float = 4.0, augment_below: int = 8,
-                 max_false_alarm_rate: float = 0.05, calibration_images: int = 200,
-                 calibration: str = "simulated", simulated_images: int = 60, simulated_per_image: int = 2,
-                 tile_size: int | None = None, tile_overlap: int = 32, pixel_budget: int = DEFAULT_PIXEL_BUDGET,
-                 score_top_fraction: float = 0.05, batch_size: int = 8, seed: int = 0, progress: bool = False,
-                 device: str = "auto"):
-        super().__init__(image_size=image_size, tile_size=tile_size, tile_overlap=tile_overlap,
-                         pixel_budget=pixel_budget, score_top_fraction=score_top_fraction, batch_size=batch_size,
-                         seed=seed, progress=progress, device=device)
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        layers: tuple[str, ...] = ("blocks.4", "blocks.10"),
+        image_size: int | None = None,
+        coreset_ratio: float = 0.02,
+        min_bank_size: int = 4096,
+        max_bank_size: int = 16384,
+        coreset_candidates: int = 400_000,
+        coreset_projection: int = 32,
+        neighbourhood: int = 3,
+        smoothing_sigma: float = 4.0,
+        augment_below: int = 8,
+        max_false_alarm_rate: float = 0.05,
+        calibration_images: int = 200,
+        calibration: str = "simulated",
+        simulated_images: int = 60,
+        simulated_per_image: int = 2,
+        tile_size: int | None = None,
+        tile_overlap: int = 32,
+        pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+        score_top_fraction: float = 0.05,
+        batch_size: int = 8,
+        seed: int = 0,
+        progress: bool = False,
+        device: str = "auto",
+    ):
+        super().__init__(
+            image_size=image_size,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            pixel_budget=pixel_budget,
+            score_top_fraction=score_top_fraction,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            device=device,
+        )
         self.backbone = backbone
         self.layers = tuple(layers)
         self.coreset_ratio = coreset_ratio
@@ -95,11 +122,14 @@ class PatchCore(BaseDetector):
 
     def _build_model(self) -> PatchCoreModel:
         extractor = build_feature_extractor(self.backbone, self.layers)
-        return PatchCoreModel(extractor, self.layers, self.input_size, self.neighbourhood,
-                              self.smoothing_sigma).eval().to(self.torch_device)
+        return (
+            PatchCoreModel(extractor, self.layers, self.input_size, self.neighbourhood, self.smoothing_sigma)
+            .eval()
+            .to(self.torch_device)
+        )
 
     # -- fitting ---------------------------------------------------------------------------------------------
-    def fit(self, images: Iterable[np.ndarray]) -> "PatchCore":
+    def fit(self, images: Iterable[np.ndarray]) -> PatchCore:
         torch.manual_seed(self.seed)
         views, owners = [], []
         for index, image in enumerate(self._start_fit(images)):
@@ -130,9 +160,15 @@ class PatchCore(BaseDetector):
         bank_size = len(chosen)
         self.model_.set_memory_bank(patches[chosen])
         self.thresholds_ = self._calibrate(views, embeddings, groups, patch_groups[chosen])
-        self.info_ = {"n_images": n_images, "n_views": n_views, "augmented_views": augmented,
-                      "n_patches": int(len(patches)), "bank_size": int(bank_size), "feature_dim": dim,
-                      "feature_grid": [height, width]}
+        self.info_ = {
+            "n_images": n_images,
+            "n_views": n_views,
+            "augmented_views": augmented,
+            "n_patches": int(len(patches)),
+            "bank_size": int(bank_size),
+            "feature_dim": dim,
+            "feature_grid": [height, width],
+        }
         return self
 
     def _choose_bank(self, patches: torch.Tensor) -> torch.Tensor:
@@ -141,9 +177,10 @@ class PatchCore(BaseDetector):
         candidates = torch.arange(len(patches))
         if len(patches) > self.coreset_candidates:
             generator = torch.Generator().manual_seed(self.seed)
-            candidates = torch.randperm(len(patches), generator=generator)[:self.coreset_candidates]
-        chosen = greedy_coreset(patches[candidates], min(wanted, len(candidates)),
-                                projection_dim=self.coreset_projection, seed=self.seed)
+            candidates = torch.randperm(len(patches), generator=generator)[: self.coreset_candidates]
+        chosen = greedy_coreset(
+            patches[candidates], min(wanted, len(candidates)), projection_dim=self.coreset_projection, seed=self.seed
+        )
         return candidates[chosen]
 
     @staticmethod
@@ -167,16 +204,17 @@ class PatchCore(BaseDetector):
         with torch.inference_mode():
             starts = range(0, len(pixels), self.batch_size)
             for start in track(starts, "extracting features", enabled=self.progress):
-                batch = self._to_tensor(pixels[start:start + self.batch_size]).to(self.torch_device)
+                batch = self._to_tensor(pixels[start : start + self.batch_size]).to(self.torch_device)
                 features = self.model_.embed(batch).permute(0, 2, 3, 1)
                 if out is None:
                     out = torch.empty((len(pixels), *features.shape[1:]), device=features.device)
-                out[start:start + len(features)] = features
+                out[start : start + len(features)] = features
         assert out is not None
         return out
 
-    def _calibrate(self, views: list[View], embeddings: torch.Tensor, groups: torch.Tensor,
-                   bank_groups: torch.Tensor) -> Thresholds:
+    def _calibrate(
+        self, views: list[View], embeddings: torch.Tensor, groups: torch.Tensor, bank_groups: torch.Tensor
+    ) -> Thresholds:
         """Score normal views against the bank without their own group's patches, and (by default) the same
         views with simulated defects put in; thresholds from those scores."""
         assert self.model_ is not None
@@ -196,9 +234,19 @@ class PatchCore(BaseDetector):
             batch = self._to_tensor([pixels]).to(self.torch_device)
             return model.smoother(model.patch_scores(model.embed(batch), bank_groups == group))
 
-        return calibrate(units, lambda g: [int(i) for i in members[g]], [v.pixels for v in views], normal_maps,
-                         anomaly_map, self.view_scores, self.calibration, self.simulated_per_image,
-                         self.max_false_alarm_rate, self.seed, simulated_units=self.simulated_images)
+        return calibrate(
+            units,
+            lambda g: [int(i) for i in members[g]],
+            [v.pixels for v in views],
+            normal_maps,
+            anomaly_map,
+            self.view_scores,
+            self.calibration,
+            self.simulated_per_image,
+            self.max_false_alarm_rate,
+            self.seed,
+            simulated_units=self.simulated_images,
+        )
 
     # -- inference and persistence -----------------------------------------------------------------------
     def _score_views(self, batch: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 The training loop (feature collection, coreset, thresholds) lives in ``detector.py``; keeping this module free
 of it means export and tests can use the network alone.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,12 @@ from anomalens.models.backbones import FeatureExtractor
 QUERY_CHUNK = 1024
 
 
-def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, bank_norms: torch.Tensor | None = None,
-                      excluded: torch.Tensor | None = None) -> torch.Tensor:
+def nearest_distances(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    bank_norms: torch.Tensor | None = None,
+    excluded: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Euclidean distance from each query row [Q, D] to its nearest bank row [M, D].
 
     ``excluded`` is an optional boolean [M] mask of bank rows to ignore (used for leave-one-out scoring of
@@ -27,19 +32,25 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, bank_norms: tor
     penalty = None if excluded is None else excluded.to(queries.device).float() * torch.finfo(torch.float32).max / 4
     out = torch.empty(queries.shape[0], dtype=torch.float32, device=queries.device)
     for start in range(0, queries.shape[0], QUERY_CHUNK):
-        chunk = queries[start:start + QUERY_CHUNK]
+        chunk = queries[start : start + QUERY_CHUNK]
         squared = (chunk * chunk).sum(dim=1, keepdim=True) - 2.0 * chunk @ bank.T + bank_norms
         if penalty is not None:
             squared = squared + penalty
-        out[start:start + QUERY_CHUNK] = squared.min(dim=1).values
+        out[start : start + QUERY_CHUNK] = squared.min(dim=1).values
     return out.clamp_min(0).sqrt()
 
 
 class PatchCoreModel(nn.Module):
     """Locally aware patch features from a frozen backbone, scored by distance to a memory bank of normals."""
 
-    def __init__(self, extractor: FeatureExtractor, layers: tuple[str, ...], image_size: int,
-                 neighbourhood: int = 3, smoothing_sigma: float = 4.0):
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        layers: tuple[str, ...],
+        image_size: int,
+        neighbourhood: int = 3,
+        smoothing_sigma: float = 4.0,
+    ):
         super().__init__()
         self.extractor = extractor
         self.layers = tuple(layers)
@@ -63,8 +74,9 @@ class PatchCoreModel(nn.Module):
             # padding (count_include_pad) damps border cells: without it a border cell averages fewer cells
             # and over-weights a nearby defect. On magnetic tile it ranked images better than reflect padding,
             # at the cost of AUPRO on defects at the tile's edge.
-            fmap = F.avg_pool2d(fmap, self.neighbourhood, stride=1, padding=self.neighbourhood // 2,
-                                count_include_pad=True)
+            fmap = F.avg_pool2d(
+                fmap, self.neighbourhood, stride=1, padding=self.neighbourhood // 2, count_include_pad=True
+            )
             if target is None:
                 target = fmap.shape[-2:]
             elif fmap.shape[-2:] != target:

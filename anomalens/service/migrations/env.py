@@ -1,5 +1,6 @@
 """Alembic environment of the inspection store; the URL comes from ``Config.attributes["url"]``
 (set by ``anomalens.service.store.migrate``) or from ``sqlalchemy.url`` for the ``alembic`` command line."""
+
 from alembic import context
 from sqlalchemy import create_engine, text
 

@@ -1,10 +1,11 @@
 """A conversation about a stored result: its turns are stored with the result, each answer grounded in it."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from anomalens.service.conversation import reply
-from anomalens.service.dependencies import ExplainerDep, HistoryDep, PixelsDep, StoreDep, StoredDep
+from anomalens.service.dependencies import ExplainerDep, HistoryDep, PixelsDep, StoredDep, StoreDep
 from anomalens.service.schemas import ChatReply, ChatRequest, ChatTurn
 
 router = APIRouter(tags=["chat"])
@@ -16,10 +17,15 @@ def chat_turns(stored: StoredDep, store: StoreDep) -> list[dict]:
 
 
 @router.post("/results/{result_id}/chat", response_model=ChatReply)
-def chat_turn(stored: StoredDep, request: ChatRequest, store: StoreDep, history: HistoryDep,
-              explainer: ExplainerDep, pixels: PixelsDep) -> ChatReply:
-    answer = reply(stored, store.messages(stored.id), request.message, explainer,
-                   history.seen_before(stored, *pixels))
+def chat_turn(
+    stored: StoredDep,
+    request: ChatRequest,
+    store: StoreDep,
+    history: HistoryDep,
+    explainer: ExplainerDep,
+    pixels: PixelsDep,
+) -> ChatReply:
+    answer = reply(stored, store.messages(stored.id), request.message, explainer, history.seen_before(stored, *pixels))
     store.add_message(stored.id, "user", request.message)
     store.add_message(stored.id, "assistant", answer.text, answer.source)
     return ChatReply(reply=answer.text, source=answer.source)

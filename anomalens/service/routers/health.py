@@ -1,4 +1,5 @@
 """What needs no API key: the health check and the web page."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,12 +1,12 @@
 """``POST /inspect`` and ``/inspect/batch``: each upload inspected and stored as soon as the detector answered;
 an LLM explanation, when configured, replaces the stored offline one afterwards, so a failing LLM or a vanished
 client loses nothing."""
+
 from __future__ import annotations
 
 import logging
 import re
 import unicodedata
-
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
@@ -45,8 +45,14 @@ def _read_limited(upload: UploadFile, settings: ServiceSettings) -> bytes:
 class Inspection:
     """Inspect one upload, store it, and add the LLM's explanation when there is an LLM."""
 
-    def __init__(self, settings: SettingsDep, inspector: InspectorDep, store: StoreDep, history: HistoryDep,
-                 explainer: ExplainerDep):
+    def __init__(
+        self,
+        settings: SettingsDep,
+        inspector: InspectorDep,
+        store: StoreDep,
+        history: HistoryDep,
+        explainer: ExplainerDep,
+    ):
         self.settings, self.inspector, self.store = settings, inspector, store
         self.history, self.explainer = history, explainer
 
@@ -56,8 +62,9 @@ class Inspection:
             inspected = self.inspector.inspect(_read_limited(upload, self.settings), name)
         except BadImage as error:
             raise HTTPException(422, f"not an inspectable image: {error}") from error
-        result_id = self.store.add_inspection(inspected.record, inspected.images, inspected.model,
-                                              self.settings.station)
+        result_id = self.store.add_inspection(
+            inspected.record, inspected.images, inspected.model, self.settings.station
+        )
         if self.explainer is not None:
             self._add_llm_explanation(result_id, inspected)
         return with_urls(self.store.get(result_id))
@@ -66,8 +73,9 @@ class Inspection:
         """Replace the stored offline explanation by the LLM's; any failure keeps the offline one."""
         try:
             seen_before = self.history.seen_before(inspected.record, inspected.image, inspected.prediction.mask)
-            explanation = self.explainer.explain(inspected.record, image=inspected.image,
-                                                 prediction=inspected.prediction, seen_before=seen_before)
+            explanation = self.explainer.explain(
+                inspected.record, image=inspected.image, prediction=inspected.prediction, seen_before=seen_before
+            )
         except Exception as error:  # the result is stored already; the explanation is a bonus
             log.warning("LLM explanation failed for %s, keeping the offline one: %s", result_id, error)
             return
@@ -78,16 +86,19 @@ InspectionDep = Annotated[Inspection, Depends(Inspection)]
 
 
 # Plain `def` endpoints run in the thread pool: inference and database work never block the event loop.
-@router.post("/inspect", response_model=InspectionResult,
-             responses={413: {"description": "upload too large"}, 422: {"description": "not an image"}})
-def inspect(inspection: InspectionDep,
-            file: UploadFile = File(..., description="PNG, JPEG, BMP or TIFF; judged by content")) -> InspectionResult:
+@router.post(
+    "/inspect",
+    response_model=InspectionResult,
+    responses={413: {"description": "upload too large"}, 422: {"description": "not an image"}},
+)
+def inspect(
+    inspection: InspectionDep, file: UploadFile = File(..., description="PNG, JPEG, BMP or TIFF; judged by content")
+) -> InspectionResult:
     return inspection(file)
 
 
 @router.post("/inspect/batch", response_model=BatchResult)
-def inspect_batch(inspection: InspectionDep, settings: SettingsDep,
-                  files: list[UploadFile] = File(...)) -> BatchResult:
+def inspect_batch(inspection: InspectionDep, settings: SettingsDep, files: list[UploadFile] = File(...)) -> BatchResult:
     if len(files) > settings.max_batch_files:
         raise HTTPException(413, f"too many files: at most {settings.max_batch_files} per batch")
     results, errors = [], []

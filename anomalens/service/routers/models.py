@@ -1,4 +1,5 @@
 """The models the service can inspect with, and switching between them."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException

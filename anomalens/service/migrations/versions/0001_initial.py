@@ -3,6 +3,7 @@
 Revision ID: 0001
 Revises:
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -29,16 +30,22 @@ def upgrade() -> None:
     )
     op.create_table(
         "inspection_images",
-        sa.Column("inspection_id", sa.String(32), sa.ForeignKey("inspections.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "inspection_id", sa.String(32), sa.ForeignKey("inspections.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("kind", sa.String(16), primary_key=True),
         sa.Column("png", sa.LargeBinary, nullable=False),
     )
     op.create_table(
         "chat_messages",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("inspection_id", sa.String(32), sa.ForeignKey("inspections.id", ondelete="CASCADE"),
-                  nullable=False, index=True),
+        sa.Column(
+            "inspection_id",
+            sa.String(32),
+            sa.ForeignKey("inspections.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("content", sa.Text, nullable=False),
@@ -47,8 +54,13 @@ def upgrade() -> None:
     op.create_table(
         "feedback",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("inspection_id", sa.String(32), sa.ForeignKey("inspections.id", ondelete="CASCADE"),
-                  nullable=False, index=True),
+        sa.Column(
+            "inspection_id",
+            sa.String(32),
+            sa.ForeignKey("inspections.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("region_index", sa.Integer, nullable=True),
