@@ -100,16 +100,16 @@ def main(argv: list[str] | None = None) -> int:
             records.append(
                 {
                     "case": name,
-                    "first_rejected": bool(result["problems"] and result["problems"][0]),
-                    "explain_source": result["source"],
-                    "attempts": result["attempts"],
-                    "problems": result["problems"],
-                    "reason": result["reason"],
+                    "first_rejected": bool(result.problems and result.problems[0]),
+                    "explain_source": result.source,
+                    "attempts": result.attempts,
+                    "problems": result.problems,
+                    "reason": result.reason,
                     "chat": chat,
                 }
             )
             print(
-                f"[{name}] explanation {result['source']} after {result['attempts']} attempt(s); chat "
+                f"[{name}] explanation {result.source} after {result.attempts} attempt(s); chat "
                 + ", ".join(turn["source"] for turn in chat),
                 flush=True,
             )

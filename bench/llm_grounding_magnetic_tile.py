@@ -147,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                     "type": sample.defect_type,
                     "anomalous": findings.anomalous,
                     "count": findings.region_count,
-                    "first_rejected": bool(result["problems"] and result["problems"][0]),
-                    "explain_source": result["source"],
-                    "attempts": result["attempts"],
-                    "problems": result["problems"],
-                    "reason": result["reason"],
+                    "first_rejected": bool(result.problems and result.problems[0]),
+                    "explain_source": result.source,
+                    "attempts": result.attempts,
+                    "problems": result.problems,
+                    "reason": result.reason,
                     "chat": chat,
                 }
             )
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 transcripts[key] = {
                     "image": str(sample.path),
                     "findings": findings.to_dict(),
-                    "explanation": result,
+                    "explanation": result.model_dump(),
                     "chat": chat,
                 }
             if (i + 1) % 10 == 0:

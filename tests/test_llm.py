@@ -208,8 +208,8 @@ def test_config_providers():
 def test_missing_key_is_unavailable_not_a_crash(one_bottom_left, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     result = LLMExplainer(LLMConfig(model="gpt-4o-mini")).explain(one_bottom_left)
-    assert result["source"] == "offline" and "OPENAI_API_KEY" in result["reason"]
-    assert result["text"] == offline.explain(one_bottom_left)
+    assert result.source == "offline" and "OPENAI_API_KEY" in result.reason
+    assert result.text == offline.explain(one_bottom_left)
 
 
 def test_prompt_override_directory(tmp_path, monkeypatch, one_bottom_left):
@@ -242,7 +242,7 @@ def test_retry_once_with_the_contradictions_then_accept(one_bottom_left):
     right = "Here you go: " + json.dumps(good_reply().model_dump())
     client = ScriptedClient([wrong, right])
     result = LLMExplainer(client=client).explain(one_bottom_left)
-    assert result["source"] == "llm" and result["attempts"] == 2 and result["llm"]["count"] == 1
+    assert result.source == "llm" and result.attempts == 2 and result.llm["count"] == 1
     follow_up = client.sent[1][-1]["content"]
     assert '"count" is 2' in follow_up and client.sent[1][-2] == {"role": "assistant", "content": wrong}
 
@@ -250,9 +250,9 @@ def test_retry_once_with_the_contradictions_then_accept(one_bottom_left):
 def test_second_contradiction_falls_back_to_offline(one_bottom_left):
     client = ScriptedClient(["no json at all", json.dumps(good_reply(anomalous=False).model_dump())])
     result = LLMExplainer(client=client).explain(one_bottom_left)
-    assert result["source"] == "offline" and result["attempts"] == 2
-    assert "contradicted" in result["reason"] and "verdict is anomalous" in result["reason"]
-    assert result["text"] == offline.explain(one_bottom_left)
+    assert result.source == "offline" and result.attempts == 2
+    assert "contradicted" in result.reason and "verdict is anomalous" in result.reason
+    assert result.text == offline.explain(one_bottom_left)
 
 
 def test_vision_models_get_the_composite_and_the_reference():
@@ -339,7 +339,7 @@ def test_text_only_server_is_detected_once_and_sent_no_images(llm_server):
     result = LLMExplainer(client=client).explain(findings, image=image, prediction=prediction)
     probe, *asked = wire.completions()
     assert [part["type"] for part in probe["messages"][0]["content"]] == ["text", "image_url"]
-    assert len(asked) == result["attempts"] >= 1  # probed once, then only text
+    assert len(asked) == result.attempts >= 1  # probed once, then only text
     assert all(isinstance(message["content"], str) for body in asked for message in body["messages"])
 
 
@@ -348,8 +348,8 @@ def test_grounded_reply_from_the_server_is_kept_with_source_llm(llm_server, one_
     planted = json.dumps(good_reply().model_dump())
     wire = Wire(plant=lambda own: planted)
     result = LLMExplainer(client=wired_client(llm_server, wire, vision=False, max_tokens=16)).explain(one_bottom_left)
-    assert (result["source"], result["reason"], result["attempts"]) == ("llm", "grounded", 1)
-    assert result["text"] == compose_text(good_reply()) and result["model"] == llm_server.model
+    assert (result.source, result.reason, result.attempts) == ("llm", "grounded", 1)
+    assert result.text == compose_text(good_reply()) and result.model == llm_server.model
     [body] = wire.completions()
     assert wire.requests[-1].method == "POST" and wire.requests[-1].url == llm_server.base_url + "/chat/completions"
     assert body["model"] == llm_server.model and body["response_format"] == {"type": "json_object"}
@@ -363,9 +363,9 @@ def test_contradiction_planted_in_the_reply_is_retried_then_answered_offline(llm
     wire = Wire(plant=lambda own: wrong)
     result = LLMExplainer(client=wired_client(llm_server, wire, vision=False, max_tokens=16)).explain(one_bottom_left)
     problem = '"count" is 3, but the findings have 1 region'
-    assert (result["source"], result["attempts"], result["problems"]) == ("offline", 2, [[problem], [problem]])
-    assert result["reason"] == "the LLM's answer contradicted the findings after one retry: " + problem
-    assert result["text"] == offline.explain(one_bottom_left) and result["llm"]["count"] == 3
+    assert (result.source, result.attempts, result.problems) == ("offline", 2, [[problem], [problem]])
+    assert result.reason == "the LLM's answer contradicted the findings after one retry: " + problem
+    assert result.text == offline.explain(one_bottom_left) and result.llm["count"] == 3
     first, retry = wire.completions()
     assert retry["messages"][:-2] == first["messages"]
     assert (
@@ -379,15 +379,15 @@ def test_the_models_own_reply_is_kept_only_when_grounded(llm_server):
     wire = Wire(plant=lambda own: own)
     result = LLMExplainer(client=wired_client(llm_server, wire, vision=False)).explain(findings)
     print("\nSmolLM2 result:", json.dumps(result, indent=2))
-    assert len(wire.model_replies) == result["attempts"] == len(result["problems"])
-    assert all(result["problems"][:-1])  # a retry only after a rejected reply
-    if result["source"] == "llm":
+    assert len(wire.model_replies) == result.attempts == len(result.problems)
+    assert all(result.problems[:-1])  # a retry only after a rejected reply
+    if result.source == "llm":
         kept = parse_reply(wire.model_replies[-1])
-        assert check(kept, findings) == [] and result["text"] == compose_text(kept)
-        assert result["reason"] == ("grounded" if result["attempts"] == 1 else "grounded after one retry")
+        assert check(kept, findings) == [] and result.text == compose_text(kept)
+        assert result.reason == ("grounded" if result.attempts == 1 else "grounded after one retry")
     else:
-        assert result["attempts"] == 2 and all(result["problems"]) and result["text"] == offline.explain(findings)
-        assert result["reason"].startswith("the LLM's answer contradicted the findings after one retry: ")
+        assert result.attempts == 2 and all(result.problems) and result.text == offline.explain(findings)
+        assert result.reason.startswith("the LLM's answer contradicted the findings after one retry: ")
 
 
 @pytest.mark.llm
@@ -420,8 +420,8 @@ def test_server_down_gives_offline_quickly(one_bottom_left):
     start = time.monotonic()
     result = LLMExplainer(config).explain(one_bottom_left)
     assert time.monotonic() - start < 10
-    assert result["source"] == "offline" and "connection" in result["reason"].lower()
-    assert result["text"] == offline.explain(one_bottom_left)
+    assert result.source == "offline" and "connection" in result.reason.lower()
+    assert result.text == offline.explain(one_bottom_left)
     answer = LLMExplainer(config).chat([{"role": "user", "content": "How many regions are there?"}], one_bottom_left)
     assert answer.text == offline.answer("How many regions are there?", one_bottom_left)
     assert answer.source == "offline" and "connection" in answer.reason.lower()
@@ -477,7 +477,7 @@ def test_similar_past_cases_reach_the_prompt_and_the_fallback(one_bottom_left):
     prompt = client.sent[0][1]["content"]
     assert "seen before" in prompt.lower() and "worn press die" in prompt
     assert "worn press die" not in explain_messages(one_bottom_left)[1]["content"]
-    assert result["source"] == "offline" and "worn press die" in result["text"]
+    assert result.source == "offline" and "worn press die" in result.text
     chat_client = ScriptedClient(["The anomaly is at the bottom left; last time a worn press die caused it."])
     LLMExplainer(client=chat_client).chat(
         [{"role": "user", "content": "What could cause it?"}], findings=one_bottom_left, seen_before=past

@@ -30,6 +30,7 @@ from anomalens.explanation.history import DefectHistory  # noqa: E402
 from anomalens.explanation.llm import LLMClient, LLMConfig, LLMExplainer  # noqa: E402
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.models import PatchCore, load_detector  # noqa: E402
+from anomalens.results.record import LLMExplanationResult  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
 from anomalens.service.dependencies import get_explainer  # noqa: E402
 from anomalens.service.schemas import StoredResult  # noqa: E402
@@ -192,7 +193,7 @@ class FixedExplainer:
     """Stands in for LLMExplainer: fixed answers, and it records what the chat was grounded in."""
 
     def explain(self, findings, image=None, prediction=None, seen_before=None):
-        return {"text": "A dark hole.", "source": "llm", "reason": "grounded", "attempts": 1}
+        return LLMExplanationResult(text="A dark hole.", source="llm", reason="grounded", attempts=1)
 
     def chat(self, messages, findings=None, seen_before=None):
         self.grounded_in = findings

@@ -96,6 +96,20 @@ class ExplanationRecord(_OmittingNone):
     reason: str | None = None
 
 
+class LLMExplanationResult(ExplanationRecord):
+    """An LLM explanation and how it came about: ``llm`` the parsed fields of the last reply (None when it did not
+    parse), ``attempts`` the requests made, ``problems`` the contradictions found in each, ``model`` the model
+    asked. Only the :class:`ExplanationRecord` part (:meth:`record`) is kept with a result."""
+
+    llm: dict[str, Any] | None = None
+    attempts: int = 0
+    problems: list[list[str]] = []
+    model: str | None = None
+
+    def record(self) -> ExplanationRecord:
+        return ExplanationRecord(text=self.text, source=self.source, reason=self.reason)
+
+
 class InspectionRecord(_OmittingNone):
     """One inspected image: verdict and scores, the thresholds that decided, its regions (strongest first) and
     their explanation; ``overlay`` and ``mask`` name its output images when a run wrote them; ``label`` is what a

@@ -21,7 +21,7 @@ from anomalens.explanation.llm.grounding import check, check_answer
 from anomalens.explanation.llm.images import vision_images
 from anomalens.explanation.llm.prompts import chat_system_message, explain_messages, retry_message
 from anomalens.explanation.llm.schema import LLMExplanation, ReplyError, parse_reply
-from anomalens.results.record import InspectionRecord
+from anomalens.results.record import InspectionRecord, LLMExplanationResult
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,12 @@ class LLMExplainer:
         prediction: Any = None,
         reference: np.ndarray | None = None,
         seen_before: list[str] | None = None,
-    ) -> dict[str, Any]:
-        """``{"text", "source": "llm" | "offline", "reason", "llm", "attempts", "problems"}``.
+    ) -> LLMExplanationResult:
+        """The checked explanation with source "llm", or the offline one with the reason the LLM's was not used.
 
         ``image`` (and the mask of ``prediction``, and a normal ``reference``) are sent as PNG images only to
         models that take images. ``seen_before`` (similar past cases of the defect history) is quoted to the
-        model and, on a fallback, in the offline text. ``llm`` holds the parsed fields of the last reply (None when
-        unparseable), ``problems`` the contradictions found in each attempt.
+        model and, on a fallback, in the offline text.
         """
         attempts = 0
         history: list[list[str]] = []
@@ -94,29 +93,29 @@ class LLMExplainer:
                 reply, problems = self._evaluate(text, findings)
                 history.append(problems)
                 if not problems:
-                    return {
-                        "text": compose_text(reply),
-                        "source": "llm",
-                        "reason": "grounded" if attempt == 0 else "grounded after one retry",
-                        "llm": reply.model_dump(),
-                        "attempts": attempts,
-                        "problems": history,
-                        "model": self.config.model,
-                    }
+                    return LLMExplanationResult(
+                        text=compose_text(reply),
+                        source="llm",
+                        reason="grounded" if attempt == 0 else "grounded after one retry",
+                        llm=reply.model_dump(),
+                        attempts=attempts,
+                        problems=history,
+                        model=self.config.model,
+                    )
                 log.info("LLM reply rejected (attempt %d): %s", attempts, "; ".join(problems))
                 messages = [*messages, {"role": "assistant", "content": text}, retry_message(problems)]
             reason = "the LLM's answer contradicted the findings after one retry: " + "; ".join(history[-1])
         except LLMUnavailable as exc:
             reason = f"LLM unavailable: {exc}"
-        return {
-            "text": offline.explain(findings, seen_before),
-            "source": "offline",
-            "reason": reason,
-            "llm": reply.model_dump() if reply is not None else None,
-            "attempts": attempts,
-            "problems": history,
-            "model": self.config.model,
-        }
+        return LLMExplanationResult(
+            text=offline.explain(findings, seen_before),
+            source="offline",
+            reason=reason,
+            llm=reply.model_dump() if reply is not None else None,
+            attempts=attempts,
+            problems=history,
+            model=self.config.model,
+        )
 
     def chat(
         self, messages: list[dict[str, Any]], findings: InspectionRecord, seen_before: list[str] | None = None

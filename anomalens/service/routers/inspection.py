@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 
-from anomalens.results.record import ExplanationRecord
 from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, SettingsDep, StoreDep
 from anomalens.service.inference import BadImage, Inspected
 from anomalens.service.schemas import BatchError, BatchResult, InspectionResult, with_urls
@@ -79,7 +78,7 @@ class Inspection:
         except Exception as error:  # the result is stored already; the explanation is a bonus
             log.warning("LLM explanation failed for %s, keeping the offline one: %s", result_id, error)
             return
-        self.store.set_explanation(result_id, ExplanationRecord.model_validate(explanation))
+        self.store.set_explanation(result_id, explanation.record())
 
 
 InspectionDep = Annotated[Inspection, Depends(Inspection)]
