@@ -102,6 +102,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="where the network runs (auto: a CUDA GPU when there is one)",
     )
+    _add_efficientad_options(parser)
+
+
+def _add_efficientad_options(parser: argparse.ArgumentParser) -> None:
+    """The settings only EfficientAD takes, in their own help section."""
     ead = parser.add_argument_group("EfficientAD (--model efficientad)")
     ead.add_argument(
         "--size",

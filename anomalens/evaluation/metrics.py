@@ -214,8 +214,17 @@ def pixel_aupro(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike], fpr_limit
     if n_normal == 0 or not any(mask.any() for mask, _ in pairs):
         return math.nan
 
-    # Only pixels scoring at least the m-th highest normal score, m just past the limit, matter: every curve
-    # point with FPR <= fpr_limit, and the first one beyond it, depend on those pixels alone.
+    cut = _normal_score_cut(pairs, n_normal, fpr_limit)
+    fpr, pro = _pro_curve(pairs, cut, n_normal)
+    return _area_to_limit(fpr, pro, fpr_limit) / fpr_limit
+
+
+def _normal_score_cut(pairs: list[tuple[np.ndarray, np.ndarray]], n_normal: int, fpr_limit: float) -> np.floating:
+    """The m-th highest normal score, m just past ``fpr_limit`` of the ``n_normal`` normal pixels.
+
+    Only pixels scoring at least this matter: every curve point with FPR <= ``fpr_limit``, and the first one
+    beyond it, depend on those pixels alone.
+    """
     normal_scores = np.empty(n_normal, dtype=_POOL_DTYPE)
     at = 0
     for mask, amap in pairs:
@@ -225,13 +234,20 @@ def pixel_aupro(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike], fpr_limit
     m = min(n_normal, int(math.floor(fpr_limit * n_normal)) + 2)
     kth = n_normal - m
     normal_scores.partition(kth)
-    cut = normal_scores[kth]
-    del normal_scores
+    return normal_scores[kth]
 
-    # Each pixel becomes one int64 sort key (see _sort_keys) holding its score and, in the low half, its
-    # region id: 0 for normal pixels, else 1-based over all images. One integer sort then replaces argsort
-    # plus gathers, several times slower at this size. Region pixels are all kept, even below the cut: they
-    # only add curve points past the one at the cut, whose FPR already exceeds the limit.
+
+def _descending_keys(
+    pairs: list[tuple[np.ndarray, np.ndarray]], cut: np.floating
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sort keys of the region pixels and of the normal pixels scoring at least ``cut``, highest score first;
+    with the size of each region (by region id - 1) and the number of regions.
+
+    Each pixel becomes one int64 sort key (see :func:`_sort_keys`) holding its score and, in the low half, its
+    region id: 0 for normal pixels, else 1-based over all images. One integer sort then replaces argsort plus
+    gathers, several times slower at this size. Region pixels are all kept, even below the cut: they only add
+    curve points past the one at the cut, whose FPR already exceeds the limit.
+    """
     parts: list[np.ndarray] = []
     sizes: list[np.ndarray] = []
     n_regions = 0
@@ -250,8 +266,15 @@ def pixel_aupro(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike], fpr_limit
     key = np.concatenate(parts)
     del parts
     key.sort()
-    key = key[::-1]  # descending score: the curve runs from the highest threshold down
+    return key[::-1], np.concatenate(sizes), n_regions
 
+
+def _pro_curve(
+    pairs: list[tuple[np.ndarray, np.ndarray]], cut: np.floating, n_normal: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """FPR and PRO at every distinct score from the highest down to the lowest kept (see
+    :func:`_descending_keys`), after a first point at (0, 0)."""
+    key, region_sizes, n_regions = _descending_keys(pairs, cut)
     # One curve point per distinct score, at the last pixel of each run of equal scores.
     score_bits = key >> 32
     ends = np.flatnonzero(score_bits[1:] != score_bits[:-1])
@@ -263,12 +286,12 @@ def pixel_aupro(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike], fpr_limit
     region_pos = np.flatnonzero(key)
     region_ids = key[region_pos]
     del key
-    weights = 1.0 / (np.concatenate(sizes).astype(np.float64) * n_regions)
+    weights = 1.0 / (region_sizes.astype(np.float64) * n_regions)
     pro_cum = np.concatenate(([0.0], np.cumsum(weights[region_ids - 1])))
     n_region_seen = np.searchsorted(region_pos, ends, side="right")
     fpr = np.concatenate(([0.0], (ends + 1 - n_region_seen) / n_normal))
     pro = np.concatenate(([0.0], np.minimum(pro_cum[n_region_seen], 1.0)))
-    return _area_to_limit(fpr, pro, fpr_limit) / fpr_limit
+    return fpr, pro
 
 
 def _sort_keys(scores: np.ndarray) -> np.ndarray:

@@ -271,6 +271,64 @@ def group_regions(mask: np.ndarray, merge_distance: float = MERGE_DISTANCE) -> n
     return measure.label(near, connectivity=2) * mask
 
 
+def _kept_regions(
+    mask: np.ndarray, merge_distance: float, min_area_pixels: int, min_area_fraction: float
+) -> tuple[np.ndarray, list[Any]]:
+    """The label image of ``mask``'s regions (see :func:`group_regions`) and the regions large enough to report,
+    or the largest one when none is."""
+    labels = group_regions(mask, merge_distance)
+    props = measure.regionprops(labels)
+    minimum = max(float(min_area_pixels), min_area_fraction * mask.shape[0] * mask.shape[1])
+    kept = [p for p in props if p.area >= minimum] or [max(props, key=lambda p: p.area)]
+    return labels, kept
+
+
+def _measure_region(
+    props: Any,
+    labels: np.ndarray,
+    anomaly_map: np.ndarray,
+    anomalous: np.ndarray,
+    pixels: tuple[np.ndarray, np.ndarray] | None,
+    threshold: float,
+) -> Region:
+    """Measure the region ``props`` of ``labels``: place, size, shape, score against the image ``threshold``,
+    and appearance next to its normal surroundings (``anomalous`` is the whole mask). Its ``index`` is left 0."""
+    shape = anomaly_map.shape[:2]
+    region = labels == props.label
+    scores = anomaly_map[region]
+    peak = float(scores.max())
+    relative = peak / threshold if threshold > 0 else math.inf
+    y0, x0, y1, x1 = (int(v) for v in props.bbox)
+    cy, cx = (float(v) for v in props.centroid)
+    centre_cell = grid_cell(cx, cy, shape)
+    kind, ratio, degrees = _shape(props)
+    brightness, cues, inside, around, difference, colour = _appearance(region, anomalous, pixels)
+    return Region(
+        index=0,
+        label=int(props.label),
+        parts=int(measure.label(region[y0:y1, x0:x1], connectivity=2).max()),
+        box=(x0, y0, x1, y1),
+        area_pixels=int(props.area),
+        area_fraction=float(props.area) / float(shape[0] * shape[1]),
+        centroid=(cx, cy),
+        peak_score=peak,
+        mean_score=float(scores.mean()),
+        relative_peak=relative,
+        severity=severity_for(relative),
+        positions=_positions(props.coords, centre_cell, *_cells(shape)),
+        position=centre_cell,
+        shape=kind,
+        elongation=ratio,
+        orientation_degrees=degrees,
+        brightness=brightness,
+        appearance=cues,
+        mean_intensity=inside,
+        surround_intensity=around,
+        intensity_difference=difference,
+        colour_difference=colour,
+    )
+
+
 def extract_findings(
     prediction: Prediction,
     image: np.ndarray | None = None,
@@ -296,56 +354,14 @@ def extract_findings(
     if not prediction.is_anomalous:
         return findings
     anomaly_map = np.asarray(prediction.anomaly_map, dtype=np.float32)
-    shape = anomaly_map.shape[:2]
     mask = np.asarray(prediction.mask, dtype=bool)
     if not mask.any():
         mask = _fallback_mask(anomaly_map)
-    labels = group_regions(mask, merge_distance)
-    props = measure.regionprops(labels)
-    minimum = max(float(min_area_pixels), min_area_fraction * shape[0] * shape[1])
-    kept = [p for p in props if p.area >= minimum] or [max(props, key=lambda p: p.area)]
+    labels, kept = _kept_regions(mask, merge_distance, min_area_pixels, min_area_fraction)
     findings.labels = np.where(np.isin(labels, [p.label for p in kept]), labels, 0)
-    pixels = _gray_and_rgb(image, shape)
-    cell_rows, cell_cols = _cells(shape)
+    pixels = _gray_and_rgb(image, anomaly_map.shape[:2])
     threshold = float(prediction.thresholds.image)
-    regions = []
-    for p in kept:
-        region = labels == p.label
-        scores = anomaly_map[region]
-        peak = float(scores.max())
-        relative = peak / threshold if threshold > 0 else math.inf
-        y0, x0, y1, x1 = (int(v) for v in p.bbox)
-        cy, cx = (float(v) for v in p.centroid)
-        centre_cell = grid_cell(cx, cy, shape)
-        kind, ratio, degrees = _shape(p)
-        brightness, cues, inside, around, difference, colour = _appearance(region, mask, pixels)
-        parts = int(measure.label(region[y0:y1, x0:x1], connectivity=2).max())
-        regions.append(
-            Region(
-                index=0,
-                label=int(p.label),
-                parts=parts,
-                box=(x0, y0, x1, y1),
-                area_pixels=int(p.area),
-                area_fraction=float(p.area) / float(shape[0] * shape[1]),
-                centroid=(cx, cy),
-                peak_score=peak,
-                mean_score=float(scores.mean()),
-                relative_peak=relative,
-                severity=severity_for(relative),
-                positions=_positions(p.coords, centre_cell, cell_rows, cell_cols),
-                position=centre_cell,
-                shape=kind,
-                elongation=ratio,
-                orientation_degrees=degrees,
-                brightness=brightness,
-                appearance=cues,
-                mean_intensity=inside,
-                surround_intensity=around,
-                intensity_difference=difference,
-                colour_difference=colour,
-            )
-        )
+    regions = [_measure_region(p, labels, anomaly_map, mask, pixels, threshold) for p in kept]
     regions.sort(key=lambda r: (-r.peak_score, -r.area_pixels))
     for i, r in enumerate(regions):
         r.index = i

@@ -27,6 +27,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import numpy as np
 from anomalens.data import ImageReadError, mvtec_samples, read_image, to_uint8_rgb, write_png
 from anomalens.progress import track
 from anomalens.simulation._common import MIN_SIDE
-from anomalens.simulation.simulator import KINDS, simulate
+from anomalens.simulation.simulator import KINDS, SimulatedAnomaly, simulate
 
 __all__ = ["METADATA_FILE", "write_simulated_dataset"]
 
@@ -44,6 +45,73 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "simulation.json"
 _USES_SOURCE = {"nsa", "texture"}
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """One planned defect: running number ``index`` and file stem ``name``, the ``kind`` asked for, the ``base``
+    image it goes on and the ``donor`` image it takes material from (``None`` for kinds that take none)."""
+
+    index: int
+    name: str
+    kind: str
+    base: Path
+    donor: Path | None
+
+
+def _check_request(n: int, kinds: Sequence[str], holdout: float) -> list[str]:
+    """Check the request's ``n``, ``kinds`` and ``holdout``; return the kinds as a list of strings."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    kinds = [str(k) for k in kinds]
+    if not kinds:
+        raise ValueError(f"kinds must name at least one anomaly kind ({', '.join(KINDS)})")
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown anomaly kind(s) {', '.join(unknown)}; choose from: {', '.join(KINDS)}")
+    if not 0.0 < float(holdout) < 1.0:
+        raise ValueError(f"holdout must be between 0 and 1 (exclusive), got {holdout}")
+    return kinds
+
+
+def _usable_good_images(data_root: Path, category: str) -> tuple[list[Path], list[dict[str, str]]]:
+    """List the category's good training images; return the ones a defect can be made in, and the skipped ones
+    with the reason (``{"path", "error"}``)."""
+    good_dir = data_root / category / "train" / "good"
+    goods = [s.path for s in mvtec_samples(data_root, category, "train") if s.label == 0]
+    if not goods:
+        raise ValueError(f"no good images in '{good_dir}'")
+    usable: list[Path] = []
+    skipped: list[dict[str, str]] = []
+    for path in goods:
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            logger.warning("skipping unreadable good image: %s", exc)
+            skipped.append({"path": str(path), "error": str(exc)})
+            continue
+        h, w = image.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            reason = f"image is {h}x{w} pixels, smaller than {MIN_SIDE} in a side"
+            logger.warning("skipping good image '%s': %s", path, reason)
+            skipped.append({"path": str(path), "error": reason})
+            continue
+        usable.append(path)
+    if len(usable) < 2:
+        raise ValueError(
+            f"need at least 2 usable good images in '{good_dir}' "
+            f"(one to train on, one to hold out), found {len(usable)}"
+        )
+    return usable, skipped
+
+
+def _split_good_images(usable: list[Path], holdout: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Split the usable good images at random into ``(train, held)``, both in listing order."""
+    order = np.random.default_rng([seed, 2**31 - 1]).permutation(len(usable))
+    n_hold = int(np.clip(round(holdout * len(usable)), 1, len(usable) - 1))
+    held = [usable[i] for i in sorted(order[:n_hold])]
+    train = [usable[i] for i in sorted(order[n_hold:])]
+    return train, held
 
 
 def _prepare_output(cat_out: Path, cat_in: Path, overwrite: bool) -> None:
@@ -59,6 +127,70 @@ def _prepare_output(cat_out: Path, cat_in: Path, overwrite: bool) -> None:
             )
         shutil.rmtree(cat_out)
     cat_out.mkdir(parents=True, exist_ok=True)
+
+
+def _copy_good_images(cat_out: Path, train: list[Path], held: list[Path]) -> None:
+    """Copy the kept and the held-out good images byte for byte to ``train/good`` and ``test/good``."""
+    for folder, paths in (("train", train), ("test", held)):
+        dest = cat_out / folder / "good"
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copyfile(path, dest / path.name)
+
+
+def _plan_draws(n: int, kinds: list[str], usable: list[Path], held: list[Path], seed: int) -> list[_Draw]:
+    """Plan the ``n`` defects: defect ``i`` takes the next kind and the next held-out base in turn, and a donor
+    drawn from the other usable images where its kind uses one."""
+    width = max(3, len(str(n - 1)))
+    draws = []
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        base = held[i % len(held)]
+        donor = None
+        if kind in _USES_SOURCE:  # own stream, so that default_rng([seed, i]) alone reproduces simulate()
+            others = [p for p in usable if p != base]
+            donor = others[int(np.random.default_rng([seed, i, 1]).integers(len(others)))]
+        draws.append(_Draw(index=i, name=f"{i:0{width}d}", kind=kind, base=base, donor=donor))
+    return draws
+
+
+def _write_defect(cat_out: Path, draw: _Draw, sim: SimulatedAnomaly, seed: int) -> dict[str, Any]:
+    """Write the simulated image and its mask under the kind actually made; return its ``simulation.json`` entry."""
+    image_rel = Path("test") / sim.kind / f"{draw.name}.png"
+    mask_rel = Path("ground_truth") / sim.kind / f"{draw.name}_mask.png"
+    write_png(cat_out / image_rel, to_uint8_rgb(sim.image))
+    write_png(cat_out / mask_rel, sim.mask.astype(np.uint8) * 255)
+    return {
+        "index": draw.index,
+        "image": image_rel.as_posix(),
+        "mask": mask_rel.as_posix(),
+        "kind": sim.kind,
+        "requested_kind": draw.kind,
+        "base": str(draw.base),
+        "source": None if draw.donor is None else str(draw.donor),
+        "rng_seed": [seed, draw.index],
+        "mask_pixels": int(sim.mask.sum()),
+        "params": sim.params,
+    }
+
+
+def _make_defects(
+    cat_out: Path, draws: list[_Draw], seed: int, progress: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Simulate and write every planned defect; return the entries of the written ones and of the failed ones."""
+    load = lru_cache(maxsize=8)(read_image)  # bases and donors come round again
+    records: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for draw in track(draws, "simulating defects", total=len(draws), enabled=progress):
+        rng = np.random.default_rng([seed, draw.index])
+        try:
+            sim = simulate(load(draw.base), draw.kind, rng, None if draw.donor is None else load(draw.donor))
+        except (RuntimeError, ValueError) as exc:
+            logger.warning("could not simulate %s defect %d on '%s': %s", draw.kind, draw.index, draw.base, exc)
+            failed.append({"index": draw.index, "kind": draw.kind, "base": str(draw.base), "error": str(exc)})
+            continue
+        records.append(_write_defect(cat_out, draw, sim, seed))
+    return records, failed
 
 
 def write_simulated_dataset(
@@ -92,99 +224,15 @@ def write_simulated_dataset(
     good images or an output overlapping the input raise ``ValueError``; missing data set folders
     ``FileNotFoundError``; an output that is not empty ``FileExistsError``.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    kinds = [str(k) for k in kinds]
-    if not kinds:
-        raise ValueError(f"kinds must name at least one anomaly kind ({', '.join(KINDS)})")
-    unknown = sorted(set(kinds) - set(KINDS))
-    if unknown:
-        raise ValueError(f"unknown anomaly kind(s) {', '.join(unknown)}; choose from: {', '.join(KINDS)}")
-    if not 0.0 < float(holdout) < 1.0:
-        raise ValueError(f"holdout must be between 0 and 1 (exclusive), got {holdout}")
-
-    data_root, out_root = Path(data_root), Path(out_root)
-    goods = [s.path for s in mvtec_samples(data_root, category, "train") if s.label == 0]
-    if not goods:
-        raise ValueError(f"no good images in '{data_root / category / 'train' / 'good'}'")
-
-    skipped: list[dict[str, str]] = []
-    usable: list[Path] = []
-    for path in goods:
-        try:
-            image = read_image(path)
-        except ImageReadError as exc:
-            logger.warning("skipping unreadable good image: %s", exc)
-            skipped.append({"path": str(path), "error": str(exc)})
-            continue
-        h, w = image.shape[:2]
-        if min(h, w) < MIN_SIDE:
-            reason = f"image is {h}x{w} pixels, smaller than {MIN_SIDE} in a side"
-            logger.warning("skipping good image '%s': %s", path, reason)
-            skipped.append({"path": str(path), "error": reason})
-            continue
-        usable.append(path)
-    if len(usable) < 2:
-        raise ValueError(
-            f"need at least 2 usable good images in '{data_root / category / 'train' / 'good'}' "
-            f"(one to train on, one to hold out), found {len(usable)}"
-        )
-
-    cat_out = out_root / category
+    kinds = _check_request(n, kinds, holdout)
+    data_root = Path(data_root)
+    usable, skipped = _usable_good_images(data_root, category)
+    cat_out = Path(out_root) / category
     _prepare_output(cat_out, data_root / category, overwrite)
-
-    order = np.random.default_rng([int(seed), 2**31 - 1]).permutation(len(usable))
-    n_hold = int(np.clip(round(holdout * len(usable)), 1, len(usable) - 1))
-    held = [usable[i] for i in sorted(order[:n_hold])]
-    train = [usable[i] for i in sorted(order[n_hold:])]
-    for folder, paths in (("train", train), ("test", held)):
-        dest = cat_out / folder / "good"
-        dest.mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            shutil.copyfile(path, dest / path.name)
-
-    @lru_cache(maxsize=8)
-    def load(path: Path) -> np.ndarray:
-        return read_image(path)
-
-    width = max(3, len(str(n - 1)))
-    records: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    per_kind: Counter[str] = Counter()
-    for i in track(range(n), "simulating defects", total=n, enabled=progress):
-        kind = kinds[i % len(kinds)]
-        base = held[i % len(held)]
-        donor = None
-        if kind in _USES_SOURCE:  # own stream, so that default_rng([seed, i]) alone reproduces simulate()
-            others = [p for p in usable if p != base]
-            donor = others[int(np.random.default_rng([int(seed), i, 1]).integers(len(others)))]
-        rng = np.random.default_rng([int(seed), i])
-        try:
-            sim = simulate(load(base), kind, rng, None if donor is None else load(donor))
-        except (RuntimeError, ValueError) as exc:
-            logger.warning("could not simulate %s defect %d on '%s': %s", kind, i, base, exc)
-            failed.append({"index": i, "kind": kind, "base": str(base), "error": str(exc)})
-            continue
-        name = f"{i:0{width}d}"
-        image_rel = Path("test") / sim.kind / f"{name}.png"
-        mask_rel = Path("ground_truth") / sim.kind / f"{name}_mask.png"
-        write_png(cat_out / image_rel, to_uint8_rgb(sim.image))
-        write_png(cat_out / mask_rel, sim.mask.astype(np.uint8) * 255)
-        per_kind[sim.kind] += 1
-        records.append(
-            {
-                "index": i,
-                "image": image_rel.as_posix(),
-                "mask": mask_rel.as_posix(),
-                "kind": sim.kind,
-                "requested_kind": kind,
-                "base": str(base),
-                "source": None if donor is None else str(donor),
-                "rng_seed": [int(seed), i],
-                "mask_pixels": int(sim.mask.sum()),
-                "params": sim.params,
-            }
-        )
+    train, held = _split_good_images(usable, holdout, int(seed))
+    _copy_good_images(cat_out, train, held)
+    draws = _plan_draws(n, kinds, usable, held, int(seed))
+    records, failed = _make_defects(cat_out, draws, int(seed), progress)
 
     metadata = {
         "generator": "anomalens.simulation",
@@ -206,7 +254,7 @@ def write_simulated_dataset(
         "out_dir": str(cat_out),
         "category": category,
         "n_defects": len(records),
-        "per_kind": dict(sorted(per_kind.items())),
+        "per_kind": dict(sorted(Counter(record["kind"] for record in records).items())),
         "n_train_good": len(train),
         "n_test_good": len(held),
         "skipped": skipped,
