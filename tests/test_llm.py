@@ -378,7 +378,7 @@ def test_the_models_own_reply_is_kept_only_when_grounded(llm_server):
     findings = findings_for([(slice(75, 79), slice(5, 35), 1.8), (slice(8, 16), slice(95, 103), 1.1)])[0]
     wire = Wire(plant=lambda own: own)
     result = LLMExplainer(client=wired_client(llm_server, wire, vision=False)).explain(findings)
-    print("\nSmolLM2 result:", json.dumps(result, indent=2))
+    print("\nSmolLM2 result:", result.model_dump_json(indent=2))
     assert len(wire.model_replies) == result.attempts == len(result.problems)
     assert all(result.problems[:-1])  # a retry only after a rejected reply
     if result.source == "llm":
