@@ -516,3 +516,112 @@ def test_the_operators_judgement_gives_the_label_of_a_stored_result():
     assert judged(True, "false_alarm").feedback_label == 0
     assert judged(False, "corrected").feedback_label == 1
     assert judged(True, None).feedback_label is None
+
+
+def _key(key: str) -> dict[str, str]:
+    return {"Idempotency-Key": key}
+
+
+def test_an_inspection_sent_again_with_its_idempotency_key_answers_the_stored_result(model_dir, tmp_path, images):
+    settings = settings_for(model_dir, tmp_path / "data")
+    with TestClient(create_app(settings)) as client:
+        first = upload(client, images["spot"], "spot.jpg", **_key("part-17"))
+        again = upload(client, images["spot"], "spot.jpg", **_key("part-17"))
+        assert first.status_code == again.status_code == 200 and again.json() == first.json()
+        assert client.get("/health").json()["stored_results"] == 1
+        other_file = upload(client, images["normal"], "good.jpg", **_key("part-17"))
+        assert other_file.status_code == 422
+        assert (
+            other_file.json()["detail"] == "Idempotency-Key 'part-17' was sent before with other files: use a new key"
+        )
+        as_batch = client.post(
+            "/inspect/batch", files=[("files", ("spot.jpg", images["spot"]))], headers=_key("part-17")
+        )
+        assert as_batch.status_code == 422
+        for bad in ("two words", "k" * 129):
+            response = upload(client, images["spot"], **_key(bad))
+            assert response.status_code == 422 and "Idempotency-Key" in response.json()["detail"]
+        assert upload(client, images["spot"]).json()["id"] != first.json()["id"]  # without a key: a new result
+        assert client.get("/health").json()["stored_results"] == 2
+    # a second station on the same store has keys of its own
+    with TestClient(create_app(settings_for(model_dir, tmp_path / "data", station="line-2"))) as client:
+        assert upload(client, images["spot"], **_key("part-17")).json()["id"] != first.json()["id"]
+        assert client.get("/health").json()["stored_results"] == 3
+        spec = client.get("/openapi.json").json()
+    for path in ("/inspect", "/inspect/batch"):
+        [header] = [p for p in spec["paths"][path]["post"]["parameters"] if p["name"] == "Idempotency-Key"]
+        assert header["in"] == "header" and header["required"] is False
+
+
+class ProcessDied(BaseException):
+    """The service process dying under a request: nothing the service could catch and answer."""
+
+
+def test_a_batch_cut_off_half_way_is_completed_by_its_retry_without_duplicates(model_dir, tmp_path, demo_data):
+    paths = sorted((demo_data / "magnetic_tile" / "test").rglob("*.jpg"))[:5]
+    files = [("files", (path.name, path.read_bytes())) for path in paths]
+    settings = settings_for(model_dir, tmp_path / "data")
+    dying = create_app(settings)
+    inspect = dying.state.service.inspector.inspect
+
+    def dies_at_the_third_file(data, name):
+        if dying.state.service.store.count() == 2:
+            raise ProcessDied
+        return inspect(data, name)
+
+    dying.state.service.inspector.inspect = dies_at_the_third_file
+    with pytest.raises(ProcessDied):
+        TestClient(dying).post("/inspect/batch", files=files, headers=_key("batch-42"))
+    first_ids = {r.image: r.id for r in dying.state.service.store.results()}
+    dying.state.service.store.close()
+    assert len(first_ids) == 2
+    with TestClient(create_app(settings)) as restarted:
+        retried = restarted.post("/inspect/batch", files=files, headers=_key("batch-42"))
+        assert retried.status_code == 200
+        answer = retried.json()
+        assert [(f["file"], f["stored"], f["error"]) for f in answer["files"]] == [(p.name, True, None) for p in paths]
+        assert [f["id"] for f in answer["files"]] == [r["id"] for r in answer["results"]]
+        assert {f["file"]: f["id"] for f in answer["files"][:2]} == first_ids  # found by the key, not stored again
+        assert restarted.get("/health").json()["stored_results"] == 5
+        assert restarted.post("/inspect/batch", files=files, headers=_key("batch-42")).json() == answer
+        assert restarted.get("/health").json()["stored_results"] == 5
+
+
+def test_a_batch_whose_client_gave_up_is_answered_again_by_its_retry(model_dir, tmp_path, images):
+    app = create_app(settings_for(model_dir, tmp_path / "data"))
+    files = [("files", ("a.jpg", images["spot"])), ("files", ("b.jpg", images["normal"]))]
+    with running(app) as url:
+        impatient = httpx.Timeout(10, read=0.001)  # sends the whole batch, then stops listening
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/inspect/batch", files=files, headers=_key("lost-1"), timeout=impatient)
+        deadline = time.time() + 60
+        while app.state.service.store.count() < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        retried = httpx.post(f"{url}/inspect/batch", files=files, headers=_key("lost-1"), timeout=60)
+    assert retried.status_code == 200 and [f["stored"] for f in retried.json()["files"]] == [True, True]
+    stored = {r.image: r.id for r in app.state.service.store.results()}
+    assert {f["file"]: f["id"] for f in retried.json()["files"]} == stored and len(stored) == 2
+
+
+def test_a_batch_reports_for_every_file_whether_it_was_stored(client, images):
+    inspector = client.app.state.service.inspector
+    inspect = inspector.inspect
+
+    def database_full_on_b(data, name):
+        if name == "b.png":
+            raise RuntimeError("could not write")
+        return inspect(data, name)
+
+    inspector.inspect = database_full_on_b
+    names = {"a.png": images["spot"], "b.png": images["spot"], "c.png": images["normal"], "d.png": b"not an image"}
+    answer = client.post("/inspect/batch", files=[("files", item) for item in names.items()]).json()
+    assert [(f["file"], f["stored"]) for f in answer["files"]] == [
+        ("a.png", True),
+        ("b.png", False),
+        ("c.png", True),
+        ("d.png", False),
+    ]
+    assert answer["files"][1]["error"] == "internal error: not stored (see the service log)"
+    assert "not an image" in answer["files"][3]["error"] and answer["files"][1]["id"] is None
+    assert {f["id"] for f in answer["files"] if f["stored"]} == {r["id"] for r in client.get("/results").json()}
+    assert [e["file"] for e in answer["errors"]] == ["b.png", "d.png"]

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, inspect, text  # noqa: E402
 
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.results.record import ExplanationRecord  # noqa: E402
-from anomalens.service.store import ResultFilter, Store  # noqa: E402
+from anomalens.service.store import KeyReused, ResultFilter, Store  # noqa: E402
 from conftest import build_record  # noqa: E402
 
 RECORD = build_record(
@@ -141,7 +141,7 @@ def test_stations_starting_together_migrate_the_new_database_once(postgres_url):
     assert [station.returncode for station in stations] == [0, 0], errors
     engine = create_engine(postgres_url)
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
     engine.dispose()
 
 
@@ -169,9 +169,11 @@ def test_two_stations_share_one_postgres_store(postgres_url):
         station_b.close()
     engine = create_engine(postgres_url)
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
         assert connection.execute(text("SELECT count(*) FROM inspection_images")).scalar() == 6
-    assert {"inspections", "inspection_images", "chat_messages", "feedback"} <= set(inspect(engine).get_table_names())
+    assert {"inspections", "inspection_images", "chat_messages", "feedback", "idempotency_keys"} <= set(
+        inspect(engine).get_table_names()
+    )
     engine.dispose()
 
 
@@ -195,3 +197,33 @@ def test_the_service_stores_in_postgres(postgres_url, tmp_path, demo_data):
         assert restarted.get(f"/results/{result['id']}").json()["image"] == "tile.jpg"
         assert restarted.get("/health").json()["stored_results"] == before + 1
     assert not (tmp_path / "data" / "inspections.db").exists()  # nothing went to SQLite
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'inspections.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_an_idempotency_key_finds_what_each_attempt_stored_and_nothing_twice(store_url):
+    """Two attempts of one request under one key, in turn and overlapping, store each file once."""
+    first, second = Store(store_url), Store(store_url)
+    try:
+        before = first.count()
+        claims = first.claims("line-9", "k-1", "digest-a", files=2)
+        assert [(c.item, c.stored_id) for c in claims] == [(0, None), (1, None)]
+        stored = first.add_inspection(RECORD, PNGS, model="tile", station="line-9", claim=claims[0])
+        # the second attempt finds file 0 stored; it and the first attempt both store file 1: one row is kept
+        retried = second.claims("line-9", "k-1", "digest-a", files=2)
+        assert [c.stored_id for c in retried] == [stored, None]
+        kept = first.add_inspection(RECORD, PNGS, model="tile", station="line-9", claim=claims[1])
+        assert second.add_inspection(RECORD, PNGS, model="tile", station="line-9", claim=retried[1]) == kept
+        assert first.count() == before + 2
+        assert [c.stored_id for c in second.claims("line-9", "k-1", "digest-a", files=2)] == [stored, kept]
+        with pytest.raises(KeyReused, match="'k-1' was sent before with other files"):
+            second.claims("line-9", "k-1", "digest-b", files=2)
+        assert second.claims("line-10", "k-1", "digest-b", files=1)[0].stored_id is None  # another station's key
+    finally:
+        first.close()
+        second.close()

@@ -53,7 +53,20 @@ class BatchError(BaseModel):
     error: str
 
 
+class BatchFile(BaseModel):
+    """What became of one file of a batch: stored as result ``id``, or not, and why (``error``)."""
+
+    file: str
+    stored: bool
+    id: str | None = None
+    error: str | None = None
+
+
 class BatchResult(BaseModel):
+    """A batch's answer: ``files`` has every file in the order sent; ``results`` the stored ones, ``errors`` the
+    others."""
+
+    files: list[BatchFile]
     results: list[InspectionResult]
     errors: list[BatchError]
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Integer,
     LargeBinary,
     String,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from anomalens.results.record import ExplanationRecord, InspectionRecord
@@ -92,6 +94,45 @@ class Feedback(Base):
     history_case_ids: Mapped[list[int]] = mapped_column(JSON)
 
 
+class IdempotencyKey(Base):
+    """A key a station's client sent with a request, and the digest of what that request uploaded."""
+
+    __tablename__ = "idempotency_keys"
+    station: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class IdempotencyResult(Base):
+    """The result stored for file ``item`` (its place in the request) of a request sent under a key."""
+
+    __tablename__ = "idempotency_results"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["station", "key"], ["idempotency_keys.station", "idempotency_keys.key"], ondelete="CASCADE"
+        ),
+    )
+    station: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    item: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"), index=True)
+
+
+class KeyReused(ValueError):
+    """An idempotency key sent again with a request that uploads something else."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """File ``item`` of a request sent under idempotency ``key``, and the result an earlier attempt of the same
+    request stored for it (None: not stored yet)."""
+
+    key: str
+    item: int
+    stored_id: str | None = None
+
+
 @dataclass(frozen=True)
 class ResultFilter:
     anomalous: bool | None = None
@@ -148,8 +189,57 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def add_inspection(self, record: InspectionRecord, images: dict[str, bytes], model: str, station: str) -> str:
-        """Store a result and its PNG images; returns the new id."""
+    def claims(self, station: str, key: str, request_sha256: str, files: int) -> list[Claim]:
+        """Take idempotency ``key`` of ``station`` for the request whose uploads have this digest, or find it taken
+        by an earlier attempt of the same request: one claim per file, with what that attempt stored.
+
+        :raises KeyReused: the key was taken by a request that uploaded something else.
+        """
+        try:
+            with self._session.begin() as session:
+                session.add(
+                    IdempotencyKey(station=station, key=key, request_sha256=request_sha256, created_at=time.time())
+                )
+        except IntegrityError:
+            pass  # taken before, by an earlier attempt or by another request: told apart by the digest below
+        with self._session() as session:
+            taken = session.get(IdempotencyKey, (station, key))
+            if taken.request_sha256 != request_sha256:
+                raise KeyReused(f"Idempotency-Key {key!r} was sent before with other files: use a new key")
+            query = select(IdempotencyResult).where(IdempotencyResult.station == station, IdempotencyResult.key == key)
+            stored = {row.item: row.inspection_id for row in session.scalars(query)}
+        return [Claim(key, item, stored.get(item)) for item in range(files)]
+
+    def add_inspection(
+        self,
+        record: InspectionRecord,
+        images: dict[str, bytes],
+        model: str,
+        station: str,
+        claim: Claim | None = None,
+    ) -> str:
+        """Store a result and its PNG images; returns the new id.
+
+        Under an idempotency ``claim`` the result is stored with its key and item in the same transaction, so a
+        retry finds exactly what was stored; when a concurrent attempt of the same request stored that item first,
+        nothing is added and that attempt's id is returned.
+        """
+        try:
+            return self._add_inspection(record, images, model, station, claim)
+        except IntegrityError:
+            stored = None if claim is None else self._claimed(station, claim)
+            if stored is None:
+                raise
+            return stored
+
+    def _claimed(self, station: str, claim: Claim) -> str | None:
+        with self._session() as session:
+            row = session.get(IdempotencyResult, (station, claim.key, claim.item))
+            return None if row is None else row.inspection_id
+
+    def _add_inspection(
+        self, record: InspectionRecord, images: dict[str, bytes], model: str, station: str, claim: Claim | None
+    ) -> str:
         inspection_id = uuid.uuid4().hex
         with self._session.begin() as session:
             session.add(
@@ -170,6 +260,10 @@ class Store:
             session.add_all(
                 InspectionImage(inspection_id=inspection_id, kind=kind, png=png) for kind, png in images.items()
             )
+            if claim is not None:
+                session.add(
+                    IdempotencyResult(station=station, key=claim.key, item=claim.item, inspection_id=inspection_id)
+                )
         return inspection_id
 
     def set_explanation(self, inspection_id: str, explanation: ExplanationRecord) -> None:

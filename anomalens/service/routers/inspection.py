@@ -1,6 +1,7 @@
 """``POST /inspect`` and ``/inspect/batch``: each upload inspected and stored as soon as the detector answered;
 an LLM explanation, when configured, replaces the stored offline one afterwards, so a failing LLM or a vanished
-client loses nothing."""
+client loses nothing. With an ``Idempotency-Key`` a retried request answers what its first attempt stored (see
+``anomalens.service.idempotency``); a batch answers, for every file, whether it was stored and as which result."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 
 from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, SettingsDep, StoreDep
+from anomalens.service.idempotency import IdempotencyKeyHeader, request_digest
 from anomalens.service.inference import BadImage, Inspected
-from anomalens.service.schemas import BatchError, BatchResult, InspectionResult, with_urls
+from anomalens.service.schemas import BatchError, BatchFile, BatchResult, InspectionResult, with_urls
 from anomalens.service.settings import ServiceSettings
+from anomalens.service.store import Claim, KeyReused
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["inspection"])
@@ -55,14 +58,28 @@ class Inspection:
         self.settings, self.inspector, self.store = settings, inspector, store
         self.history, self.explainer = history, explainer
 
-    def __call__(self, upload: UploadFile) -> InspectionResult:
+    def claims(self, key: str | None, endpoint: str, uploads: list[UploadFile]) -> list[Claim | None]:
+        """One claim per upload under idempotency ``key`` (none without a key); 422 for a key used before for
+        other files."""
+        if key is None:
+            return [None] * len(uploads)
+        try:
+            return self.store.claims(self.settings.station, key, request_digest(endpoint, uploads), len(uploads))
+        except KeyReused as error:
+            raise HTTPException(422, str(error)) from error
+
+    def __call__(self, upload: UploadFile, claim: Claim | None = None) -> InspectionResult:
+        """The stored result of ``upload``: inspected and stored now, or, when an earlier attempt under the same
+        idempotency ``claim`` stored it, that result."""
+        if claim is not None and claim.stored_id is not None:
+            return with_urls(self.store.get(claim.stored_id))
         name = display_name(upload.filename)
         try:
             inspected = self.inspector.inspect(_read_limited(upload, self.settings), name)
         except BadImage as error:
             raise HTTPException(422, f"not an inspectable image: {error}") from error
         result_id = self.store.add_inspection(
-            inspected.record, inspected.images, inspected.model, self.settings.station
+            inspected.record, inspected.images, inspected.model, self.settings.station, claim
         )
         if self.explainer is not None:
             self._add_llm_explanation(result_id, inspected)
@@ -88,22 +105,58 @@ InspectionDep = Annotated[Inspection, Depends(Inspection)]
 @router.post(
     "/inspect",
     response_model=InspectionResult,
-    responses={413: {"description": "upload too large"}, 422: {"description": "not an image"}},
+    responses={
+        413: {"description": "upload too large"},
+        422: {"description": "not an image, or an Idempotency-Key sent before with another file"},
+    },
 )
 def inspect(
-    inspection: InspectionDep, file: UploadFile = File(..., description="PNG, JPEG, BMP or TIFF; judged by content")
+    inspection: InspectionDep,
+    file: UploadFile = File(..., description="PNG, JPEG, BMP or TIFF; judged by content"),
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> InspectionResult:
-    return inspection(file)
+    [claim] = inspection.claims(idempotency_key, "inspect", [file])
+    return inspection(file, claim)
 
 
-@router.post("/inspect/batch", response_model=BatchResult)
-def inspect_batch(inspection: InspectionDep, settings: SettingsDep, files: list[UploadFile] = File(...)) -> BatchResult:
+@router.post(
+    "/inspect/batch",
+    response_model=BatchResult,
+    responses={
+        413: {"description": "too many files, or one too large"},
+        422: {"description": "an Idempotency-Key sent before with other files"},
+    },
+)
+def inspect_batch(
+    inspection: InspectionDep,
+    settings: SettingsDep,
+    files: list[UploadFile] = File(...),
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> BatchResult:
     if len(files) > settings.max_batch_files:
         raise HTTPException(413, f"too many files: at most {settings.max_batch_files} per batch")
-    results, errors = [], []
-    for upload in files:
-        try:
-            results.append(inspection(upload))
-        except HTTPException as error:
-            errors.append(BatchError(file=display_name(upload.filename), error=str(error.detail)))
-    return BatchResult(results=results, errors=errors)
+    claims = inspection.claims(idempotency_key, "batch", files)
+    answer = BatchResult(files=[], results=[], errors=[])
+    for upload, claim in zip(files, claims, strict=True):
+        entry, result = _batch_entry(inspection, upload, claim)
+        answer.files.append(entry)
+        if result is None:
+            answer.errors.append(BatchError(file=entry.file, error=entry.error))
+        else:
+            answer.results.append(result)
+    return answer
+
+
+def _batch_entry(
+    inspection: Inspection, upload: UploadFile, claim: Claim | None
+) -> tuple[BatchFile, InspectionResult | None]:
+    """What became of one file of a batch, and its stored result (None when it was not stored)."""
+    name = display_name(upload.filename)
+    try:
+        result = inspection(upload, claim)
+    except HTTPException as error:
+        return BatchFile(file=name, stored=False, error=str(error.detail)), None
+    except Exception:  # one file's failure must not hide what the others stored
+        log.exception("batch file %r failed", name)
+        return BatchFile(file=name, stored=False, error="internal error: not stored (see the service log)"), None
+    return BatchFile(file=name, stored=True, id=result.id), result
