@@ -119,3 +119,63 @@ def test_a_new_finding_is_matched_by_what_its_region_looks_like(textures):
     sentences = history.seen_before(record_of(new_blob, new_mask, "center"), new_blob, new_mask)
     assert "gas in the mould" in sentences[0], sentences
     assert history.seen_before(build_record(anomalous=False)) == []  # nothing found, nothing to compare
+
+
+TWO_REGIONS = build_record(
+    "line3/part18.png",
+    regions=[
+        {"position": "top left", "grid": ["top left"], "defect_type": "crack"},
+        {"position": "bottom right", "grid": ["bottom right"], "defect_type": "stain"},
+    ],
+)
+
+
+def test_a_new_judgement_of_a_stored_results_region_replaces_the_one_before():
+    history = DefectHistory()
+    first = [history.record_feedback(TWO_REGIONS, i, "confirmed", result_id="r1") for i in (0, 1)]
+    for _ in range(7):
+        assert [history.record_feedback(TWO_REGIONS, i, "confirmed", result_id="r1") for i in (0, 1)] == first
+    assert [(c.id, c.result_id, c.region_index, c.status) for c in history.cases()] == [
+        (first[0], "r1", 0, "confirmed"),
+        (first[1], "r1", 1, "confirmed"),
+    ]
+    changed = history.record_feedback(TWO_REGIONS, 0, "corrected", "break", cause="thermal stress", result_id="r1")
+    assert changed == first[0]
+    region0, region1 = history.cases()
+    assert (region0.status, region0.defect_type, region0.cause) == ("corrected", "break", "thermal stress")
+    assert (region1.status, region1.defect_type, region1.cause) == ("confirmed", "stain", "")
+    history.record_feedback(TWO_REGIONS, 0, "false_alarm", result_id="r1")
+    assert [c.status for c in history.cases()] == ["false_alarm", "confirmed"]
+    # another result's region, and judgements made without a stored result, are cases of their own
+    other = history.record_feedback(TWO_REGIONS, 0, "confirmed", result_id="r2")
+    loose = [history.record_feedback(TWO_REGIONS, 0, "confirmed") for _ in range(2)]
+    assert len({*first, other, *loose}) == 5 and len(history.cases()) == 5
+
+
+def test_a_history_file_made_before_result_ids_opens_and_replaces_from_then_on(tmp_path):
+    path = tmp_path / "defects.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE cases (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at REAL NOT NULL, image TEXT NOT NULL,"
+            " status TEXT NOT NULL, defect_type TEXT, description TEXT NOT NULL DEFAULT '',"
+            " cause TEXT NOT NULL DEFAULT '', action TEXT NOT NULL DEFAULT '', region_json TEXT NOT NULL DEFAULT '{}',"
+            " embedding BLOB)"
+        )
+        old.execute(
+            "INSERT INTO cases (created_at, image, status, defect_type) VALUES (1.0, 'a.png', 'confirmed', 'hole')"
+        )
+    history = DefectHistory(path)
+    [old_case] = history.cases()
+    assert (old_case.image, old_case.defect_type, old_case.result_id, old_case.region_index) == (
+        "a.png",
+        "hole",
+        None,
+        None,
+    )
+    ids = {history.record_feedback(RECORD, 0, status, "break", result_id="r1") for status in ("confirmed", "corrected")}
+    history.close()
+    again = DefectHistory(path)
+    assert len(ids) == 1 and [(c.status, c.result_id) for c in again.cases()] == [
+        ("confirmed", None),
+        ("corrected", "r1"),
+    ]

@@ -625,3 +625,40 @@ def test_a_batch_reports_for_every_file_whether_it_was_stored(client, images):
     assert "not an image" in answer["files"][3]["error"] and answer["files"][1]["id"] is None
     assert {f["id"] for f in answer["files"] if f["stored"]} == {r["id"] for r in client.get("/results").json()}
     assert [e["file"] for e in answer["errors"]] == ["b.png", "d.png"]
+
+
+def test_the_same_feedback_sent_8_times_is_one_case_per_region_and_8_judgements(model_dir, tmp_path, images):
+    settings = settings_for(model_dir, tmp_path / "data")
+    with TestClient(create_app(settings)) as client:
+        result = upload(client, images["spot"], "spot.jpg").json()
+        url = f"/results/{result['id']}/feedback"
+        confirmed = {"status": "confirmed", "cause": "gas in the mould"}
+        receipts = [client.post(url, json=confirmed).json() for _ in range(8)]
+        case_ids = receipts[0]["history_case_ids"]
+        assert len(case_ids) == len(result["regions"]) >= 1
+        assert all(receipt["history_case_ids"] == case_ids for receipt in receipts)
+        history = DefectHistory(settings.history_path)
+        assert [(c.id, c.status, c.cause) for c in history.cases()] == [
+            (i, "confirmed", "gas in the mould") for i in case_ids
+        ]
+        # a changed judgement replaces the region's case: status, type and cause
+        corrected = {"status": "corrected", "region_index": 0, "defect_type": "crack", "cause": "thermal stress"}
+        assert client.post(url, json=corrected).json()["history_case_ids"] == case_ids[:1]
+        first = history.cases()[0]
+        assert (first.id, first.status, first.defect_type, first.cause) == (
+            case_ids[0],
+            "corrected",
+            "crack",
+            "thermal stress",
+        )
+        assert client.get(f"/results/{result['id']}").json()["feedback_status"] == "corrected"
+        # judging all regions replaces every region's case
+        assert client.post(url, json={"status": "false_alarm"}).json()["history_case_ids"] == case_ids
+        assert [(c.id, c.status) for c in history.cases()] == [(i, "false_alarm") for i in case_ids]
+        assert client.get(f"/results/{result['id']}").json()["feedback_status"] == "false_alarm"
+        trail = client.get(url).json()
+        history.close()
+    assert [entry["status"] for entry in trail] == ["confirmed"] * 8 + ["corrected", "false_alarm"]
+    assert [entry["cause"] for entry in trail[:9]] == ["gas in the mould"] * 8 + ["thermal stress"]
+    times = [entry["created_at"] for entry in trail]
+    assert times == sorted(times) and result["created_at"] <= times[0]

@@ -2,8 +2,10 @@
 
 SQLite (one file, no server) holds each confirmed or corrected finding with its type, description, cause and
 action, the region's measured facts as JSON and, when available, the region's embedding as raw float32 bytes
-(no pickle). A new finding is matched by cosine similarity of embeddings and/or by TF-IDF similarity of text,
-and the matches are offered to explainers as "seen before: ... cause was ..., fixed by ...".
+(no pickle). A case judged on a stored result keeps the result's id and the region's index: a later judgement
+of that region replaces it, so the history holds one current judgement per region. A new finding is matched by
+cosine similarity of embeddings and/or by TF-IDF similarity of text, and the matches are offered to explainers
+as "seen before: ... cause was ..., fixed by ...".
 """
 
 from __future__ import annotations
@@ -35,9 +37,28 @@ CREATE TABLE IF NOT EXISTS cases (
     cause TEXT NOT NULL DEFAULT '',
     action TEXT NOT NULL DEFAULT '',
     region_json TEXT NOT NULL DEFAULT '{}',
-    embedding BLOB
+    embedding BLOB,
+    result_id TEXT,
+    region_index INTEGER
 )
 """
+# columns added after the first release: a history file made before lacks them and gets them on opening
+ADDED_COLUMNS = {"result_id": "TEXT", "region_index": "INTEGER"}
+# unique where both are set: SQLite treats NULLs as distinct, so cases entered without a result never collide
+JUDGED_REGION_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS cases_judged_region ON cases (result_id, region_index)"
+CASE_COLUMNS = (
+    "created_at",
+    "image",
+    "status",
+    "defect_type",
+    "description",
+    "cause",
+    "action",
+    "region_json",
+    "embedding",
+    "result_id",
+    "region_index",
+)
 
 
 @dataclass
@@ -54,6 +75,8 @@ class Case:
     embedding: np.ndarray | None = None
     id: int | None = None
     created_at: float | None = None
+    result_id: str | None = None
+    region_index: int | None = None
 
     @property
     def text(self) -> str:
@@ -83,6 +106,8 @@ class Case:
             "cause": self.cause,
             "action": self.action,
             "region": self.region.to_dict() if self.region is not None else {},
+            "result_id": self.result_id,
+            "region_index": self.region_index,
             "seen_before": self.seen_before(),
         }
 
@@ -126,32 +151,49 @@ class DefectHistory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute(SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(cases)")}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE cases ADD COLUMN {column} {kind}")
+        self._db.execute(JUDGED_REGION_INDEX)
         self._db.commit()
 
     def close(self) -> None:
         self._db.close()
 
     def add(self, case: Case) -> int:
+        """Store ``case``; returns its id. A case of a stored result's region (``result_id`` and ``region_index``
+        set) replaces the case of that region judged before, keeping its id."""
         if case.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {case.status!r}")
         blob = None if case.embedding is None else np.asarray(case.embedding, dtype=np.float32).tobytes()
+        values = (
+            case.created_at or time.time(),
+            case.image,
+            case.status,
+            case.defect_type,
+            case.description,
+            case.cause,
+            case.action,
+            json.dumps(case.region.to_dict() if case.region is not None else {}),
+            blob,
+            case.result_id,
+            case.region_index,
+        )
+        replaced = ", ".join(f"{c} = excluded.{c}" for c in CASE_COLUMNS)
         cursor = self._db.execute(
-            "INSERT INTO cases (created_at, image, status, defect_type, description, cause, action, region_json,"
-            " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                case.created_at or time.time(),
-                case.image,
-                case.status,
-                case.defect_type,
-                case.description,
-                case.cause,
-                case.action,
-                json.dumps(case.region.to_dict() if case.region is not None else {}),
-                blob,
-            ),
+            f"INSERT INTO cases ({', '.join(CASE_COLUMNS)}) VALUES ({', '.join('?' * len(values))})"
+            f" ON CONFLICT (result_id, region_index) DO UPDATE SET {replaced}",
+            values,
         )
         self._db.commit()
-        return int(cursor.lastrowid)
+        if case.result_id is None or case.region_index is None:
+            return int(cursor.lastrowid)
+        # an update leaves lastrowid unset: the id is looked up
+        found = self._db.execute(
+            "SELECT id FROM cases WHERE result_id = ? AND region_index = ?", (case.result_id, case.region_index)
+        )
+        return int(found.fetchone()[0])
 
     def record_feedback(
         self,
@@ -163,10 +205,12 @@ class DefectHistory:
         action: str = "",
         description: str = "",
         embedding: np.ndarray | None = None,
+        result_id: str | None = None,
     ) -> int:
         """Store an operator's judgement of one region of an inspection record (``results.json`` entry).
 
-        ``confirmed`` keeps the predicted type unless one is given; ``corrected`` needs the right type.
+        ``confirmed`` keeps the predicted type unless one is given; ``corrected`` needs the right type. With the
+        stored result's ``result_id`` the judgement replaces the one of that region given before (same case id).
         """
         regions = record.regions
         if not 0 <= region_index < len(regions):
@@ -185,14 +229,13 @@ class DefectHistory:
                 action=action,
                 region=region,
                 embedding=embedding,
+                result_id=result_id,
+                region_index=region_index,
             )
         )
 
     def cases(self, include_false_alarms: bool = True) -> list[Case]:
-        rows = self._db.execute(
-            "SELECT id, created_at, image, status, defect_type, description, cause, action,"
-            " region_json, embedding FROM cases ORDER BY id"
-        ).fetchall()
+        rows = self._db.execute(f"SELECT id, {', '.join(CASE_COLUMNS)} FROM cases ORDER BY id").fetchall()
         found = [
             Case(
                 id=r[0],
@@ -205,6 +248,8 @@ class DefectHistory:
                 action=r[7],
                 region=_region(r[8]),
                 embedding=None if r[9] is None else np.frombuffer(r[9], dtype=np.float32).copy(),
+                result_id=r[10],
+                region_index=r[11],
             )
             for r in rows
         ]

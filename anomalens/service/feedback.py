@@ -1,4 +1,5 @@
-"""Operator feedback on a stored result, fed into the defect history through ``record_feedback``."""
+"""Operator feedback on a stored result, fed into the defect history through ``record_feedback``: one current
+case per judged region of the result (a new judgement replaces it); the store keeps every judgement."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from anomalens.explanation.history import DefectHistory, region_query
 from anomalens.results.record import InspectionRecord
-from anomalens.service.schemas import FeedbackRequest
+from anomalens.service.schemas import FeedbackRequest, StoredResult
 
 
 class FeedbackError(ValueError):
@@ -31,13 +32,14 @@ class HistoryFeed:
 
     def record(
         self,
-        record: InspectionRecord,
+        record: StoredResult,
         judgement: FeedbackRequest,
         image: np.ndarray | None = None,
         outline: np.ndarray | None = None,
     ) -> list[int]:
         """History case ids for the judged regions (all regions unless one is named; none for a clean image),
-        each stored with its embedding when the image and its outline are given."""
+        each stored with its embedding when the image and its outline are given, in place of the region's case
+        judged before."""
         regions = record.regions
         if judgement.status == "corrected" and not judgement.defect_type:
             raise FeedbackError("a correction needs the right defect_type")
@@ -56,6 +58,7 @@ class HistoryFeed:
                     action=judgement.action,
                     description=judgement.note,
                     embedding=embeddings[i],
+                    result_id=record.id,
                 )
                 for i in indices
             ]

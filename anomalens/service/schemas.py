@@ -118,6 +118,17 @@ class FeedbackRequest(BaseModel):
 
 
 class FeedbackReceipt(BaseModel):
+    """The stored judgement's id and the defect-history cases it set (the same cases when a region is judged
+    again: a new judgement replaces the region's case)."""
+
     feedback_id: int
     status: FeedbackStatus
+    history_case_ids: list[int]
+
+
+class FeedbackEntry(FeedbackRequest):
+    """One judgement as stored, with its time: the audit trail of a result keeps every one."""
+
+    id: int
+    created_at: float
     history_case_ids: list[int]

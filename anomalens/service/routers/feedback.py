@@ -1,4 +1,5 @@
-"""An operator's judgement of a stored result, kept with the result and fed into the defect history."""
+"""An operator's judgement of a stored result: every one kept with the result (its audit trail), the newest
+one per region fed into the defect history in place of the one before."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from fastapi import APIRouter, HTTPException
 
 from anomalens.service.dependencies import HistoryDep, PixelsDep, StoredDep, StoreDep
 from anomalens.service.feedback import FeedbackError
-from anomalens.service.schemas import FeedbackReceipt, FeedbackRequest
+from anomalens.service.schemas import FeedbackEntry, FeedbackReceipt, FeedbackRequest
 
 router = APIRouter(tags=["feedback"])
 
@@ -30,3 +31,9 @@ def feedback(
         case_ids,
     )
     return FeedbackReceipt(feedback_id=feedback_id, status=judgement.status, history_case_ids=case_ids)
+
+
+@router.get("/results/{result_id}/feedback", response_model=list[FeedbackEntry])
+def feedback_trail(stored: StoredDep, store: StoreDep) -> list[FeedbackEntry]:
+    """Every judgement of the result, oldest first; the newest is the current one."""
+    return [FeedbackEntry.model_validate(entry) for entry in store.feedback(stored.id)]
