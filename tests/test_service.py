@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -516,3 +517,32 @@ def test_the_operators_judgement_gives_the_label_of_a_stored_result():
     assert judged(True, "false_alarm").feedback_label == 0
     assert judged(False, "corrected").feedback_label == 1
     assert judged(True, None).feedback_label is None
+
+
+class HeldDetector:
+    """The fitted detector, its predictions held back until ``release`` is set (a stand-in for a slow image)."""
+
+    def __init__(self, detector):
+        self.detector, self.release = detector, threading.Event()
+
+    def predict(self, image):
+        self.release.wait(60)
+        return self.detector.predict(image)
+
+
+def test_an_inspection_over_the_time_limit_is_answered_503_and_frees_the_detector(model_dir, tmp_path, images):
+    app = create_app(settings_for(model_dir, tmp_path / "d", request_timeout_s=0.5))
+    inspector = app.state.service.inspector
+    held = HeldDetector(inspector.detector)
+    inspector.detector = held
+    with TestClient(app) as client:
+        overrun = upload(client, images["spot"])
+        assert overrun.status_code == 503 and "longer than 0.5 s" in overrun.json()["detail"]
+        assert overrun.headers["Retry-After"] == "1"
+        waiting = upload(client, images["spot"])  # the abandoned one still holds the detector: refused, not queued
+        assert waiting.status_code == 503 and "busy" in waiting.json()["detail"]
+        held.release.set()  # the abandoned inspection ends; its result is dropped
+        inspector.settings = replace(inspector.settings, request_timeout_s=60)
+        answered = upload(client, images["spot"], name="after.png")
+        assert answered.status_code == 200 and answered.json()["anomalous"]
+        assert [r["image"] for r in client.get("/results").json()] == ["after.png"]

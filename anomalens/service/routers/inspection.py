@@ -5,6 +5,7 @@ client loses nothing."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 import unicodedata
 from typing import Annotated
@@ -12,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 
 from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, SettingsDep, StoreDep
-from anomalens.service.inference import BadImage, Inspected
+from anomalens.service.inference import BadImage, Inspected, InspectionTimeout
 from anomalens.service.schemas import BatchError, BatchResult, InspectionResult, with_urls
 from anomalens.service.settings import ServiceSettings
 
@@ -61,6 +62,9 @@ class Inspection:
             inspected = self.inspector.inspect(_read_limited(upload, self.settings), name)
         except BadImage as error:
             raise HTTPException(422, f"not an inspectable image: {error}") from error
+        except InspectionTimeout as error:
+            retry = str(max(1, math.ceil(self.settings.request_timeout_s)))
+            raise HTTPException(503, f"{error}; try again later", headers={"Retry-After": retry}) from error
         result_id = self.store.add_inspection(
             inspected.record, inspected.images, inspected.model, self.settings.station
         )
@@ -88,7 +92,11 @@ InspectionDep = Annotated[Inspection, Depends(Inspection)]
 @router.post(
     "/inspect",
     response_model=InspectionResult,
-    responses={413: {"description": "upload too large"}, 422: {"description": "not an image"}},
+    responses={
+        413: {"description": "upload too large"},
+        422: {"description": "not an image"},
+        503: {"description": "the inspection did not finish within the time limit"},
+    },
 )
 def inspect(
     inspection: InspectionDep, file: UploadFile = File(..., description="PNG, JPEG, BMP or TIFF; judged by content")
