@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from anomalens.postprocessing.findings import Findings, extract_findings, severity_for
+from anomalens.postprocessing.findings import Findings, extract_findings, group_regions, severity_for
 from anomalens.types import Prediction, Thresholds
 
 H, W = 90, 120
@@ -236,3 +236,17 @@ def test_parts_closer_than_the_merge_distance_are_one_region_with_all_their_pixe
     serialised = json.loads(json.dumps(findings.to_dict()))["regions"]
     assert [r["parts"] for r in serialised] == [r.parts for r in findings.regions]  # the pair's 2, the lone 1
     assert sorted(r["parts"] for r in serialised) == [1, 2]
+
+
+def test_grouping_a_large_mask_costs_its_pixels_not_the_merge_distance_squared():
+    # 4000 px: the merge disc is 320 px in radius, which a disc-shaped dilation took many minutes to apply
+    mask = np.zeros((4000, 4000), bool)
+    mask[100:200, 100:200] = True
+    mask[100:200, 500:600] = True  # 300 px away: under 0.16 x 4000 = 640 px, the same region
+    mask[3800:3900, 3800:3900] = True  # thousands of pixels away: its own region
+    labels = group_regions(mask)
+    assert len(np.unique(labels[mask])) == 2 and labels[150, 150] == labels[150, 550] != labels[3850, 3850]
+    assert not labels[~mask].any()
+    findings = extract_findings(prediction(mask))
+    boxes = sorted((r.parts, r.box) for r in findings.regions)
+    assert boxes == [(1, (3800, 3800, 3900, 3900)), (2, (100, 100, 600, 200))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anomalens.postprocessing.region_measures import elongation, gray_level, surround_ring
+from anomalens.postprocessing.region_measures import elongation, gray_level, surround_ring, within_distance
 
 
 @pytest.mark.parametrize("length", [1, 2, 7, 40])
@@ -37,3 +37,23 @@ def test_gray_level_weighs_green_most():
     rgb = np.eye(3, dtype=np.float32).reshape(1, 3, 3)
     levels = gray_level(rgb)[0]
     assert levels.argmax() == 1 and levels.sum() == pytest.approx(1.0)
+
+
+def test_within_distance_is_the_euclidean_disc_around_every_pixel():
+    rng = np.random.default_rng(0)
+    mask = rng.random((60, 80)) < 0.01
+    rows, cols = np.mgrid[:60, :80]
+    for radius in (1, 3, 12.5, 40):
+        nearest = np.full(mask.shape, np.inf)
+        for y, x in np.argwhere(mask):
+            nearest = np.minimum(nearest, np.hypot(rows - y, cols - x))
+        assert (within_distance(mask, radius) == (nearest <= radius)).all()
+    assert not within_distance(np.zeros((5, 5), bool), 3).any()
+
+
+def test_the_ring_of_a_region_at_the_border_is_its_disc_cut_by_the_image():
+    region = np.zeros((50, 70), bool)
+    region[:10, 60:] = True  # 100 pixels in the top right corner: a 5 px ring
+    ring = surround_ring(region)
+    assert (ring == (within_distance(region, 5) & ~region)).all()
+    assert ring[14, 65] and not ring[15, 65] and ring[5, 55] and not ring[5, 54]

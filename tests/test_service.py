@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -662,3 +663,32 @@ def test_the_same_feedback_sent_8_times_is_one_case_per_region_and_8_judgements(
     assert [entry["cause"] for entry in trail[:9]] == ["gas in the mould"] * 8 + ["thermal stress"]
     times = [entry["created_at"] for entry in trail]
     assert times == sorted(times) and result["created_at"] <= times[0]
+
+
+class HeldDetector:
+    """The fitted detector, its predictions held back until ``release`` is set (a stand-in for a slow image)."""
+
+    def __init__(self, detector):
+        self.detector, self.release = detector, threading.Event()
+
+    def predict(self, image):
+        self.release.wait(60)
+        return self.detector.predict(image)
+
+
+def test_an_inspection_over_the_time_limit_is_answered_503_and_frees_the_detector(model_dir, tmp_path, images):
+    app = create_app(settings_for(model_dir, tmp_path / "d", request_timeout_s=0.5))
+    inspector = app.state.service.inspector
+    held = HeldDetector(inspector.detector)
+    inspector.detector = held
+    with TestClient(app) as client:
+        overrun = upload(client, images["spot"])
+        assert overrun.status_code == 503 and "longer than 0.5 s" in overrun.json()["detail"]
+        assert overrun.headers["Retry-After"] == "1"
+        waiting = upload(client, images["spot"])  # the abandoned one still holds the detector: refused, not queued
+        assert waiting.status_code == 503 and "busy" in waiting.json()["detail"]
+        held.release.set()  # the abandoned inspection ends; its result is dropped
+        inspector.settings = replace(inspector.settings, request_timeout_s=60)
+        answered = upload(client, images["spot"], name="after.png")
+        assert answered.status_code == 200 and answered.json()["anomalous"]
+        assert [r["image"] for r in client.get("/results").json()] == ["after.png"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
-from anomalens.cli.arguments import add_taxonomy_option, positive_int
+from anomalens.cli.arguments import add_taxonomy_option, positive_float, positive_int
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -18,6 +19,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.data_dir,
         database_url=args.database_url,
         max_upload_bytes=args.max_upload_mb * 2**20,
+        request_timeout_s=args.request_timeout,
         taxonomy_dir=args.taxonomy,
         use_llm=args.llm,
         **({"api_key": args.api_key} if args.api_key else {}),
@@ -30,7 +32,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"{'; API key required' if settings.api_key else ''}",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # an inspection answers within its time limit, so shutting down need not wait longer for open requests
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.request_timeout_s)),
+    )
     return 0
 
 
@@ -57,6 +66,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="require this key in the X-API-Key header (default: $ANOMALENS_API_KEY)")
     p.add_argument("--station", help="name stored with each result (default: this machine's host name)")
     p.add_argument("--max-upload-mb", type=positive_int, default=20, help="largest accepted image (default 20)")
+    p.add_argument(
+        "--request-timeout",
+        type=positive_float,
+        default=60.0,
+        help="seconds one inspection may take, waiting for the detector included; longer ones are answered 503 "
+        "(default 60)",
+    )
     add_taxonomy_option(p)
     p.add_argument("--llm", action="store_true", help="explain and chat with the LLM of ANOMALENS_LLM_* variables")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))

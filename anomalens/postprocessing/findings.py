@@ -26,7 +26,13 @@ import numpy as np
 from skimage import measure
 
 from anomalens.postprocessing.outline import outline_mask
-from anomalens.postprocessing.region_measures import elongation, gray_level, surround_ring
+from anomalens.postprocessing.region_measures import (
+    elongation,
+    gray_level,
+    ring_radius,
+    surround_ring,
+    within_distance,
+)
 from anomalens.types import Prediction
 
 SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((1.25, "low"), (1.6, "medium"), (2.2, "high"))
@@ -226,26 +232,35 @@ def _chromaticity(mean_rgb: np.ndarray) -> np.ndarray | None:
 
 
 def _appearance(
-    region: np.ndarray, anomalous: np.ndarray, pixels: tuple[np.ndarray, np.ndarray] | None
+    region: np.ndarray,
+    window: tuple[slice, slice],
+    anomalous: np.ndarray,
+    pixels: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[str, list[str], float | None, float | None, float | None, float | None]:
-    """Brightness word, cue list and the measured numbers, region vs. a ring of normal surroundings."""
+    """Brightness word, cue list and the measured numbers, region vs. a ring of normal surroundings (all normal
+    pixels where the ring has none). ``region`` is the region's mask on ``window`` (see :func:`_region_window`)
+    of the image, ``anomalous`` the whole image's mask."""
     if pixels is None:
         return "unknown", [], None, None, None, None
     luma, rgb = pixels
-    ring = surround_ring(region, exclude=anomalous)
-    if not ring.any():
-        ring = ~anomalous
-    inside = float(luma[region].mean())
-    if not ring.any():
+    ring = surround_ring(region, exclude=anomalous[window])
+    inside = float(luma[window][region].mean())
+    if ring.any():
+        around_luma, around_rgb = luma[window][ring], rgb[window][ring]
+    else:
+        normal = ~anomalous
+        around_luma, around_rgb = luma[normal], rgb[normal]
+    if not around_luma.size:
         return "unknown", [], inside, None, None, None
-    around = float(luma[ring].mean())
+    around = float(around_luma.mean())
     difference = inside - around
     brightness = (
         "darker" if difference <= -BRIGHTNESS_DELTA else "brighter" if difference >= BRIGHTNESS_DELTA else "similar"
     )
     cues = [brightness]
     colour = None
-    chroma_in, chroma_out = _chromaticity(rgb[region].mean(axis=0)), _chromaticity(rgb[ring].mean(axis=0))
+    chroma_in = _chromaticity(rgb[window][region].mean(axis=0))
+    chroma_out = _chromaticity(around_rgb.mean(axis=0))
     if chroma_in is not None and chroma_out is not None:
         colour = float(np.linalg.norm(chroma_in - chroma_out))
         if colour >= CHROMA_DELTA:
@@ -266,9 +281,7 @@ def group_regions(mask: np.ndarray, merge_distance: float = MERGE_DISTANCE) -> n
     if merge_distance <= 0:
         return measure.label(mask, connectivity=2)
     radius = max(1, int(round(merge_distance * min(mask.shape[:2]) / 2)))
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    near = cv2.dilate(mask.astype(np.uint8), disc) > 0
-    return measure.label(near, connectivity=2) * mask
+    return measure.label(within_distance(mask, radius), connectivity=2) * mask
 
 
 def _kept_regions(
@@ -283,6 +296,14 @@ def _kept_regions(
     return labels, kept
 
 
+def _region_window(props: Any) -> tuple[slice, slice]:
+    """The part of the image a region's measures read: its box grown by the width of its ring of surroundings,
+    so that the work per region follows the region's size rather than the image's."""
+    margin = ring_radius(int(props.area))
+    y0, x0, y1, x1 = (int(v) for v in props.bbox)
+    return slice(max(0, y0 - margin), y1 + margin), slice(max(0, x0 - margin), x1 + margin)
+
+
 def _measure_region(
     props: Any,
     labels: np.ndarray,
@@ -294,19 +315,20 @@ def _measure_region(
     """Measure the region ``props`` of ``labels``: place, size, shape, score against the image ``threshold``,
     and appearance next to its normal surroundings (``anomalous`` is the whole mask). Its ``index`` is left 0."""
     shape = anomaly_map.shape[:2]
-    region = labels == props.label
-    scores = anomaly_map[region]
+    window = _region_window(props)
+    region = labels[window] == props.label
+    scores = anomaly_map[window][region]
     peak = float(scores.max())
     relative = peak / threshold if threshold > 0 else math.inf
     y0, x0, y1, x1 = (int(v) for v in props.bbox)
     cy, cx = (float(v) for v in props.centroid)
     centre_cell = grid_cell(cx, cy, shape)
     kind, ratio, degrees = _shape(props)
-    brightness, cues, inside, around, difference, colour = _appearance(region, anomalous, pixels)
+    brightness, cues, inside, around, difference, colour = _appearance(region, window, anomalous, pixels)
     return Region(
         index=0,
         label=int(props.label),
-        parts=int(measure.label(region[y0:y1, x0:x1], connectivity=2).max()),
+        parts=int(measure.label(labels[y0:y1, x0:x1] == props.label, connectivity=2).max()),
         box=(x0, y0, x1, y1),
         area_pixels=int(props.area),
         area_fraction=float(props.area) / float(shape[0] * shape[1]),

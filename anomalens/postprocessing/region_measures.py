@@ -30,10 +30,35 @@ def elongation(coords: np.ndarray) -> float:
     return math.sqrt((big + 1 / 12) / (small + 1 / 12))
 
 
+def within_distance(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Pixels within Euclidean distance ``radius`` of a pixel of ``mask`` (bool ``(H, W)``): the mask dilated by a
+    disc of that radius. A distance transform costs the same whatever the radius, where a dilation by a disc
+    costs its area per pixel."""
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=bool)
+    distance = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # squared distances are whole numbers: a bound halfway to the next one keeps float rounding off the edge
+    return distance <= math.sqrt(radius * radius + 0.5)
+
+
+def ring_radius(area_pixels: int) -> int:
+    """The width of the ring of surroundings of a region of this area (see :func:`surround_ring`)."""
+    return max(3, int(round(0.5 * math.sqrt(area_pixels))))
+
+
 def surround_ring(region: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """The surroundings of ``region`` (bool ``(H, W)``): pixels within a disc of radius half the square root of
-    its area (at least 3 px) around it, except those in ``exclude`` (default: the region itself)."""
-    radius = max(3, int(round(0.5 * math.sqrt(int(region.sum())))))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    its area (at least 3 px) around it, except those in ``exclude`` (default: the region itself). Worked out on
+    the region's box grown by the radius, the only place the ring can be."""
+    ring = np.zeros(region.shape, dtype=bool)
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    if rows.size == 0:
+        return ring
+    radius = ring_radius(int(np.count_nonzero(region)))
+    window = (
+        slice(max(0, rows[0] - radius), rows[-1] + radius + 1),
+        slice(max(0, cols[0] - radius), cols[-1] + radius + 1),
+    )
     outside = region if exclude is None else exclude
-    return cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~outside
+    ring[window] = within_distance(region[window], radius) & ~outside[window]
+    return ring

@@ -1,13 +1,16 @@
 """Uploaded bytes -> a result record and its PNG images, through ``anomalens.api.inspection_record``.
 
-The detector is loaded once and only read by requests; predictions are serialised by a lock, because one
-PatchCore forward pass already uses the cores given to it and interleaving two only adds contention.
+The detector is loaded once and only read by requests; inspections are serialised by a lock, because one
+PatchCore forward pass already uses the cores given to it and interleaving two only adds contention. Each one
+is bounded in time (:meth:`Inspector.inspect`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,10 @@ from anomalens.types import Prediction, Thresholds
 
 class BadImage(ValueError):
     """The upload is not an image the service can inspect; the message says why (for a 4xx answer)."""
+
+
+class InspectionTimeout(RuntimeError):
+    """An inspection did not finish within the service's time limit; the message says why (for a 503 answer)."""
 
 
 @dataclass
@@ -104,11 +111,39 @@ class Inspector:
             self.model_name, self.detector = loaded
 
     def inspect(self, data: bytes, image_name: str) -> Inspected:
+        """Inspect the upload within ``settings.request_timeout_s``, or raise :class:`InspectionTimeout`.
+
+        The limit covers the wait for an inspection still running and this one's own work. A thread cannot be
+        stopped, so an inspection that overruns goes on in the background: it holds the lock until it ends, its
+        result is then dropped, and meanwhile every other request waits at most its own limit and is refused
+        rather than queued, so that no more than one overrun inspection is ever left working.
+        """
         image = decode_upload(data, image_name, self.settings)
-        with self._lock:
-            model_name, tic = self.model_name, time.perf_counter()
-            prediction = self.detector.predict(image)
-            milliseconds = 1000 * (time.perf_counter() - tic)
+        limit = self.settings.request_timeout_s
+        deadline = time.monotonic() + limit
+        if not self._lock.acquire(timeout=limit):
+            raise InspectionTimeout(f"the detector is still busy with an earlier inspection after {limit:g} s")
+        outcome: Future[Inspected] = Future()
+        # a daemon thread: one that never ends must not keep the process from exiting either
+        threading.Thread(target=self._judge, args=(image, image_name, outcome), daemon=True).start()
+        try:
+            return outcome.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            raise InspectionTimeout(f"the inspection took longer than {limit:g} s and was abandoned") from None
+
+    def _judge(self, image: np.ndarray, image_name: str, outcome: Future[Inspected]) -> None:
+        """Predict, record and draw ``image`` into ``outcome``, then release the lock the caller took."""
+        try:
+            outcome.set_result(self._inspected(image, image_name))
+        except BaseException as error:  # handed to the waiting request, which raises it
+            outcome.set_exception(error)
+        finally:
+            self._lock.release()
+
+    def _inspected(self, image: np.ndarray, image_name: str) -> Inspected:
+        model_name, tic = self.model_name, time.perf_counter()
+        prediction = self.detector.predict(image)
+        milliseconds = 1000 * (time.perf_counter() - tic)
         record = api.inspection_record(image_name, image, prediction, milliseconds, self.taxonomy)
         rgb = to_uint8_rgb(image)
         images = {

@@ -6,6 +6,7 @@ client loses nothing. With an ``Idempotency-Key`` a retried request answers what
 from __future__ import annotations
 
 import logging
+import math
 import re
 import unicodedata
 from typing import Annotated
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 
 from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, SettingsDep, StoreDep
 from anomalens.service.idempotency import IdempotencyKeyHeader, request_digest
-from anomalens.service.inference import BadImage, Inspected
+from anomalens.service.inference import BadImage, Inspected, InspectionTimeout
 from anomalens.service.schemas import BatchError, BatchFile, BatchResult, InspectionResult, with_urls
 from anomalens.service.settings import ServiceSettings
 from anomalens.service.store import Claim, KeyReused
@@ -78,6 +79,9 @@ class Inspection:
             inspected = self.inspector.inspect(_read_limited(upload, self.settings), name)
         except BadImage as error:
             raise HTTPException(422, f"not an inspectable image: {error}") from error
+        except InspectionTimeout as error:
+            retry = str(max(1, math.ceil(self.settings.request_timeout_s)))
+            raise HTTPException(503, f"{error}; try again later", headers={"Retry-After": retry}) from error
         result_id = self.store.add_inspection(
             inspected.record, inspected.images, inspected.model, self.settings.station, claim
         )
@@ -108,6 +112,7 @@ InspectionDep = Annotated[Inspection, Depends(Inspection)]
     responses={
         413: {"description": "upload too large"},
         422: {"description": "not an image, or an Idempotency-Key sent before with another file"},
+        503: {"description": "the inspection did not finish within the time limit"},
     },
 )
 def inspect(
