@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -516,3 +518,89 @@ def test_the_operators_judgement_gives_the_label_of_a_stored_result():
     assert judged(True, "false_alarm").feedback_label == 0
     assert judged(False, "corrected").feedback_label == 1
     assert judged(True, None).feedback_label is None
+
+
+def receive_counted(app):
+    """``app`` with the request body bytes it reads counted (in the returned list), to show what went unread."""
+    read = []
+
+    async def counted_app(scope, receive, send):
+        async def counted():
+            message = await receive()
+            read.append(len(message.get("body", b"")))
+            return message
+
+        await app(scope, counted, send)
+
+    return counted_app, read
+
+
+MULTIPART_START = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+
+
+def stalled_upload(url: str, declared: int, **headers) -> tuple[int, dict, bytes]:
+    """POST /inspect announcing ``declared`` bytes, then only the start of them: the status, headers and body of
+    the answer, read until the server closes (a server that waits for the rest times out instead)."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = [
+        "POST /inspect HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: multipart/form-data; boundary=b",
+        f"Content-Length: {declared}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    reply = b""
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall("\r\n".join(lines).encode() + b"\r\n\r\n" + MULTIPART_START + b"\0" * 2**16)
+        while chunk := connection.recv(2**16):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    answer_headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), answer_headers, body
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"), [({}, "missing API key"), ({"X-API-Key": "guess"}, "wrong API key")], ids=["no", "wrong"]
+)
+def test_without_the_key_an_upload_is_refused_before_its_body_is_read(model_dir, tmp_path, headers, detail):
+    app, read = receive_counted(create_app(settings_for(model_dir, tmp_path / "d", api_key=KEY)))
+    with running(app) as url:
+        # headers and the first 64 KiB of a 20 MB upload, then silence: answered at once, from the headers alone
+        status, answer_headers, body = stalled_upload(url, 20 * 10**6, **headers)
+        assert status == 401 and json.loads(body)["detail"].startswith(detail)
+        assert answer_headers["connection"] == "close"  # the rest of the body is never read
+        # a body streamed without a length: the server answers without taking it in
+        sent = []
+
+        def streamed():
+            for _ in range(64):
+                sent.append(2**20)
+                yield b"\0" * 2**20
+
+        refused = httpx.post(f"{url}/inspect", content=streamed(), headers=headers, timeout=30)
+        assert refused.status_code == 401 and refused.json()["detail"].startswith(detail)
+        assert sum(sent) < 64 * 2**20  # the client stopped sending when the server hung up
+        assert httpx.get(f"{url}/health").status_code == 200
+    assert sum(read) == 0
+
+
+def test_an_oversize_upload_is_refused_before_or_as_its_body_is_read(model_dir, tmp_path):
+    settings = settings_for(model_dir, tmp_path / "d", api_key=KEY, max_upload_bytes=2**20)
+    app, read = receive_counted(create_app(settings))
+    with running(app) as url:
+        # a declared length over the limit: refused from the headers (a stranger learns only that a key is needed)
+        for headers, expected in (({"X-API-Key": KEY}, 413), ({}, 401)):
+            status, answer_headers, _ = stalled_upload(url, 3 * 2**20, **headers)
+            assert status == expected and answer_headers["connection"] == "close"
+        assert sum(read) == 0
+        # a chunked body of 4 MiB: taken in only up to the limit, then cut off
+        refused = httpx.post(
+            f"{url}/inspect",
+            content=(MULTIPART_START if i == 0 else b"\0" * 2**16 for i in range(65)),
+            headers={"X-API-Key": KEY, "Content-Type": "multipart/form-data; boundary=b"},
+            timeout=30,
+        )
+        assert refused.status_code == 413 and "too large" in refused.json()["detail"]
+        assert refused.headers["connection"] == "close"
+    assert 2**20 < sum(read) < 2 * 2**20
