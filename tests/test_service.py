@@ -604,3 +604,42 @@ def test_an_oversize_upload_is_refused_before_or_as_its_body_is_read(model_dir, 
         assert refused.status_code == 413 and "too large" in refused.json()["detail"]
         assert refused.headers["connection"] == "close"
     assert 2**20 < sum(read) < 2 * 2**20
+
+
+OUT_OF_RANGE = [
+    "offset=9223372036854775808",
+    "offset=2147483648",
+    "offset=-1",
+    "offset=1e3",
+    "limit=9223372036854775808",
+    "limit=-1",
+    "since=nan",
+    "since=inf",
+    "since=-inf",
+    "since=-1",
+    "since=1e300",
+]
+
+
+@pytest.mark.parametrize("path", ["/results", "/results/export", "/report"])
+def test_out_of_range_query_values_are_422_and_the_largest_in_range_work(client, images, path):
+    upload(client, images["normal"])
+    for query in OUT_OF_RANGE:
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 422, query
+        assert response.json()["detail"].startswith(f"invalid request: query.{query.split('=')[0]}"), query
+    assert client.get(f"{path}?offset=2147483647&limit=10000").status_code == 200
+    assert client.get(f"{path}?since=253402300799").status_code == 200  # the last second of year 9999
+    assert client.get(f"{path}?since=0").status_code == 200
+
+
+def test_out_of_range_path_values_are_4xx(client, images):
+    result_id = upload(client, images["normal"]).json()["id"]
+    huge = "f" * 4000
+    assert client.get(f"/results/{huge}").status_code == 404
+    assert client.get(f"/results/{huge}/chat").status_code == 404
+    assert client.post(f"/results/{huge}/feedback", json={"status": "confirmed"}).status_code == 404
+    assert client.get(f"/results/{result_id}/images/{huge}").status_code == 422
+    assert client.post(f"/models/{huge}/load").status_code == 404
+    feedback = {"status": "confirmed", "region_index": 2**70}
+    assert client.post(f"/results/{result_id}/feedback", json=feedback).status_code == 422
