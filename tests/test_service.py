@@ -35,6 +35,7 @@ from anomalens.models import PatchCore, load_detector  # noqa: E402
 from anomalens.results.record import LLMExplanationResult  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
 from anomalens.service.dependencies import get_explainer  # noqa: E402
+from anomalens.service.export import to_csv  # noqa: E402
 from anomalens.service.schemas import StoredResult  # noqa: E402
 from conftest import build_record  # noqa: E402
 
@@ -643,3 +644,26 @@ def test_out_of_range_path_values_are_4xx(client, images):
     assert client.post(f"/models/{huge}/load").status_code == 404
     feedback = {"status": "confirmed", "region_index": 2**70}
     assert client.post(f"/results/{result_id}/feedback", json=feedback).status_code == 422
+
+
+def test_csv_export_makes_every_text_a_formula_could_start_plain_text(model_dir, tmp_path, images):
+    formula = "=1+2*cmd|x!A0.png"
+    settings = settings_for(model_dir, tmp_path / "d", station="@SUM(A1:A9)")
+    with TestClient(create_app(settings)) as client:
+        stored = upload(client, images["spot"], formula).json()
+        [row] = list(csv.DictReader(io.StringIO(client.get("/results/export?format=csv").text)))
+    assert row["image"] == "'" + formula and row["station"] == "'@SUM(A1:A9)"
+    assert row["score"] == str(stored["score"]) and row["region_count"] == str(len(stored["regions"]))
+    assert row["id"] == stored["id"] and row["explanation"] == stored["explanation"]["text"]  # safe text unchanged
+
+    record = build_record(image="+x.png", regions=[{"defect_type": "-crack"}], text="\tsee", normalized_score=-0.5)
+    result = StoredResult(**record.model_dump(), id="0" * 32, model="=m", station="\rs", created_at=0.0)
+    [row] = list(csv.DictReader(io.StringIO(to_csv([result]))))
+    assert [row[c] for c in ("image", "defect_types", "explanation", "model", "station")] == [
+        "'+x.png",
+        "'-crack",
+        "'\tsee",
+        "'=m",
+        "'\rs",
+    ]
+    assert row["normalized_score"] == "-0.5"  # a number stays a number, its sign too
