@@ -667,3 +667,12 @@ def test_csv_export_makes_every_text_a_formula_could_start_plain_text(model_dir,
         "'\rs",
     ]
     assert row["normalized_score"] == "-0.5"  # a number stays a number, its sign too
+
+
+def test_two_file_parts_in_one_inspection_are_refused(client, images):
+    files = [("file", ("first.jpg", images["spot"])), ("file", ("second.jpg", images["normal"]))]
+    response = client.post("/inspect", files=files)
+    assert response.status_code == 422 and "only one file" in response.json()["detail"]
+    assert client.get("/health").json()["stored_results"] == 0
+    batch = client.post("/inspect/batch", files=[("files", name_and_data) for _, name_and_data in files])
+    assert [r["image"] for r in batch.json()["results"]] == ["first.jpg", "second.jpg"]

@@ -104,3 +104,13 @@ def result_filter(
 
 FilterDep = Annotated[ResultFilter, Depends(result_filter)]
 ImageKind = Literal["image", "overlay", "mask"]
+
+
+async def one_file_part(request: Request) -> None:
+    """422 when the form holds more than one ``file`` part: ``POST /inspect`` answers for one image, and
+    inspecting one of several would silently drop the others (the form is the one FastAPI parsed already)."""
+    if len((await request.form()).getlist("file")) > 1:
+        raise HTTPException(422, "only one file is accepted per request: send several to /inspect/batch")
+
+
+OneFileDep = Annotated[None, Depends(one_file_part)]

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 
-from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, SettingsDep, StoreDep
+from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, OneFileDep, SettingsDep, StoreDep
 from anomalens.service.inference import BadImage, Inspected
 from anomalens.service.schemas import BatchError, BatchResult, InspectionResult, with_urls
 from anomalens.service.settings import ServiceSettings
@@ -91,7 +91,9 @@ InspectionDep = Annotated[Inspection, Depends(Inspection)]
     responses={413: {"description": "upload too large"}, 422: {"description": "not an image"}},
 )
 def inspect(
-    inspection: InspectionDep, file: UploadFile = File(..., description="PNG, JPEG, BMP or TIFF; judged by content")
+    inspection: InspectionDep,
+    _: OneFileDep,
+    file: UploadFile = File(..., description="PNG, JPEG, BMP or TIFF; judged by content"),
 ) -> InspectionResult:
     return inspection(file)
 
