@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +36,7 @@ from anomalens.models import PatchCore, load_detector  # noqa: E402
 from anomalens.results.record import LLMExplanationResult  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
 from anomalens.service.dependencies import get_explainer  # noqa: E402
+from anomalens.service.export import to_csv  # noqa: E402
 from anomalens.service.schemas import StoredResult  # noqa: E402
 from conftest import build_record  # noqa: E402
 
@@ -692,3 +695,160 @@ def test_an_inspection_over_the_time_limit_is_answered_503_and_frees_the_detecto
         answered = upload(client, images["spot"], name="after.png")
         assert answered.status_code == 200 and answered.json()["anomalous"]
         assert [r["image"] for r in client.get("/results").json()] == ["after.png"]
+
+
+def receive_counted(app):
+    """``app`` with the request body bytes it reads counted (in the returned list), to show what went unread."""
+    read = []
+
+    async def counted_app(scope, receive, send):
+        async def counted():
+            message = await receive()
+            read.append(len(message.get("body", b"")))
+            return message
+
+        await app(scope, counted, send)
+
+    return counted_app, read
+
+
+MULTIPART_START = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+
+
+def stalled_upload(url: str, declared: int, **headers) -> tuple[int, dict, bytes]:
+    """POST /inspect announcing ``declared`` bytes, then only the start of them: the status, headers and body of
+    the answer, read until the server closes (a server that waits for the rest times out instead)."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = [
+        "POST /inspect HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: multipart/form-data; boundary=b",
+        f"Content-Length: {declared}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    reply = b""
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall("\r\n".join(lines).encode() + b"\r\n\r\n" + MULTIPART_START + b"\0" * 2**16)
+        while chunk := connection.recv(2**16):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    answer_headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), answer_headers, body
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"), [({}, "missing API key"), ({"X-API-Key": "guess"}, "wrong API key")], ids=["no", "wrong"]
+)
+def test_without_the_key_an_upload_is_refused_before_its_body_is_read(model_dir, tmp_path, headers, detail):
+    app, read = receive_counted(create_app(settings_for(model_dir, tmp_path / "d", api_key=KEY)))
+    with running(app) as url:
+        # headers and the first 64 KiB of a 20 MB upload, then silence: answered at once, from the headers alone
+        status, answer_headers, body = stalled_upload(url, 20 * 10**6, **headers)
+        assert status == 401 and json.loads(body)["detail"].startswith(detail)
+        assert answer_headers["connection"] == "close"  # the rest of the body is never read
+        # a body streamed without a length: the server answers without taking it in
+        sent = []
+
+        def streamed():
+            for _ in range(64):
+                sent.append(2**20)
+                yield b"\0" * 2**20
+
+        refused = httpx.post(f"{url}/inspect", content=streamed(), headers=headers, timeout=30)
+        assert refused.status_code == 401 and refused.json()["detail"].startswith(detail)
+        assert sum(sent) < 64 * 2**20  # the client stopped sending when the server hung up
+        assert httpx.get(f"{url}/health").status_code == 200
+    assert sum(read) == 0
+
+
+def test_an_oversize_upload_is_refused_before_or_as_its_body_is_read(model_dir, tmp_path):
+    settings = settings_for(model_dir, tmp_path / "d", api_key=KEY, max_upload_bytes=2**20)
+    app, read = receive_counted(create_app(settings))
+    with running(app) as url:
+        # a declared length over the limit: refused from the headers (a stranger learns only that a key is needed)
+        for headers, expected in (({"X-API-Key": KEY}, 413), ({}, 401)):
+            status, answer_headers, _ = stalled_upload(url, 3 * 2**20, **headers)
+            assert status == expected and answer_headers["connection"] == "close"
+        assert sum(read) == 0
+        # a chunked body of 4 MiB: taken in only up to the limit, then cut off
+        refused = httpx.post(
+            f"{url}/inspect",
+            content=(MULTIPART_START if i == 0 else b"\0" * 2**16 for i in range(65)),
+            headers={"X-API-Key": KEY, "Content-Type": "multipart/form-data; boundary=b"},
+            timeout=30,
+        )
+        assert refused.status_code == 413 and "too large" in refused.json()["detail"]
+        assert refused.headers["connection"] == "close"
+    assert 2**20 < sum(read) < 2 * 2**20
+
+
+OUT_OF_RANGE = [
+    "offset=9223372036854775808",
+    "offset=2147483648",
+    "offset=-1",
+    "offset=1e3",
+    "limit=9223372036854775808",
+    "limit=-1",
+    "since=nan",
+    "since=inf",
+    "since=-inf",
+    "since=-1",
+    "since=1e300",
+]
+
+
+@pytest.mark.parametrize("path", ["/results", "/results/export", "/report"])
+def test_out_of_range_query_values_are_422_and_the_largest_in_range_work(client, images, path):
+    upload(client, images["normal"])
+    for query in OUT_OF_RANGE:
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 422, query
+        assert response.json()["detail"].startswith(f"invalid request: query.{query.split('=')[0]}"), query
+    assert client.get(f"{path}?offset=2147483647&limit=10000").status_code == 200
+    assert client.get(f"{path}?since=253402300799").status_code == 200  # the last second of year 9999
+    assert client.get(f"{path}?since=0").status_code == 200
+
+
+def test_out_of_range_path_values_are_4xx(client, images):
+    result_id = upload(client, images["normal"]).json()["id"]
+    huge = "f" * 4000
+    assert client.get(f"/results/{huge}").status_code == 404
+    assert client.get(f"/results/{huge}/chat").status_code == 404
+    assert client.post(f"/results/{huge}/feedback", json={"status": "confirmed"}).status_code == 404
+    assert client.get(f"/results/{result_id}/images/{huge}").status_code == 422
+    assert client.post(f"/models/{huge}/load").status_code == 404
+    feedback = {"status": "confirmed", "region_index": 2**70}
+    assert client.post(f"/results/{result_id}/feedback", json=feedback).status_code == 422
+
+
+def test_csv_export_makes_every_text_a_formula_could_start_plain_text(model_dir, tmp_path, images):
+    formula = "=1+2*cmd|x!A0.png"
+    settings = settings_for(model_dir, tmp_path / "d", station="@SUM(A1:A9)")
+    with TestClient(create_app(settings)) as client:
+        stored = upload(client, images["spot"], formula).json()
+        [row] = list(csv.DictReader(io.StringIO(client.get("/results/export?format=csv").text)))
+    assert row["image"] == "'" + formula and row["station"] == "'@SUM(A1:A9)"
+    assert row["score"] == str(stored["score"]) and row["region_count"] == str(len(stored["regions"]))
+    assert row["id"] == stored["id"] and row["explanation"] == stored["explanation"]["text"]  # safe text unchanged
+
+    record = build_record(image="+x.png", regions=[{"defect_type": "-crack"}], text="\tsee", normalized_score=-0.5)
+    result = StoredResult(**record.model_dump(), id="0" * 32, model="=m", station="\rs", created_at=0.0)
+    [row] = list(csv.DictReader(io.StringIO(to_csv([result]))))
+    assert [row[c] for c in ("image", "defect_types", "explanation", "model", "station")] == [
+        "'+x.png",
+        "'-crack",
+        "'\tsee",
+        "'=m",
+        "'\rs",
+    ]
+    assert row["normalized_score"] == "-0.5"  # a number stays a number, its sign too
+
+
+def test_two_file_parts_in_one_inspection_are_refused(client, images):
+    files = [("file", ("first.jpg", images["spot"])), ("file", ("second.jpg", images["normal"]))]
+    response = client.post("/inspect", files=files)
+    assert response.status_code == 422 and "only one file" in response.json()["detail"]
+    assert client.get("/health").json()["stored_results"] == 0
+    batch = client.post("/inspect/batch", files=[("files", name_and_data) for _, name_and_data in files])
+    assert [r["image"] for r in batch.json()["results"]] == ["first.jpg", "second.jpg"]

@@ -23,7 +23,7 @@ from anomalens.service.feedback import HistoryFeed
 from anomalens.service.inference import Inspector
 from anomalens.service.routers import chat, feedback, health, inspection, models, results
 from anomalens.service.routers.health import STATIC
-from anomalens.service.security import BodySizeLimit, api_key_guard
+from anomalens.service.security import ApiKeyGuard, BodySizeLimit, api_key_declared
 from anomalens.service.settings import ServiceSettings
 from anomalens.service.store import Store
 
@@ -79,10 +79,17 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
         return files * settings.max_upload_bytes + MULTIPART_OVERHEAD
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit, message=inspection.too_large(settings))
+    if settings.api_key is not None:  # added last, so it runs first: a stranger's body meets no other code
+        app.add_middleware(ApiKeyGuard, expected=settings.api_key, open_paths=_open_paths(app), open_prefix="/static/")
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    guard = Depends(api_key_guard(settings.api_key))
     for router in GUARDED:
-        app.include_router(router, dependencies=[guard])
+        app.include_router(router, dependencies=[Depends(api_key_declared)])
     return app
+
+
+def _open_paths(app: FastAPI) -> set[str]:
+    """What needs no key: the health check, the web page (it asks for the key) and the API's own description."""
+    docs = (app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url)
+    return {"/health", "/", *(path for path in docs if path)}

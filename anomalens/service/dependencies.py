@@ -84,17 +84,33 @@ def stored_pixels(result: StoredDep, store: StoreDep) -> tuple[np.ndarray | None
 PixelsDep = Annotated[tuple[np.ndarray | None, np.ndarray | None], Depends(stored_pixels)]
 
 
+# Bounds that every database takes as they are (a 32-bit OFFSET, a time that dates can show), so that a value out
+# of range is a 422 and never reaches the database.
+MAX_OFFSET = 2**31 - 1
+LAST_UNIX_TIME = 253402300799.0  # 9999-12-31 23:59:59 UTC, the last second of Python's datetime
+
+
 def result_filter(
     anomalous: bool | None = None,
     model: str | None = Query(None, max_length=128),
     defect_type: str | None = Query(None, max_length=128),
     feedback: FeedbackStatus | None = None,
-    since: float | None = Query(None, description="Unix time"),
+    since: float | None = Query(None, description="Unix time", ge=0, le=LAST_UNIX_TIME, allow_inf_nan=False),
     limit: int = Query(100, ge=1, le=10000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> ResultFilter:
     return ResultFilter(anomalous, model, defect_type, feedback, since, limit, offset)
 
 
 FilterDep = Annotated[ResultFilter, Depends(result_filter)]
 ImageKind = Literal["image", "overlay", "mask"]
+
+
+async def one_file_part(request: Request) -> None:
+    """422 when the form holds more than one ``file`` part: ``POST /inspect`` answers for one image, and
+    inspecting one of several would silently drop the others (the form is the one FastAPI parsed already)."""
+    if len((await request.form()).getlist("file")) > 1:
+        raise HTTPException(422, "only one file is accepted per request: send several to /inspect/batch")
+
+
+OneFileDep = Annotated[None, Depends(one_file_part)]

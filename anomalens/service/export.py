@@ -1,4 +1,5 @@
-"""Stored results as CSV (one row per result) for spreadsheets; JSON export is the records themselves."""
+"""Stored results as CSV (one row per result) for spreadsheets, every text cell safe to open in one; JSON export is
+the records themselves."""
 
 from __future__ import annotations
 
@@ -27,8 +28,18 @@ CSV_COLUMNS = (
 )
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP, "CSV injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: Any) -> Any:
+    """``value``, with a text that a spreadsheet would run as a formula made plain text by a leading quote;
+    numbers and booleans unchanged."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def csv_row(result: StoredResult) -> dict[str, Any]:
-    return {
+    row = {
         "id": result.id,
         "created_at": datetime.fromtimestamp(result.created_at, timezone.utc).isoformat(timespec="seconds"),
         "station": result.station,
@@ -44,6 +55,7 @@ def csv_row(result: StoredResult) -> dict[str, Any]:
         "explanation_source": result.explanation.source,
         "explanation": result.explanation.text,
     }
+    return {column: spreadsheet_text(value) for column, value in row.items()}
 
 
 def to_csv(records: list[StoredResult]) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 
-from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, SettingsDep, StoreDep
+from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, OneFileDep, SettingsDep, StoreDep
 from anomalens.service.idempotency import IdempotencyKeyHeader, request_digest
 from anomalens.service.inference import BadImage, Inspected, InspectionTimeout
 from anomalens.service.schemas import BatchError, BatchFile, BatchResult, InspectionResult, with_urls
@@ -117,6 +117,7 @@ InspectionDep = Annotated[Inspection, Depends(Inspection)]
 )
 def inspect(
     inspection: InspectionDep,
+    _: OneFileDep,
     file: UploadFile = File(..., description="PNG, JPEG, BMP or TIFF; judged by content"),
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> InspectionResult:
