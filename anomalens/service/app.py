@@ -15,10 +15,13 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match
 
 from anomalens.explanation.history import DefectHistory
 from anomalens.service.dependencies import ServiceState
+from anomalens.service.errors import error_responses
 from anomalens.service.feedback import HistoryFeed
 from anomalens.service.inference import Inspector
 from anomalens.service.routers import chat, feedback, health, inspection, models, results
@@ -35,6 +38,19 @@ def _llm_explainer() -> Any:
     from anomalens.explanation.llm import LLMConfig, LLMExplainer
 
     return LLMExplainer(LLMConfig.from_env())
+
+
+async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
+    """405 with an ``Allow`` header naming every method the path has (each route alone knows only its own)."""
+    allowed = {
+        method
+        for route in request.app.routes
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE
+        for method in route.methods
+    }
+    return JSONResponse(
+        {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(sorted(allowed))}
+    )
 
 
 async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -82,10 +98,13 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
     if settings.api_key is not None:  # added last, so it runs first: a stranger's body meets no other code
         app.add_middleware(ApiKeyGuard, expected=settings.api_key, open_paths=_open_paths(app), open_prefix="/static/")
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(405, _method_not_allowed)
     app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # the key and its 401 are declared in the spec only where the service has a key
+    keyed = {"dependencies": [Depends(api_key_declared)], "responses": error_responses(401)} if settings.api_key else {}
     for router in GUARDED:
-        app.include_router(router, dependencies=[Depends(api_key_declared)])
+        app.include_router(router, **keyed)
     return app
 
 

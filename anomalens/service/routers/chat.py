@@ -6,17 +6,18 @@ from fastapi import APIRouter
 
 from anomalens.service.conversation import reply
 from anomalens.service.dependencies import ExplainerDep, HistoryDep, PixelsDep, StoredDep, StoreDep
+from anomalens.service.errors import error_responses
 from anomalens.service.schemas import ChatReply, ChatRequest, ChatTurn
 
 router = APIRouter(tags=["chat"])
 
 
-@router.get("/results/{result_id}/chat", response_model=list[ChatTurn])
+@router.get("/results/{result_id}/chat", response_model=list[ChatTurn], responses=error_responses(404))
 def chat_turns(stored: StoredDep, store: StoreDep) -> list[dict]:
     return store.messages(stored.id)
 
 
-@router.post("/results/{result_id}/chat", response_model=ChatReply)
+@router.post("/results/{result_id}/chat", response_model=ChatReply, responses=error_responses(400, 404, 413, 422))
 def chat_turn(
     stored: StoredDep,
     request: ChatRequest,

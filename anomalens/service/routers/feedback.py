@@ -6,13 +6,18 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from anomalens.service.dependencies import HistoryDep, PixelsDep, StoredDep, StoreDep
+from anomalens.service.errors import error_responses
 from anomalens.service.feedback import FeedbackError
 from anomalens.service.schemas import FeedbackEntry, FeedbackReceipt, FeedbackRequest
 
 router = APIRouter(tags=["feedback"])
 
 
-@router.post("/results/{result_id}/feedback", response_model=FeedbackReceipt)
+@router.post(
+    "/results/{result_id}/feedback",
+    response_model=FeedbackReceipt,
+    responses=error_responses(400, 404, 413, 422, e422="a field out of range, or no such region in the result"),
+)
 def feedback(
     stored: StoredDep, judgement: FeedbackRequest, store: StoreDep, history: HistoryDep, pixels: PixelsDep
 ) -> FeedbackReceipt:
@@ -33,7 +38,7 @@ def feedback(
     return FeedbackReceipt(feedback_id=feedback_id, status=judgement.status, history_case_ids=case_ids)
 
 
-@router.get("/results/{result_id}/feedback", response_model=list[FeedbackEntry])
+@router.get("/results/{result_id}/feedback", response_model=list[FeedbackEntry], responses=error_responses(404))
 def feedback_trail(stored: StoredDep, store: StoreDep) -> list[FeedbackEntry]:
     """Every judgement of the result, oldest first; the newest is the current one."""
     return [FeedbackEntry.model_validate(entry) for entry in store.feedback(stored.id)]

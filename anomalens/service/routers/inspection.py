@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 
 from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, OneFileDep, SettingsDep, StoreDep
+from anomalens.service.errors import error_responses
 from anomalens.service.idempotency import IdempotencyKeyHeader, request_digest
 from anomalens.service.inference import BadImage, Inspected, InspectionTimeout
 from anomalens.service.schemas import BatchError, BatchFile, BatchResult, InspectionResult, with_urls
@@ -109,11 +110,13 @@ InspectionDep = Annotated[Inspection, Depends(Inspection)]
 @router.post(
     "/inspect",
     response_model=InspectionResult,
-    responses={
-        413: {"description": "upload too large"},
-        422: {"description": "not an image, or an Idempotency-Key sent before with another file"},
-        503: {"description": "the inspection did not finish within the time limit"},
-    },
+    responses=error_responses(
+        400,
+        413,
+        422,
+        503,
+        e422="not an inspectable image, two file parts, or an Idempotency-Key sent before with another file",
+    ),
 )
 def inspect(
     inspection: InspectionDep,
@@ -128,15 +131,18 @@ def inspect(
 @router.post(
     "/inspect/batch",
     response_model=BatchResult,
-    responses={
-        413: {"description": "too many files, or one too large"},
-        422: {"description": "an Idempotency-Key sent before with other files"},
-    },
+    responses=error_responses(
+        400,
+        413,
+        422,
+        e413="too many files, or one too large",
+        e422="no file, or an Idempotency-Key sent before with other files",
+    ),
 )
 def inspect_batch(
     inspection: InspectionDep,
     settings: SettingsDep,
-    files: list[UploadFile] = File(...),
+    files: list[UploadFile] = File(..., min_length=1),
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> BatchResult:
     if len(files) > settings.max_batch_files:

@@ -10,19 +10,22 @@ from fastapi.responses import HTMLResponse, Response
 
 from anomalens.reports.html import ReportItem, build_report
 from anomalens.service.dependencies import FilterDep, ImageKind, StoredDep, StoreDep
+from anomalens.service.errors import error_responses
 from anomalens.service.export import to_csv
 from anomalens.service.schemas import InspectionResult, with_urls
 
 router = APIRouter(tags=["results"])
 
 
-@router.get("/results", response_model=list[InspectionResult])
+@router.get("/results", response_model=list[InspectionResult], responses=error_responses(422))
 def results(store: StoreDep, where: FilterDep) -> list[InspectionResult]:
     return [with_urls(result) for result in store.results(where)]
 
 
 @router.get(
-    "/results/export", response_class=Response, responses={200: {"content": {"text/csv": {}, "application/json": {}}}}
+    "/results/export",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}, "application/json": {}}}, **error_responses(422)},
 )
 def export(store: StoreDep, where: FilterDep, format: Literal["csv", "json"] = "csv") -> Response:
     records = store.results(where)
@@ -39,13 +42,15 @@ def export(store: StoreDep, where: FilterDep, format: Literal["csv", "json"] = "
     )
 
 
-@router.get("/results/{result_id}", response_model=InspectionResult)
+@router.get("/results/{result_id}", response_model=InspectionResult, responses=error_responses(404))
 def result(stored: StoredDep) -> InspectionResult:
     return with_urls(stored)
 
 
 @router.get(
-    "/results/{result_id}/images/{kind}", response_class=Response, responses={200: {"content": {"image/png": {}}}}
+    "/results/{result_id}/images/{kind}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 422)},
 )
 def result_image(stored: StoredDep, kind: ImageKind, store: StoreDep) -> Response:
     return Response(
@@ -53,8 +58,9 @@ def result_image(stored: StoredDep, kind: ImageKind, store: StoreDep) -> Respons
     )
 
 
-@router.get("/report", response_class=HTMLResponse)
-def report(store: StoreDep, where: FilterDep) -> str:
+# a plain Response class, so that the declared errors keep their JSON media type beside the page's text/html
+@router.get("/report", response_class=Response, responses={200: {"content": {"text/html": {}}}, **error_responses(422)})
+def report(store: StoreDep, where: FilterDep) -> HTMLResponse:
     """A self-contained HTML report of the stored results (operator feedback gives the labels)."""
     items = [
         ReportItem(
@@ -65,4 +71,4 @@ def report(store: StoreDep, where: FilterDep) -> str:
         )
         for r in store.results(where)
     ]
-    return build_report(items, title="anomalens service report")
+    return HTMLResponse(build_report(items, title="anomalens service report"))
