@@ -209,7 +209,9 @@ def _bmp_header(data: bytes) -> ImageHeader:
         width, height, _, bpp = struct.unpack("<HHHH", data[18:26])
         compression = 0
     else:
-        if dib_size < 40 or n < 34:
+        if dib_size < 40:
+            raise FormatError(f"unsupported BMP (DIB header of {dib_size} bytes)")
+        if n < 34:
             raise FormatError("truncated BMP (header incomplete)")
         width, height, _, bpp, compression = struct.unpack("<iiHHI", data[18:34])
         width, height = abs(width), abs(height)  # a negative height stores the rows top-down
@@ -233,7 +235,8 @@ def _tiff_header(data: bytes) -> ImageHeader:
             channels, bits = page.samplesperpixel, page.bitspersample
             segments = list(zip(page.dataoffsets, page.databytecounts))
     except Exception as exc:  # noqa: BLE001 - any parser failure means a corrupt directory
-        raise FormatError(f"corrupt TIFF (directory unreadable: {exc})") from exc
+        # a writer may put the directory after the pixels, so a cut-off file can lose it
+        raise FormatError(f"truncated or corrupt TIFF (first directory unreadable: {exc!r})") from exc
     for index, (offset, count) in enumerate(segments):
         if count and offset + count > len(data):  # an empty segment has no bytes to miss
             raise FormatError(f"truncated TIFF (strip or tile {index} ends at byte {offset + count} of {len(data)})")
