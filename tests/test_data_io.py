@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import pickle
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -27,6 +29,8 @@ from anomalens.data import (
     to_uint8_rgb,
     write_png,
 )
+from anomalens.data.formats import image_header
+from image_bombs import zero_png
 
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CATEGORY = "magnetic_tile"
@@ -305,6 +309,114 @@ def test_decode_image_errors_name_the_data(data: bytes, name: str, message: str)
     with pytest.raises(ImageReadError) as info:
         decode_image(data, name)
     assert str(info.value) == message
+
+
+# ------------------------------------------------- formats and size limits
+
+
+def _tiff_bytes(image: np.ndarray, **options) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, image, **options)
+    return buffer.getvalue()
+
+
+def _encoded(ext: str, image: np.ndarray) -> bytes:
+    if ext == ".tif":
+        return _tiff_bytes(image)
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("ext", "image", "channels", "bytes_per_sample"),
+    [
+        (".png", np.zeros((30, 40), np.uint16), 1, 2),
+        (".png", np.zeros((30, 40, 3), np.uint8), 3, 1),
+        (".jpg", np.zeros((30, 40, 3), np.uint8), 3, 1),
+        (".bmp", np.zeros((30, 40, 3), np.uint8), 3, 1),
+        (".tif", np.zeros((30, 40, 3), np.uint16), 3, 2),
+    ],
+)
+def test_image_header_is_read_without_decoding(ext, image, channels, bytes_per_sample) -> None:
+    header = image_header(_encoded(ext, image))
+    assert (header.width, header.height, header.channels, header.bytes_per_sample) == (
+        40,
+        30,
+        channels,
+        bytes_per_sample,
+    )
+    assert header.decoded_bytes == image.nbytes
+
+
+def test_png_bomb_is_refused_before_decoding() -> None:
+    bomb = zero_png(30000, 30000)  # under a megabyte, 900 million pixels
+    assert len(bomb) < 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageReadError) as info:
+            decode_image(bomb, "bomb.png", max_pixels=64_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.reason == "the image is 30000x30000 pixels (900000000); at most 64000000 pixels are allowed"
+    assert peak < 16 * 2**20  # the pixels (900 MB) were never allocated
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tif"])
+def test_max_pixels_is_checked_for_every_format(ext: str, tmp_path: Path) -> None:
+    path = tmp_path / f"frame{ext}"
+    path.write_bytes(_encoded(ext, np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)))
+    with pytest.raises(ImageReadError, match="40x30 pixels"):
+        read_image(path, max_pixels=30 * 40 - 1)
+    assert np.array_equal(read_image(path, max_pixels=30 * 40), read_image(path))
+
+
+def test_many_samples_per_pixel_are_refused_by_their_memory() -> None:
+    deep = _tiff_bytes(np.zeros((30, 40, 8), np.float64), photometric="minisblack", planarconfig="contig")
+    with pytest.raises(ImageReadError, match="decoding would take 76800 bytes"):
+        decode_image(deep, max_pixels=30 * 40)
+
+
+@pytest.mark.parametrize(
+    ("ext", "format_name"),
+    [
+        (".gif", "GIF"),
+        (".webp", "WebP"),
+        (".pgm", "PNM (PBM/PGM/PPM/PAM)"),
+        (".pfm", "PFM"),
+        (".hdr", "Radiance HDR"),
+        (".ras", "Sun raster"),
+    ],
+)
+def test_other_formats_are_refused_though_opencv_decodes_them(ext: str, format_name: str) -> None:
+    image = np.full(
+        (16, 16, 3), 0.5 if ext in (".pfm", ".hdr") else 128, np.float32 if ext in (".pfm", ".hdr") else np.uint8
+    )
+    data = _encoded(ext, image[..., 0] if ext == ".pgm" else image)
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None
+    with pytest.raises(ImageReadError) as info:
+        decode_image(data, f"frame{ext}")
+    assert info.value.reason == f"{format_name} content is not accepted (only PNG, JPEG, BMP or TIFF)"
+
+
+def test_truncated_or_corrupt_tiff_and_png(tmp_path: Path) -> None:
+    image = np.random.default_rng(2).integers(0, 256, (50, 60, 3), dtype=np.uint8)
+    tiff = _tiff_bytes(image, photometric="rgb", tile=(16, 16))
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(tiff[:-100])  # the last tile is cut; skimage, the last fallback decoder, would return the rest
+    _assert_read_error(cut, "truncated tiff (strip or tile 15 ends at byte")
+
+    png_bytes = bytearray(_encoded(".png", image))
+    png_bytes[60] ^= 0xFF  # inside the IDAT chunk
+    flipped = tmp_path / "flipped.png"
+    flipped.write_bytes(bytes(png_bytes))
+    _assert_read_error(flipped, "crc mismatch in chunk 'idat'")
+
+    bmp = _encoded(".bmp", image)
+    header_only = tmp_path / "header.bmp"
+    header_only.write_bytes(bmp[:20])
+    _assert_read_error(header_only, "truncated bmp (header incomplete)")
 
 
 def test_encode_png_keeps_rgb_order_and_values(tmp_path: Path) -> None:

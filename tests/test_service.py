@@ -39,6 +39,7 @@ from anomalens.service.dependencies import get_explainer  # noqa: E402
 from anomalens.service.export import to_csv  # noqa: E402
 from anomalens.service.schemas import StoredResult  # noqa: E402
 from conftest import build_record  # noqa: E402
+from image_bombs import zero_png  # noqa: E402
 
 # Fitted on 8 of the shipped magnetic-tile images at the default calibration: the good test tile stays below the
 # threshold, and the blowhole tile is flagged where its ground truth is.
@@ -259,11 +260,14 @@ def _tiff16(image: bytes) -> bytes:
     return buffer.getvalue()
 
 
+GIF = "GIF content is not accepted (only PNG, JPEG, BMP or TIFF)"
 BAD_INPUTS = {
     "empty file": (lambda images: b"", "x.png", 422, "empty"),
     "text named .png": (lambda images: b"hello, I am text\n" * 10, "x.png", 422, "not an image file"),
     "truncated JPEG": (lambda images: images["spot"][:-400], "x.jpg", 422, "truncated JPEG"),
     "1x1 image": (lambda images: png(np.full((1, 1, 3), 0.5)), "x.png", 422, "1x1 pixels"),
+    "30000x30000 PNG bomb": (lambda images: zero_png(30000, 30000), "x.png", 422, "at most 64000000 pixels"),
+    "GIF": (lambda images: cv2.imencode(".gif", np.zeros((32, 32, 3), np.uint8))[1].tobytes(), "x.gif", 422, GIF),
     "too large": (lambda images: images["normal"] + b"\0" * (2 * 2**20), "x.png", 413, "too large"),
 }
 

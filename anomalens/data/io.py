@@ -23,13 +23,15 @@ Notes on decisions made here:
   kept so they can be handled explicitly, and EXIF orientation is *ignored*.
   Pixel data are returned as stored, which keeps them aligned with
   ground-truth masks that were drawn on the stored pixels.
-* OpenCV (libjpeg/libpng) happily returns a partially decoded image for a
-  truncated JPEG or PNG, padding the missing part with gray. That would be
-  scored as an "anomaly" by a model, so the byte structure of JPEG, PNG and
-  BMP files is checked for completeness before decoding (JPEG: the marker
-  structure is walked until the End-Of-Image marker ``FFD9``; PNG: chunks are
-  walked until ``IEND``; BMP: the file must hold all rows of the pixel array).
-  Bit flips inside otherwise complete files cannot be detected this way.
+* Only PNG, JPEG, BMP and TIFF content is decoded, although OpenCV would
+  decode more (GIF, WebP, PNM, HDR...): each accepted format's structure is
+  checked for completeness before decoding (see :mod:`anomalens.data.formats`),
+  because OpenCV (libjpeg/libpng) happily returns a partially decoded image
+  for a truncated file, padding the missing part with gray, which a model
+  would score as an "anomaly".
+* The same check reads the header's width, height and channels, so a
+  ``max_pixels`` limit refuses a decompression bomb (a small file that
+  decodes to gigabytes) before any memory is spent on its pixels.
 * TIFF variants OpenCV cannot decode fall back to ``tifffile``, then to
   ``skimage.io``.
 """
@@ -43,6 +45,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from anomalens.data.formats import FormatError, ImageHeader, foreign_format, image_header
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -62,6 +66,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 # Largest value a 12-bit sample can take; see read_image for why this matters.
 _MAX_12BIT = 4095
 _MAX_16BIT = 65535
+
+# Decoded bytes allowed per pixel of the pixel limit: four channels of four bytes (a float32 RGBA TIFF).
+_MAX_DECODED_BYTES_PER_PIXEL = 16
 
 
 class ImageReadError(Exception):
@@ -90,113 +97,6 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 
 
 # --------------------------------------------------------------------------
-# Format sniffing and completeness checks
-# --------------------------------------------------------------------------
-
-
-def _sniff(data: bytes) -> str:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8"):
-        return "jpeg"
-    if data.startswith(b"BM"):
-        return "bmp"
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    return "unknown"
-
-
-def _jpeg_problem(data: bytes) -> str | None:
-    """Walk the JPEG marker structure; return a reason if the file is incomplete.
-
-    Entropy-coded data cannot contain a bare ``FF`` followed by a marker byte
-    (``FF`` is stuffed as ``FF00``), so scanning for the next real marker after
-    each Start-Of-Scan is exact. Length-delimited segments (APPn with EXIF
-    thumbnails, tables...) are skipped by their length, so a thumbnail's own
-    ``FFD9`` is never mistaken for the end of the main image.
-    """
-    n = len(data)
-    truncated = "truncated JPEG (data ends before the End-Of-Image marker FFD9)"
-    pos = 2  # after SOI
-    while True:
-        pos = data.find(b"\xff", pos)
-        if pos < 0:
-            return truncated
-        while pos < n and data[pos] == 0xFF:  # fill bytes
-            pos += 1
-        if pos >= n:
-            return truncated
-        marker = data[pos]
-        pos += 1
-        if marker == 0xD9:  # EOI: complete (anything after it is a trailer)
-            return None
-        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:
-            continue  # stand-alone markers, no length field
-        if pos + 2 > n:
-            return truncated
-        length = int.from_bytes(data[pos : pos + 2], "big")
-        if length < 2:
-            return f"corrupt JPEG (invalid segment length at byte {pos})"
-        pos += length
-        if pos > n:
-            return truncated
-        if marker == 0xDA:  # SOS: skip entropy-coded data up to the next marker
-            while True:
-                j = data.find(b"\xff", pos)
-                if j < 0 or j + 1 >= n:
-                    return truncated
-                nxt = data[j + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
-                    pos = j + 2
-                elif nxt == 0xFF:
-                    pos = j + 1
-                else:
-                    pos = j
-                    break
-
-
-def _png_problem(data: bytes) -> str | None:
-    """Walk PNG chunks; return a reason if the file ends before ``IEND``."""
-    n = len(data)
-    pos = 8
-    while True:
-        if pos + 8 > n:
-            return "truncated PNG (data ends before the IEND chunk)"
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        ctype = data[pos + 4 : pos + 8]
-        if ctype == b"IEND":
-            return None
-        pos += 12 + length
-        if pos > n:
-            return f"truncated PNG (chunk {ctype.decode('latin-1')!r} is cut off)"
-
-
-def _bmp_problem(data: bytes) -> str | None:
-    """Check that an uncompressed BMP holds all rows of its pixel array."""
-    n = len(data)
-    if n < 30:
-        return "truncated BMP (header incomplete)"
-    offset = int.from_bytes(data[10:14], "little")
-    dib_size = int.from_bytes(data[14:18], "little")
-    if dib_size < 40 or n < 34:
-        return None  # old OS/2 header: leave it to the decoder
-    width = int.from_bytes(data[18:22], "little", signed=True)
-    height = int.from_bytes(data[22:26], "little", signed=True)
-    bpp = int.from_bytes(data[28:30], "little")
-    compression = int.from_bytes(data[30:34], "little")
-    if compression not in (0, 3, 6):  # RLE / JPEG / PNG payloads: no fixed size
-        return None
-    stride = ((abs(width) * bpp + 31) // 32) * 4
-    needed = offset + stride * abs(height)
-    if n < needed:
-        return f"truncated BMP ({n} bytes, pixel data needs {needed})"
-    return None
-
-
-_CHECKS = {"jpeg": _jpeg_problem, "png": _png_problem, "bmp": _bmp_problem}
-
-
-# --------------------------------------------------------------------------
 # Decoding
 # --------------------------------------------------------------------------
 
@@ -212,20 +112,53 @@ def _read_bytes(path: Path) -> bytes:
         raise ImageReadError(path, f"cannot open file ({exc.strerror or exc})") from exc
 
 
-def _decode(data: bytes, name: Path) -> tuple[np.ndarray, bool]:
-    """Decode the bytes of an image called ``name``; return ``(array, is_bgr)`` with the stored dtype.
-
-    ``is_bgr`` tells whether a 3/4-channel array is in OpenCV's BGR(A) order.
-    """
+def _examine(data: bytes, name: Path, max_pixels: int | None) -> ImageHeader:
+    """The header of an accepted, complete image that is not too large to decode; else :class:`ImageReadError`."""
     if not data:
         raise ImageReadError(name, "file is empty (0 bytes)")
-    kind = _sniff(data)
-    check = _CHECKS.get(kind)
-    if check is not None:
-        problem = check(data)
-        if problem is not None:
-            raise ImageReadError(name, problem)
+    try:
+        header = image_header(data)
+    except FormatError as exc:
+        raise ImageReadError(name, str(exc)) from exc
+    if header is None:
+        foreign = foreign_format(data)
+        if foreign is not None:
+            raise ImageReadError(name, f"{foreign} content is not accepted (only PNG, JPEG, BMP or TIFF)")
+        # the name's extension is worth quoting: it is what the sender believed the file to be
+        extension = f"; extension {name.suffix!r}" if name.suffix else ""
+        raise ImageReadError(name, f"not an image file (content is not PNG, JPEG, BMP or TIFF{extension})")
+    if header.width == 0 or header.height == 0:
+        raise ImageReadError(name, f"image has zero size ({header.width}x{header.height} pixels)")
+    if max_pixels is not None:
+        _check_size(header, max_pixels, name)
+    return header
 
+
+def _check_size(header: ImageHeader, max_pixels: int, name: Path) -> None:
+    """Refuse an image whose decoding would take more pixels, or more memory, than ``max_pixels`` allows."""
+    if header.pixels > max_pixels:
+        raise ImageReadError(
+            name,
+            f"the image is {header.width}x{header.height} pixels ({header.pixels}); "
+            f"at most {max_pixels} pixels are allowed",
+        )
+    # many samples per pixel (a TIFF may declare hundreds) make a large array of few pixels
+    limit = max_pixels * _MAX_DECODED_BYTES_PER_PIXEL
+    if header.decoded_bytes > limit:
+        raise ImageReadError(
+            name,
+            f"decoding would take {header.decoded_bytes} bytes ({header.width}x{header.height} pixels of "
+            f"{header.channels} samples); at most {limit} bytes are allowed",
+        )
+
+
+def _decode(data: bytes, name: Path, max_pixels: int | None = None) -> tuple[np.ndarray, bool]:
+    """Decode the bytes of an image called ``name``; return ``(array, is_bgr)`` with the stored dtype.
+
+    ``is_bgr`` tells whether a 3/4-channel array is in OpenCV's BGR(A) order. The header is checked
+    (:func:`_examine`) before anything is decoded.
+    """
+    header = _examine(data, name, max_pixels)
     failures: list[str] = []
     try:
         arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -235,7 +168,7 @@ def _decode(data: bytes, name: Path) -> tuple[np.ndarray, bool]:
     if arr is not None:
         return arr, True
 
-    if kind == "tiff":
+    if header.format == "tiff":
         try:
             import tifffile
 
@@ -252,12 +185,8 @@ def _decode(data: bytes, name: Path) -> tuple[np.ndarray, bool]:
             failures.append(f"skimage: {exc}")
         raise ImageReadError(name, "corrupt or unsupported TIFF (" + "; ".join(failures) + ")")
 
-    if kind == "unknown":
-        # the name's extension is worth quoting: it is what the sender believed the file to be
-        extension = f"; extension {name.suffix!r}" if name.suffix else ""
-        raise ImageReadError(name, f"not an image file (content is not PNG, JPEG, BMP or TIFF{extension})")
     detail = f" ({'; '.join(failures)})" if failures else ""
-    raise ImageReadError(name, f"corrupt {kind.upper()} file, decoder failed{detail}")
+    raise ImageReadError(name, f"corrupt {header.format.upper()} file, decoder failed{detail}")
 
 
 def _to_hwc(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -295,7 +224,13 @@ def _scale_to_unit(arr: np.ndarray, bit_depth: int | None) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def decode_image(data: bytes, name: str | os.PathLike[str] = "<bytes>", *, bit_depth: int | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes,
+    name: str | os.PathLike[str] = "<bytes>",
+    *,
+    bit_depth: int | None = None,
+    max_pixels: int | None = None,
+) -> np.ndarray:
     """Decode image file bytes as float32 RGB, shape ``(H, W, 3)``, values in ``[0, 1]``.
 
     Accepts PNG, JPEG, BMP and TIFF data: 8- or 16-bit, grayscale (replicated
@@ -320,14 +255,20 @@ def decode_image(data: bytes, name: str | os.PathLike[str] = "<bytes>", *, bit_d
     * other integer types: divided by the dtype's maximum.
     * float images: clipped to ``[0, 1]`` (NaN -> 0).
 
-    Empty, truncated or corrupt data, data that are not an image, and images
-    with zero width or height raise :class:`ImageReadError`. Tiny images
-    (e.g. 1x1) are returned; the caller decides what to do with them.
+    Empty, truncated or corrupt data, data that are not an image (or of
+    another image format), and images with zero width or height raise
+    :class:`ImageReadError`. Tiny images (e.g. 1x1) are returned; the caller
+    decides what to do with them.
+
+    ``max_pixels`` (default: no limit) refuses, with :class:`ImageReadError`
+    and before anything is decoded, an image whose header declares more
+    pixels, or a decoded array larger than 16 bytes per allowed pixel (four
+    float32 channels). Pass it for data from untrusted sources.
     """
     if bit_depth is not None and not 1 <= int(bit_depth) <= 32:
         raise ValueError(f"bit_depth must be in 1..32, got {bit_depth}")
     label = Path(name)
-    arr, is_bgr = _decode(data, label)
+    arr, is_bgr = _decode(data, label, max_pixels)
     arr = _to_hwc(arr, label)
 
     if arr.ndim == 3:
@@ -351,13 +292,15 @@ def decode_image(data: bytes, name: str | os.PathLike[str] = "<bytes>", *, bit_d
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def read_image(path: str | os.PathLike[str], *, bit_depth: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike[str], *, bit_depth: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Read an image file as :func:`decode_image` decodes its bytes.
 
     A missing file or a directory raises :class:`ImageReadError` as well.
     """
     p = Path(path)
-    return decode_image(_read_bytes(p), p, bit_depth=bit_depth)
+    return decode_image(_read_bytes(p), p, bit_depth=bit_depth, max_pixels=max_pixels)
 
 
 def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -59,17 +59,16 @@ def model_dirs(root: Path) -> dict[str, Path]:
 
 def decode_upload(data: bytes, name: str, settings: ServiceSettings) -> np.ndarray:
     """The upload as the float RGB image ``read_image`` gives. The format is judged from the content only:
-    ``name``, the client's file name, is quoted only when the content is not an image at all."""
+    ``name``, the client's file name, is quoted only when the content is not an image at all. An image over
+    the pixel limit is refused from its header, before decoding (a small file can decode to gigabytes)."""
     try:
-        image = decode_image(data, name)
+        image = decode_image(data, name, max_pixels=settings.max_image_pixels)
     except ImageReadError as error:
         raise BadImage(error.reason) from error
     height, width = image.shape[:2]
     side = settings.min_image_side
     if min(height, width) < side:
         raise BadImage(f"the image is {width}x{height} pixels; at least {side}x{side} are needed")
-    if height * width > settings.max_image_pixels:
-        raise BadImage(f"the image has {width}x{height} pixels; at most {settings.max_image_pixels} are allowed")
     return image
 
 
