@@ -360,8 +360,25 @@ def test_models_are_listed_and_switched_by_name(model_dir, tmp_path, images):
         assert client.post("/models/line9/load").status_code == 404
 
 
-def test_openapi_spec_documents_the_endpoints(client):
+def test_openapi_spec_documents_the_endpoints_their_errors_and_the_key_only_when_there_is_one(
+    client, model_dir, tmp_path
+):
     spec = client.get("/openapi.json").json()
+    assert "securitySchemes" not in spec["components"]  # this service has no key: nothing to send
+    assert all(str(401) not in op["responses"] for path in spec["paths"].values() for op in path.values())
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    inspect = spec["paths"]["/inspect"]["post"]["responses"]
+    assert {code: inspect[code]["content"]["application/json"]["schema"] for code in ("413", "422", "503")} == {
+        code: error for code in ("413", "422", "503")
+    }
+    assert spec["paths"]["/results/{result_id}"]["get"]["responses"]["404"]["content"]["application/json"][
+        "schema"
+    ] == (error)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # 422 bodies are ErrorBody everywhere
+    report = spec["paths"]["/report"]["get"]["responses"]
+    assert set(report["200"]["content"]) == {"text/html"} and set(report["422"]["content"]) == {"application/json"}
+    with TestClient(create_app(settings_for(model_dir, tmp_path, api_key="k"))) as keyed:
+        spec = keyed.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {
         "type": "apiKey",
         "in": "header",
@@ -369,6 +386,7 @@ def test_openapi_spec_documents_the_endpoints(client):
         "description": "needed on every endpoint except /health when the service has a key",
     }
     assert "security" not in spec["paths"]["/health"]["get"] and spec["paths"]["/inspect"]["post"]["security"]
+    assert spec["paths"]["/inspect"]["post"]["responses"]["401"]["content"]["application/json"]["schema"] == error
     paths = spec["paths"]
     for path in (
         "/health",
@@ -383,6 +401,12 @@ def test_openapi_spec_documents_the_endpoints(client):
         "/report",
     ):
         assert path in paths, path
+
+
+def test_a_405_names_every_method_of_the_path(client):
+    answer = client.put("/results/" + "0" * 32 + "/chat")
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET, POST"
+    assert answer.json() == {"detail": "Method Not Allowed"}
 
 
 def test_report_of_stored_results_embeds_the_anomalous_ones(client, images):
@@ -856,3 +880,14 @@ def test_two_file_parts_in_one_inspection_are_refused(client, images):
     assert client.get("/health").json()["stored_results"] == 0
     batch = client.post("/inspect/batch", files=[("files", name_and_data) for _, name_and_data in files])
     assert [r["image"] for r in batch.json()["results"]] == ["first.jpg", "second.jpg"]
+
+
+def test_a_batch_where_no_file_is_an_image_is_refused_with_each_files_reason(client):
+    answer = client.post(
+        "/inspect/batch", files=[("files", ("a.png", b"not a picture")), ("files", ("b.gif", b"GIF89a" + bytes(64)))]
+    )
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["detail"].startswith("none of the 2 files can be inspected")
+    assert [error["file"] for error in body["errors"]] == ["a.png", "b.gif"]
+    assert "GIF content is not accepted" in body["errors"][1]["error"]

@@ -15,7 +15,6 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match
 
@@ -31,6 +30,7 @@ from anomalens.service.settings import ServiceSettings
 from anomalens.service.store import Store
 
 MULTIPART_OVERHEAD = 64 * 1024
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 GUARDED = (inspection.router, results.router, chat.router, feedback.router, models.router)
 
 
@@ -42,15 +42,12 @@ def _llm_explainer() -> Any:
 
 async def _method_not_allowed(request: Request, _: Exception) -> JSONResponse:
     """405 with an ``Allow`` header naming every method the path has (each route alone knows only its own)."""
-    allowed = {
+    allowed = [
         method
-        for route in request.app.routes
-        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE
-        for method in route.methods
-    }
-    return JSONResponse(
-        {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(sorted(allowed))}
-    )
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.routes)
+    ]
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(allowed)})
 
 
 async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -12,7 +12,7 @@ from anomalens.service.schemas import ChatReply, ChatRequest, ChatTurn
 router = APIRouter(tags=["chat"])
 
 
-@router.get("/results/{result_id}/chat", response_model=list[ChatTurn], responses=error_responses(404))
+@router.get("/results/{result_id}/chat", response_model=list[ChatTurn], responses=error_responses(404, 422))
 def chat_turns(stored: StoredDep, store: StoreDep) -> list[dict]:
     return store.messages(stored.id)
 

@@ -38,7 +38,7 @@ def feedback(
     return FeedbackReceipt(feedback_id=feedback_id, status=judgement.status, history_case_ids=case_ids)
 
 
-@router.get("/results/{result_id}/feedback", response_model=list[FeedbackEntry], responses=error_responses(404))
+@router.get("/results/{result_id}/feedback", response_model=list[FeedbackEntry], responses=error_responses(404, 422))
 def feedback_trail(stored: StoredDep, store: StoreDep) -> list[FeedbackEntry]:
     """Every judgement of the result, oldest first; the newest is the current one."""
     return [FeedbackEntry.model_validate(entry) for entry in store.feedback(stored.id)]

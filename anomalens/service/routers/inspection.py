@@ -12,9 +12,10 @@ import unicodedata
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi.responses import JSONResponse
 
 from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, OneFileDep, SettingsDep, StoreDep
-from anomalens.service.errors import error_responses
+from anomalens.service.errors import ErrorBody, error_responses
 from anomalens.service.idempotency import IdempotencyKeyHeader, request_digest
 from anomalens.service.inference import BadImage, Inspected, InspectionTimeout
 from anomalens.service.schemas import BatchError, BatchFile, BatchResult, InspectionResult, with_urls
@@ -136,7 +137,8 @@ def inspect(
         413,
         422,
         e413="too many files, or one too large",
-        e422="no file, or an Idempotency-Key sent before with other files",
+        e422="no file, none of the files an inspectable image (each one's reason in errors), or an "
+        "Idempotency-Key sent before with other files",
     ),
 )
 def inspect_batch(
@@ -144,31 +146,42 @@ def inspect_batch(
     settings: SettingsDep,
     files: list[UploadFile] = File(..., min_length=1),
     idempotency_key: IdempotencyKeyHeader = None,
-) -> BatchResult:
+) -> BatchResult | JSONResponse:
     if len(files) > settings.max_batch_files:
         raise HTTPException(413, f"too many files: at most {settings.max_batch_files} per batch")
     claims = inspection.claims(idempotency_key, "batch", files)
     answer = BatchResult(files=[], results=[], errors=[])
+    refused = 0
     for upload, claim in zip(files, claims, strict=True):
-        entry, result = _batch_entry(inspection, upload, claim)
+        entry, result, by_content = _batch_entry(inspection, upload, claim)
         answer.files.append(entry)
+        refused += by_content
         if result is None:
             answer.errors.append(BatchError(file=entry.file, error=entry.error))
         else:
             answer.results.append(result)
+    if refused == len(files):  # nothing to store, and the request is what is wrong
+        return JSONResponse(
+            ErrorBody(
+                detail=f"none of the {len(files)} files can be inspected: {answer.errors[0].error}",
+                errors=[error.model_dump() for error in answer.errors],
+            ).model_dump(),
+            status_code=422,
+        )
     return answer
 
 
 def _batch_entry(
     inspection: Inspection, upload: UploadFile, claim: Claim | None
-) -> tuple[BatchFile, InspectionResult | None]:
-    """What became of one file of a batch, and its stored result (None when it was not stored)."""
+) -> tuple[BatchFile, InspectionResult | None, bool]:
+    """What became of one file of a batch, its stored result (None when it was not stored), and whether the
+    file itself was refused (a 4xx: not an image, too large), rather than the service failing or being busy."""
     name = display_name(upload.filename)
     try:
         result = inspection(upload, claim)
     except HTTPException as error:
-        return BatchFile(file=name, stored=False, error=str(error.detail)), None
+        return BatchFile(file=name, stored=False, error=str(error.detail)), None, error.status_code < 500
     except Exception:  # one file's failure must not hide what the others stored
         log.exception("batch file %r failed", name)
-        return BatchFile(file=name, stored=False, error="internal error: not stored (see the service log)"), None
-    return BatchFile(file=name, stored=True, id=result.id), result
+        return BatchFile(file=name, stored=False, error="internal error: not stored (see the service log)"), None, False
+    return BatchFile(file=name, stored=True, id=result.id), result, False

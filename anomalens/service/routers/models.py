@@ -16,7 +16,7 @@ def models(inspector: InspectorDep) -> list[ModelInfo]:
     return [ModelInfo(**inspector.model_info(name)) for name in inspector.available]
 
 
-@router.post("/models/{name}/load", response_model=ModelInfo, responses=error_responses(404))
+@router.post("/models/{name}/load", response_model=ModelInfo, responses=error_responses(404, 422))
 def load_model(name: str, inspector: InspectorDep) -> ModelInfo:
     if name not in inspector.available:
         raise HTTPException(404, f"no model named {name!r}; GET /models lists them")

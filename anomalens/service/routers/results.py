@@ -42,7 +42,7 @@ def export(store: StoreDep, where: FilterDep, format: Literal["csv", "json"] = "
     )
 
 
-@router.get("/results/{result_id}", response_model=InspectionResult, responses=error_responses(404))
+@router.get("/results/{result_id}", response_model=InspectionResult, responses=error_responses(404, 422))
 def result(stored: StoredDep) -> InspectionResult:
     return with_urls(stored)
 
