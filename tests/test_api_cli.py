@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from anomalens import api
 from anomalens.cli.main import main
-from anomalens.data import ImageReadError, read_image
+from anomalens.data import ImageReadError, NoImagesError, read_image
 from anomalens.models import PatchCore, load_detector
 
 FAST = {"image_size": 64, "min_bank_size": 256, "augment_below": 4}
@@ -125,8 +126,14 @@ def test_training_paths_shots_draw_a_reproducible_subset(tiny_mvtec, tmp_path):
     # a plain folder of good images works without a category
     assert api.training_paths(data.root / data.category / "train" / "good") == everything
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(NoImagesError, match=r"no images in '.*empty' \(sub-folders not searched\); image files end in"):
         api.training_paths(tmp_path / "empty")
+    # good images are read flat: a category folder given without --category must not teach its defects
+    with pytest.raises(NoImagesError, match="sub-folders not searched"):
+        api.training_paths(data.root / data.category)
+    (tmp_path / "bare" / "tex" / "train" / "good").mkdir(parents=True)
+    with pytest.raises(NoImagesError, match=r"no images in '.*train/good' \(sub-folders"):
+        api.training_paths(tmp_path / "bare", "tex")
 
 
 def test_training_paths_on_demo_data(demo_data):
@@ -252,6 +259,20 @@ def test_cli_predict(cli_model, tmp_path, capsys):
     assert f"{sum(verdicts)} of 6 images anomalous" in out
 
 
+def test_cli_predict_searches_folders_of_folders(cli_model, tmp_path, capsys):
+    data, model = cli_model
+    test_dir = shutil.copytree(data.root / data.category / "test", tmp_path / "test")  # good/ and spot/
+    out = test_dir / "predictions"  # inside the input: a rerun must not inspect its overlays and masks
+    for _ in range(2):
+        assert main(["predict", str(model), str(test_dir), "-o", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    expected = [test_dir / p.parent.name / p.name for p in data.test_good + data.test_spot]
+    assert [r["image"] for r in saved] == [str(p) for p in expected]
+    assert len({r["overlay"] for r in saved}) == 6  # good/000.png and spot/000.png: distinct output names
+    assert [r["anomalous"] for r in saved] == [False] * 3 + [True] * 3
+    assert "3 of 6 images anomalous" in capsys.readouterr().out
+
+
 def test_cli_evaluate_writes_metrics_json(cli_model, tmp_path):
     data, model = cli_model
     target = tmp_path / "metrics.json"
@@ -275,12 +296,19 @@ def test_cli_evaluate_writes_metrics_json(cli_model, tmp_path):
         "fit-unknown-category",
         "evaluate-unknown-category",
         "predict-missing-input",
+        "predict-empty-folder",
+        "predict-ray-empty-folder",
+        "fit-empty-folder",
+        "classify-empty-folder",
     ],
 )
 def test_cli_user_errors_are_one_line(case, cli_model, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ANOMALENS_DEBUG", raising=False)
     data, model = cli_model
     missing = tmp_path / "does-not-exist"
+    empty = tmp_path / "empty"  # no image at any depth
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("not an image")
     argv, mentioned = {
         "predict-missing-model": (
             ["predict", str(missing), str(data.test_good[0]), "-o", str(tmp_path / "o")],
@@ -290,6 +318,13 @@ def test_cli_user_errors_are_one_line(case, cli_model, tmp_path, capsys, monkeyp
         "fit-unknown-category": (["fit", str(data.root), "--category", "nope", "-o", str(tmp_path / "m")], "nope"),
         "evaluate-unknown-category": (["evaluate", str(model), str(data.root), "--category", "nope"], "nope"),
         "predict-missing-input": (["predict", str(model), str(missing), "-o", str(tmp_path / "o")], str(missing)),
+        "predict-empty-folder": (["predict", str(model), str(empty), "-o", str(tmp_path / "o")], str(empty)),
+        "predict-ray-empty-folder": (
+            ["predict", str(model), str(empty), "-o", str(tmp_path / "o"), "--engine", "ray"],
+            str(empty),
+        ),
+        "fit-empty-folder": (["fit", str(empty), "-o", str(tmp_path / "m")], str(empty)),
+        "classify-empty-folder": (["classify", str(data.root), str(empty)], str(empty)),
     }[case]
     code = main(argv)
     captured = capsys.readouterr()
@@ -298,7 +333,10 @@ def test_cli_user_errors_are_one_line(case, cli_model, tmp_path, capsys, monkeyp
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("anomalens: error:") and mentioned in lines[0]
     assert "Traceback" not in captured.err + captured.out
-    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()
+    if "empty" in case:  # says where it looked and for what
+        assert "or any sub-folder" in lines[0] or "sub-folders not searched" in lines[0]
+        assert ".png .jpg .jpeg .bmp .tif .tiff" in lines[0]
 
 
 def test_console_script_runs_as_a_subprocess():
