@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from anomalens import api
 from anomalens.cli.main import main
 from anomalens.data import ImageReadError, NoImagesError, read_image
+from anomalens.extras import EXTRA_OF_MODULE, MissingExtraError, requires_extra
 from anomalens.models import PatchCore, load_detector
+from anomalens.models.base import BaseDetector
+from anomalens.models.onnx_runtime import export_onnx
 
 FAST = {"image_size": 64, "min_bank_size": 256, "augment_below": 4}
 METRIC_KEYS = {
@@ -337,6 +343,57 @@ def test_cli_user_errors_are_one_line(case, cli_model, tmp_path, capsys, monkeyp
     if "empty" in case:  # says where it looked and for what
         assert "or any sub-folder" in lines[0] or "sub-folders not searched" in lines[0]
         assert ".png .jpg .jpeg .bmp .tif .tiff" in lines[0]
+
+
+def _pip(extra: str) -> str:
+    return f"needs the {extra} extra: pip install 'anomalens[{extra}]'"
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing", "said"),
+    [
+        (["serve", "{model}"], "uvicorn", "anomalens serve " + _pip("service")),
+        (["serve", "{model}"], "sqlalchemy", "anomalens serve " + _pip("service")),
+        (["predict", "{model}", "{image}", "-o", "{out}", "--engine", "ray"], "ray", "--engine ray) " + _pip("ray")),
+        (["fit-many", "{root}", "--categories", "tex", "-o", "{out}", "--engine", "ray"], "ray", _pip("ray")),
+        (["chat", "{model}", "{image}", "--llm", "--question", "Where?"], "openai", "chat --llm " + _pip("llm")),
+        (["chat", "{model}", "{image}", "--llm", "local", "--question", "Where?"], "openai", _pip("llm")),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(argv, missing, said, cli_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ANOMALENS_DEBUG", raising=False)
+    data, model = cli_model
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: importing it raises ModuleNotFoundError
+    for loaded in [name for name in sys.modules if name.startswith(("anomalens.service", "anomalens.engine.ray"))]:
+        monkeypatch.delitem(sys.modules, loaded)  # imported by an earlier test: imported anew (and restored after)
+    values = {"model": model, "image": data.test_spot[0], "out": tmp_path / "out", "root": data.root}
+    code = main([arg.format(**values) for arg in argv])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.strip().splitlines() == [captured.err.strip()]
+    assert captured.err.startswith("anomalens: error: ") and said in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_onnx_runtime_without_its_extra_names_it(missing, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, missing, None)
+    detector = types.SimpleNamespace(export_onnx=lambda path: export_onnx(torch.nn.Identity(), 8, path))
+    with pytest.raises(MissingExtraError, match=r"^the ONNX runtime \(--runtime onnx\) " + re.escape(_pip("onnx"))):
+        BaseDetector.use_onnx(detector, tmp_path)  # what load_detector(..., runtime="onnx") calls
+
+
+def test_requires_extra_leaves_other_import_errors_alone(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # a package of no extra
+    with pytest.raises(ModuleNotFoundError) as caught, requires_extra("anything"):
+        import timm  # noqa: F401
+    assert not isinstance(caught.value, MissingExtraError)
+
+
+def test_every_extra_named_is_one_of_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert set(EXTRA_OF_MODULE.values()) <= set(pyproject["project"]["optional-dependencies"])
 
 
 def test_console_script_runs_as_a_subprocess():

@@ -6,12 +6,14 @@ import argparse
 from typing import Any
 
 from anomalens.cli.arguments import add_taxonomy_option, positive_int
+from anomalens.extras import requires_extra
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    with requires_extra("anomalens serve"):
+        import uvicorn
 
-    from anomalens.service import ServiceSettings, create_app
+        from anomalens.service import ServiceSettings, create_app
 
     settings = ServiceSettings.create(
         args.model_dir,
