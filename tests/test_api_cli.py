@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import torch
 from anomalens import api
 from anomalens.cli.main import main
 from anomalens.data import ImageReadError, NoImagesError, read_image
+from anomalens.explanation.llm.local_server import free_port
 from anomalens.extras import EXTRA_OF_MODULE, MissingExtraError, requires_extra
 from anomalens.models import PatchCore, load_detector
 from anomalens.models.base import BaseDetector
@@ -394,6 +400,56 @@ def test_every_extra_named_is_one_of_pyproject():
     tomllib = pytest.importorskip("tomllib")
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert set(EXTRA_OF_MODULE.values()) <= set(pyproject["project"]["optional-dependencies"])
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_within_its_shutdown_timeout_though_a_request_is_stuck(stop, cli_model, tmp_path):
+    for module in ("uvicorn", "openai"):
+        pytest.importorskip(module)
+    httpx = pytest.importorskip("httpx")
+    data, model = cli_model
+    with socket.socket() as llm:  # an LLM server that takes the connection and never answers
+        llm.bind(("127.0.0.1", 0))
+        llm.listen()
+        llm.settimeout(120)
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "ANOMALENS_LLM_PROVIDER": "openai-compatible",
+            "ANOMALENS_LLM_MODEL": "silent",
+            "ANOMALENS_LLM_BASE_URL": f"http://127.0.0.1:{llm.getsockname()[1]}/v1",
+            "ANOMALENS_LLM_VISION": "false",
+            "ANOMALENS_LLM_TIMEOUT_S": "600",
+            "ANOMALENS_LLM_MAX_RETRIES": "0",
+        }
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        options = ["--port", str(port), "--data-dir", str(tmp_path), "--llm", "--shutdown-timeout", "2"]
+        command = [sys.executable, "-m", "anomalens.cli.main", "serve", str(model), *options]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE)
+        try:
+            for _ in range(600):
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/health").status_code == 200:
+                        break
+                time.sleep(0.1)
+
+            def inspect() -> None:
+                with contextlib.suppress(httpx.HTTPError):  # answered 500 or cut off when the server stops
+                    httpx.post(f"{url}/inspect", files={"file": ("a.png", data.test_spot[0].read_bytes())}, timeout=600)
+
+            threading.Thread(target=inspect, daemon=True).start()
+            connection, _ = llm.accept()  # the inspection now waits on the LLM, for up to its 600 s timeout
+            with connection:
+                stopped = time.monotonic()
+                server.send_signal(stop)
+                server.wait(timeout=120)
+                took = time.monotonic() - stopped
+        finally:
+            server.kill()
+            server.communicate()
+    assert server.returncode == -stop  # the signal's own ending, as a supervisor expects
+    assert 2 <= took < 60  # waited the 2 s granted to the request, then ended: not after the LLM's 600 s
 
 
 def test_console_script_runs_as_a_subprocess():
