@@ -14,7 +14,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from anomalens.data import collect_images, folder_samples, iter_images, mvtec_samples, read_image, read_mask
+from anomalens.data import (
+    NoImagesError,
+    collect_images,
+    folder_samples,
+    iter_images,
+    mvtec_samples,
+    read_image,
+    read_mask,
+)
 from anomalens.data.datasets import Sample
 from anomalens.explanation import explain
 from anomalens.models import BaseDetector, create_detector
@@ -45,12 +53,21 @@ def training_paths(
     samples = mvtec_samples(data_root, category, "train") if category else folder_samples(data_root)
     paths = [s.path for s in samples]
     if not paths:
-        raise FileNotFoundError(f"no training images found under {data_root}")
+        raise NoImagesError.looked_in(_training_folders(data_root, category), recursive=False)
     if shots is not None:
         if shots < 1:
             raise ValueError("--shots must be at least 1")
         paths = sorted(random.Random(seed).sample(paths, min(shots, len(paths))))
     return paths
+
+
+def _training_folders(data_root: str | Path, category: str | None) -> list[Path]:
+    """The folders :func:`training_paths` reads, flat: searched deeper, a category folder given without
+    ``--category`` would teach its defect images as normal."""
+    if not category:
+        return [Path(data_root)]
+    train = Path(data_root, category, "train")
+    return sorted(p for p in train.iterdir() if p.is_dir() and not p.name.startswith(".")) or [train]
 
 
 def fit_detector(detector: BaseDetector, paths: Sequence[Path], on_error: OnError = "skip") -> FitReport:
@@ -145,6 +162,10 @@ def inspect(
 ) -> InspectionRun:
     """Predict every image; write overlay and mask PNGs and results incrementally to ``out_dir``.
 
+    ``inputs`` are samples, or files and folders (searched with their sub-folders, see
+    :func:`~anomalens.data.collect_images`); inputs that yield no image raise
+    :class:`~anomalens.data.NoImagesError`.
+
     ``results.jsonl`` gains one line per image as soon as it is done, so a run that is stopped keeps what it
     finished; with ``resume`` a rerun into the same ``out_dir`` keeps those records and predicts only the other
     images. At the end ``results.json`` holds the list of per-image records in input order (the result
@@ -156,7 +177,9 @@ def inspect(
     ``defect_type`` (a type of the taxonomy, or "unknown") and ``type_confidence`` (in [0, 1]), classified from
     the region's own connected component of the prediction mask.
     """
-    items = collect_images(inputs) if inputs and not isinstance(inputs[0], Sample) else list(inputs)
+    # a rerun must not inspect the overlays and masks of an output folder inside an input folder
+    skip = [out_dir] if out_dir is not None else []
+    items = list(inputs) if inputs and isinstance(inputs[0], Sample) else collect_images(inputs, skip=skip)
     directory = RunDirectory(out_dir) if out_dir is not None else None
     results: list[InspectionRecord] = []
     if directory is not None:  # an unfitted detector cannot resume: it fails at its first predict

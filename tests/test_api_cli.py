@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import types
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from anomalens import api
 from anomalens.cli.main import main
-from anomalens.data import ImageReadError, read_image
+from anomalens.data import ImageReadError, NoImagesError, read_image
+from anomalens.explanation.llm.local_server import free_port
+from anomalens.extras import EXTRA_OF_MODULE, MissingExtraError, requires_extra
 from anomalens.models import PatchCore, load_detector
+from anomalens.models.base import BaseDetector
+from anomalens.models.onnx_runtime import export_onnx
 
 FAST = {"image_size": 64, "min_bank_size": 256, "augment_below": 4}
 METRIC_KEYS = {
@@ -125,8 +138,14 @@ def test_training_paths_shots_draw_a_reproducible_subset(tiny_mvtec, tmp_path):
     # a plain folder of good images works without a category
     assert api.training_paths(data.root / data.category / "train" / "good") == everything
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(NoImagesError, match=r"no images in '.*empty' \(sub-folders not searched\); image files end in"):
         api.training_paths(tmp_path / "empty")
+    # good images are read flat: a category folder given without --category must not teach its defects
+    with pytest.raises(NoImagesError, match="sub-folders not searched"):
+        api.training_paths(data.root / data.category)
+    (tmp_path / "bare" / "tex" / "train" / "good").mkdir(parents=True)
+    with pytest.raises(NoImagesError, match=r"no images in '.*train/good' \(sub-folders"):
+        api.training_paths(tmp_path / "bare", "tex")
 
 
 def test_training_paths_on_demo_data(demo_data):
@@ -252,6 +271,20 @@ def test_cli_predict(cli_model, tmp_path, capsys):
     assert f"{sum(verdicts)} of 6 images anomalous" in out
 
 
+def test_cli_predict_searches_folders_of_folders(cli_model, tmp_path, capsys):
+    data, model = cli_model
+    test_dir = shutil.copytree(data.root / data.category / "test", tmp_path / "test")  # good/ and spot/
+    out = test_dir / "predictions"  # inside the input: a rerun must not inspect its overlays and masks
+    for _ in range(2):
+        assert main(["predict", str(model), str(test_dir), "-o", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    expected = [test_dir / p.parent.name / p.name for p in data.test_good + data.test_spot]
+    assert [r["image"] for r in saved] == [str(p) for p in expected]
+    assert len({r["overlay"] for r in saved}) == 6  # good/000.png and spot/000.png: distinct output names
+    assert [r["anomalous"] for r in saved] == [False] * 3 + [True] * 3
+    assert "3 of 6 images anomalous" in capsys.readouterr().out
+
+
 def test_cli_evaluate_writes_metrics_json(cli_model, tmp_path):
     data, model = cli_model
     target = tmp_path / "metrics.json"
@@ -275,12 +308,19 @@ def test_cli_evaluate_writes_metrics_json(cli_model, tmp_path):
         "fit-unknown-category",
         "evaluate-unknown-category",
         "predict-missing-input",
+        "predict-empty-folder",
+        "predict-ray-empty-folder",
+        "fit-empty-folder",
+        "classify-empty-folder",
     ],
 )
 def test_cli_user_errors_are_one_line(case, cli_model, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ANOMALENS_DEBUG", raising=False)
     data, model = cli_model
     missing = tmp_path / "does-not-exist"
+    empty = tmp_path / "empty"  # no image at any depth
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("not an image")
     argv, mentioned = {
         "predict-missing-model": (
             ["predict", str(missing), str(data.test_good[0]), "-o", str(tmp_path / "o")],
@@ -290,6 +330,13 @@ def test_cli_user_errors_are_one_line(case, cli_model, tmp_path, capsys, monkeyp
         "fit-unknown-category": (["fit", str(data.root), "--category", "nope", "-o", str(tmp_path / "m")], "nope"),
         "evaluate-unknown-category": (["evaluate", str(model), str(data.root), "--category", "nope"], "nope"),
         "predict-missing-input": (["predict", str(model), str(missing), "-o", str(tmp_path / "o")], str(missing)),
+        "predict-empty-folder": (["predict", str(model), str(empty), "-o", str(tmp_path / "o")], str(empty)),
+        "predict-ray-empty-folder": (
+            ["predict", str(model), str(empty), "-o", str(tmp_path / "o"), "--engine", "ray"],
+            str(empty),
+        ),
+        "fit-empty-folder": (["fit", str(empty), "-o", str(tmp_path / "m")], str(empty)),
+        "classify-empty-folder": (["classify", str(data.root), str(empty)], str(empty)),
     }[case]
     code = main(argv)
     captured = capsys.readouterr()
@@ -298,7 +345,111 @@ def test_cli_user_errors_are_one_line(case, cli_model, tmp_path, capsys, monkeyp
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("anomalens: error:") and mentioned in lines[0]
     assert "Traceback" not in captured.err + captured.out
-    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()
+    if "empty" in case:  # says where it looked and for what
+        assert "or any sub-folder" in lines[0] or "sub-folders not searched" in lines[0]
+        assert ".png .jpg .jpeg .bmp .tif .tiff" in lines[0]
+
+
+def _pip(extra: str) -> str:
+    return f"needs the {extra} extra: pip install 'anomalens[{extra}]'"
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing", "said"),
+    [
+        (["serve", "{model}"], "uvicorn", "anomalens serve " + _pip("service")),
+        (["serve", "{model}"], "sqlalchemy", "anomalens serve " + _pip("service")),
+        (["predict", "{model}", "{image}", "-o", "{out}", "--engine", "ray"], "ray", "--engine ray) " + _pip("ray")),
+        (["fit-many", "{root}", "--categories", "tex", "-o", "{out}", "--engine", "ray"], "ray", _pip("ray")),
+        (["chat", "{model}", "{image}", "--llm", "--question", "Where?"], "openai", "chat --llm " + _pip("llm")),
+        (["chat", "{model}", "{image}", "--llm", "local", "--question", "Where?"], "openai", _pip("llm")),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(argv, missing, said, cli_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ANOMALENS_DEBUG", raising=False)
+    data, model = cli_model
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: importing it raises ModuleNotFoundError
+    for loaded in [name for name in sys.modules if name.startswith(("anomalens.service", "anomalens.engine.ray"))]:
+        monkeypatch.delitem(sys.modules, loaded)  # imported by an earlier test: imported anew (and restored after)
+    values = {"model": model, "image": data.test_spot[0], "out": tmp_path / "out", "root": data.root}
+    code = main([arg.format(**values) for arg in argv])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.strip().splitlines() == [captured.err.strip()]
+    assert captured.err.startswith("anomalens: error: ") and said in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_onnx_runtime_without_its_extra_names_it(missing, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, missing, None)
+    detector = types.SimpleNamespace(export_onnx=lambda path: export_onnx(torch.nn.Identity(), 8, path))
+    with pytest.raises(MissingExtraError, match=r"^the ONNX runtime \(--runtime onnx\) " + re.escape(_pip("onnx"))):
+        BaseDetector.use_onnx(detector, tmp_path)  # what load_detector(..., runtime="onnx") calls
+
+
+def test_requires_extra_leaves_other_import_errors_alone(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # a package of no extra
+    with pytest.raises(ModuleNotFoundError) as caught, requires_extra("anything"):
+        import timm  # noqa: F401
+    assert not isinstance(caught.value, MissingExtraError)
+
+
+def test_every_extra_named_is_one_of_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert set(EXTRA_OF_MODULE.values()) <= set(pyproject["project"]["optional-dependencies"])
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_within_its_shutdown_timeout_though_a_request_is_stuck(stop, cli_model, tmp_path):
+    for module in ("uvicorn", "openai"):
+        pytest.importorskip(module)
+    httpx = pytest.importorskip("httpx")
+    data, model = cli_model
+    with socket.socket() as llm:  # an LLM server that takes the connection and never answers
+        llm.bind(("127.0.0.1", 0))
+        llm.listen()
+        llm.settimeout(120)
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "ANOMALENS_LLM_PROVIDER": "openai-compatible",
+            "ANOMALENS_LLM_MODEL": "silent",
+            "ANOMALENS_LLM_BASE_URL": f"http://127.0.0.1:{llm.getsockname()[1]}/v1",
+            "ANOMALENS_LLM_VISION": "false",
+            "ANOMALENS_LLM_TIMEOUT_S": "600",
+            "ANOMALENS_LLM_MAX_RETRIES": "0",
+        }
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        options = ["--port", str(port), "--data-dir", str(tmp_path), "--llm", "--shutdown-timeout", "2"]
+        command = [sys.executable, "-m", "anomalens.cli.main", "serve", str(model), *options]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE)
+        try:
+            for _ in range(600):
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/health").status_code == 200:
+                        break
+                time.sleep(0.1)
+
+            def inspect() -> None:
+                with contextlib.suppress(httpx.HTTPError):  # answered 500 or cut off when the server stops
+                    httpx.post(f"{url}/inspect", files={"file": ("a.png", data.test_spot[0].read_bytes())}, timeout=600)
+
+            threading.Thread(target=inspect, daemon=True).start()
+            connection, _ = llm.accept()  # the inspection now waits on the LLM, for up to its 600 s timeout
+            with connection:
+                stopped = time.monotonic()
+                server.send_signal(stop)
+                server.wait(timeout=120)
+                took = time.monotonic() - stopped
+        finally:
+            server.kill()
+            server.communicate()
+    assert server.returncode == -stop  # the signal's own ending, as a supervisor expects
+    assert 2 <= took < 60  # waited the 2 s granted to the request, then ended: not after the LLM's 600 s
 
 
 def test_console_script_runs_as_a_subprocess():

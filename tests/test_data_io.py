@@ -17,6 +17,7 @@ import tifffile
 from anomalens.data import (
     IMAGE_EXTENSIONS,
     ImageReadError,
+    NoImagesError,
     Sample,
     collect_images,
     decode_image,
@@ -486,8 +487,8 @@ def test_collect_images_and_folder_samples(tmp_path: Path) -> None:
     single = _write_png(tmp_path / "single.bmp")
 
     got = collect_images([d, str(single), d / "b.png"])
-    assert [p.name for p in got] == ["a.PNG", "b.png", "single.bmp"]
-    assert [p.name for p in collect_images(d, recursive=True)] == ["a.PNG", "b.png", "c.png"]
+    assert [p.name for p in got] == ["a.PNG", "b.png", "c.png", "single.bmp"]
+    assert [p.name for p in collect_images(d, recursive=False)] == ["a.PNG", "b.png"]
     with pytest.raises(FileNotFoundError, match="does-not-exist"):
         collect_images([d, tmp_path / "does-not-exist"])
 
@@ -497,6 +498,39 @@ def test_collect_images_and_folder_samples(tmp_path: Path) -> None:
     assert len(folder_samples(d, recursive=True)) == 3
     with pytest.raises(FileNotFoundError):
         folder_samples(tmp_path / "missing")
+
+
+def test_collect_images_searches_folders_of_folders_in_order(tmp_path: Path) -> None:
+    test = tmp_path / "test"
+    for name in ("good/001.png", "good/000.png", "crack/deep/000.png", "crack/000.png", "top.png"):
+        _write_png(test / name)
+    _write_png(test / ".thumbnails" / "000.png")  # hidden folders are not searched
+    _write_png(test / "out" / "000_overlay.png")  # the folder that is skipped (a run's own output)
+
+    found = collect_images(test, skip=[test / "out"])
+    assert [p.relative_to(test).as_posix() for p in found] == [
+        "crack/000.png",
+        "crack/deep/000.png",
+        "good/000.png",
+        "good/001.png",
+        "top.png",
+    ]
+    assert collect_images(test, recursive=False) == [test / "top.png"]
+
+
+def test_inputs_without_images_raise_saying_where_and_what(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "deeper").mkdir(parents=True)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("x")
+    with pytest.raises(NoImagesError) as caught:
+        collect_images([tmp_path / "empty", tmp_path / "notes"])
+    message = str(caught.value)
+    assert f"'{tmp_path / 'empty'}', '{tmp_path / 'notes'}' or any sub-folder" in message
+    assert all(ext in message for ext in IMAGE_EXTENSIONS)
+    assert isinstance(caught.value, FileNotFoundError)
+    assert str(pickle.loads(pickle.dumps(caught.value))) == message  # crosses Ray's process boundary whole
+    with pytest.raises(NoImagesError, match="no input images given"):
+        collect_images([])
 
 
 def test_sample_to_dict_roundtrip(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from anomalens.cli.output import console
 from anomalens.data import read_image
 from anomalens.explanation.chat import ChatBackend, ChatSession, GroundedLLM
 from anomalens.explanation.history import DefectHistory
+from anomalens.extras import requires_extra
 from anomalens.models import load_detector
 from anomalens.results.record import InspectionRecord
 
@@ -27,6 +28,8 @@ def _backend(
     started for this chat, stopped by ``stack``) or ANOMALENS_LLM_* variables."""
     if not args.llm:
         return None
+    with requires_extra("anomalens chat --llm"):  # now, not as offline answers: the client imports it on first use
+        import openai  # noqa: F401
     from anomalens.explanation.llm import LLMConfig, LLMExplainer
 
     if args.llm == "local":

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import math
+import signal
 from typing import Any
 
 from anomalens.cli.arguments import add_taxonomy_option, positive_float, positive_int
+from anomalens.extras import requires_extra
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    with requires_extra("anomalens serve"):
+        import uvicorn
 
-    from anomalens.service import ServiceSettings, create_app
+        from anomalens.service import ServiceSettings, create_app
 
     settings = ServiceSettings.create(
         args.model_dir,
@@ -32,13 +34,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"{'; API key required' if settings.api_key else ''}",
         flush=True,
     )
-    # an inspection answers within its time limit, so shutting down need not wait longer for open requests
+    # uvicorn re-raises the SIGTERM or SIGINT it stopped on once requests are done or cancelled: with the default
+    # action the process then ends, where Python's Ctrl-C handler would wait on exit for threads still stuck
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=max(1, math.ceil(settings.request_timeout_s)),
+        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=args.shutdown_timeout
     )
     return 0
 
@@ -75,6 +75,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_taxonomy_option(p)
     p.add_argument("--llm", action="store_true", help="explain and chat with the LLM of ANOMALENS_LLM_* variables")
+    p.add_argument(
+        "--shutdown-timeout",
+        type=positive_int,
+        default=10,
+        help="seconds a stop (SIGTERM, Ctrl-C) waits for requests in progress before it cancels them (default 10)",
+    )
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)
     return p

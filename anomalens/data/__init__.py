@@ -1,6 +1,6 @@
 """Data access: image/mask reading and PNG writing, data set listings, tiling of large frames."""
 
-from anomalens.data.datasets import Sample, collect_images, folder_samples, iter_images, mvtec_samples
+from anomalens.data.datasets import NoImagesError, Sample, collect_images, folder_samples, iter_images, mvtec_samples
 from anomalens.data.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -17,6 +17,7 @@ from anomalens.data.tiling import Tile, split_tiles, stitch_maps, tile_grid, til
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
+    "NoImagesError",
     "Sample",
     "Tile",
     "collect_images",

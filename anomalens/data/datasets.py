@@ -19,6 +19,7 @@ import numpy as np
 from anomalens.data.io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image
 
 __all__ = [
+    "NoImagesError",
     "Sample",
     "collect_images",
     "find_mask",
@@ -65,25 +66,36 @@ class Sample:
         )
 
 
+class NoImagesError(FileNotFoundError):
+    """Inputs that yield no image; made by :meth:`looked_in`, whose message says where it looked and for what."""
+
+    @classmethod
+    def looked_in(cls, folders: Sequence[str | os.PathLike[str]], recursive: bool) -> NoImagesError:
+        accepted = f"image files end in {' '.join(IMAGE_EXTENSIONS)}"
+        if not folders:
+            return cls(f"no input images given; {accepted}")
+        where = ", ".join(f"'{folder}'" for folder in folders)
+        depth = " or any sub-folder" if recursive else " (sub-folders not searched)"
+        return cls(f"no images in {where}{depth}; {accepted}")
+
+
 def _is_hidden(p: Path) -> bool:
     return p.name.startswith(".")
 
 
-def _list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder``, sorted (by relative path when recursive)."""
-    if recursive:
-        found = [
-            p
-            for p in folder.rglob("*")
-            if p.is_file()
-            and is_image_file(p)
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        ]
-        return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
-    return sorted(
-        (p for p in folder.iterdir() if p.is_file() and is_image_file(p) and not _is_hidden(p)),
-        key=lambda p: p.name,
-    )
+def _list_images(folder: Path, recursive: bool = False, skip: frozenset[Path] = frozenset()) -> list[Path]:
+    """Image files in ``folder``, sorted (by relative path when recursive: a flat folder lists the same either
+    way); hidden files and folders, and the folders in ``skip`` (resolved paths), are left out."""
+    if not recursive:
+        return sorted(
+            (p for p in folder.iterdir() if p.is_file() and is_image_file(p) and not _is_hidden(p)),
+            key=lambda p: p.name,
+        )
+    found: list[Path] = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and Path(top, d).resolve() not in skip]
+        found += [Path(top, f) for f in files if not f.startswith(".") and is_image_file(f) and Path(top, f).is_file()]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -189,19 +201,24 @@ def folder_samples(
 
 def collect_images(
     paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
-    recursive: bool = False,
+    recursive: bool = True,
+    skip: Sequence[str | os.PathLike[str]] = (),
 ) -> list[Path]:
     """Expand files and folders into a list of image paths.
 
     Files are kept as given (in order, whatever their extension, so that a
     non-image file is reported when read rather than silently dropped);
-    folders contribute the image files inside them, sorted by name
-    (sub-folders too when ``recursive``). Duplicates are dropped, keeping the
-    first occurrence. A single path may be passed instead of a sequence. A
-    given path that does not exist raises ``FileNotFoundError``.
+    folders contribute the image files inside them and, unless
+    ``recursive`` is false, inside their sub-folders (e.g. ``test/<type>/``),
+    sorted by relative path; folders in ``skip`` (say, the run's own output
+    folder) are not searched. Duplicates are dropped, keeping the first
+    occurrence. A single path may be passed instead of a sequence. A given
+    path that does not exist raises ``FileNotFoundError``; inputs that yield
+    no image at all raise :class:`NoImagesError`.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    skipped = frozenset(Path(p).resolve() for p in skip)
     out: list[Path] = []
     seen: set[Path] = set()
 
@@ -214,12 +231,14 @@ def collect_images(
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            for img in _list_images(p, recursive):
+            for img in _list_images(p, recursive, skipped):
                 add(img)
         elif p.exists():
             add(p)
         else:
             raise FileNotFoundError(f"input path '{p}' does not exist")
+    if not out:
+        raise NoImagesError.looked_in(paths, recursive)
     return out
 
 

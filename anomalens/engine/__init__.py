@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from anomalens import api
 from anomalens.engine.common import FitManyRun
+from anomalens.extras import requires_extra
 from anomalens.models import load_detector
 from anomalens.results.run import InspectionRun
 
@@ -26,7 +27,8 @@ ENGINES: tuple[str, ...] = tuple(_MODULES)
 def _engine(name: str) -> ModuleType:
     if name not in _MODULES:
         raise ValueError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
-    return importlib.import_module(_MODULES[name])
+    with requires_extra(f"the {name} engine (--engine {name})"):
+        return importlib.import_module(_MODULES[name])
 
 
 def predict(

@@ -142,7 +142,7 @@ def predict(
     progress: bool,
     taxonomy: Any,
 ) -> InspectionRun:
-    items = collect_images(inputs)
+    items = collect_images(inputs, skip=[out_dir] if out_dir is not None else [])  # as api.inspect
     directory = RunDirectory(out_dir) if out_dir is not None else None
     results: list[InspectionRecord] = []
     if directory is not None:

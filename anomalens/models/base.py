@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from anomalens.data.scale import DEFAULT_PIXEL_BUDGET, WorkingScale, choose_working_scale
 from anomalens.data.tiling import Tile, stitch_maps, tile_grid
+from anomalens.extras import requires_extra
 from anomalens.models.device import select_device
 from anomalens.models.onnx_runtime import ONNX_FILE, OnnxScorer, export_onnx
 from anomalens.postprocessing.outline import OUTLINE_LEVEL, outline_mask
@@ -270,9 +271,10 @@ class BaseDetector(ABC):
     def use_onnx(self, model_dir: str | Path, threads: int | None = None) -> BaseDetector:
         """Predict through ONNX Runtime from ``model_dir/model.onnx`` (exported there first if missing)."""
         path = Path(model_dir) / ONNX_FILE
-        if not path.is_file():
-            self.export_onnx(path)
-        self.onnx_scorer_ = OnnxScorer(path, threads)
+        with requires_extra("the ONNX runtime (--runtime onnx)"):
+            if not path.is_file():
+                self.export_onnx(path)
+            self.onnx_scorer_ = OnnxScorer(path, threads)
         return self
 
     def use_half_precision(self) -> BaseDetector:

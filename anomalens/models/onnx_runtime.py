@@ -19,6 +19,9 @@ OPSET = 17
 
 def export_onnx(module: torch.nn.Module, image_size: int, path: str | Path) -> Path:
     """Write ``module`` as an ONNX graph with a dynamic batch dimension."""
+    # torch's exporter needs the onnx package, and says so only after the export, in an error of its own
+    import onnx  # noqa: F401
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval().cpu()
