@@ -166,7 +166,8 @@ def test_feedback_feeds_the_defect_history(model_dir, tmp_path, images):
         receipt = client.post(url, json={"status": "corrected", "defect_type": "stain", "cause": "oil drip"}).json()
         assert receipt["status"] == "corrected" and len(receipt["history_case_ids"]) == len(result["regions"])
         assert client.post(url, json={"status": "corrected"}).status_code == 422  # a correction needs a type
-        assert client.post(url, json={"status": "confirmed", "region_index": 99}).status_code == 422
+        assert client.post(url, json={"status": "confirmed", "region_index": 99}).status_code == 404  # no region 99
+        assert client.post(url, json={"status": "confirmed", "region_index": "0"}).status_code == 422  # as sent
         assert client.post(url, json={"status": "maybe"}).status_code == 422
         assert client.get(f"/results/{result['id']}").json()["feedback_status"] == "corrected"
         assert [r["id"] for r in client.get("/results?feedback=corrected").json()] == [result["id"]]
@@ -250,7 +251,7 @@ def test_batch_inspects_every_readable_file_and_names_the_others(client, images)
     assert [r["image"] for r in body["results"]] == ["a.png", "c.png"]
     assert body["errors"][0]["file"] == "b.png" and "not an image" in body["errors"][0]["error"]
     too_many = [("files", (f"{i}.png", images["normal"])) for i in range(17)]
-    assert client.post("/inspect/batch", files=too_many).status_code == 413
+    assert client.post("/inspect/batch", files=too_many).status_code == 422
 
 
 def _tiff16(image: bytes) -> bytes:
@@ -847,7 +848,7 @@ def test_out_of_range_path_values_are_4xx(client, images):
     assert client.get(f"/results/{result_id}/images/{huge}").status_code == 422
     assert client.post(f"/models/{huge}/load").status_code == 404
     feedback = {"status": "confirmed", "region_index": 2**70}
-    assert client.post(f"/results/{result_id}/feedback", json=feedback).status_code == 422
+    assert client.post(f"/results/{result_id}/feedback", json=feedback).status_code == 404  # no such region
 
 
 def test_csv_export_makes_every_text_a_formula_could_start_plain_text(model_dir, tmp_path, images):

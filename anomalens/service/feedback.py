@@ -13,7 +13,7 @@ from anomalens.service.schemas import FeedbackRequest, StoredResult
 
 
 class FeedbackError(ValueError):
-    """Feedback that does not fit the result (no such region, a correction without a type)."""
+    """Feedback about a region the result does not have."""
 
 
 class HistoryFeed:
@@ -41,8 +41,6 @@ class HistoryFeed:
         each stored with its embedding when the image and its outline are given, in place of the region's case
         judged before."""
         regions = record.regions
-        if judgement.status == "corrected" and not judgement.defect_type:
-            raise FeedbackError("a correction needs the right defect_type")
         if judgement.region_index is not None and judgement.region_index >= len(regions):
             raise FeedbackError(f"the result has {len(regions)} regions; there is no region {judgement.region_index}")
         indices = [judgement.region_index] if judgement.region_index is not None else range(len(regions))

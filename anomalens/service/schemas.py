@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from anomalens.results.record import InspectionRecord
 
@@ -103,18 +103,43 @@ class ChatTurn(BaseModel):
     source: str | None = None
 
 
-class FeedbackRequest(BaseModel):
-    """An operator's judgement: ``confirmed``, ``corrected`` (with the right ``defect_type``) or ``false_alarm``.
+def _json_integer(value: Any) -> Any:
+    """A JSON integer (1 or 1.0, as JSON Schema counts them), never a string or a boolean standing for one."""
+    if isinstance(value, (str, bool)):
+        raise ValueError("must be a JSON integer")
+    return value
 
-    ``region_index`` picks one region; without it the judgement applies to every region of the result.
-    """
 
-    status: FeedbackStatus
-    region_index: int | None = Field(default=None, ge=0)
-    defect_type: str | None = Field(default=None, max_length=128)
+RegionIndex = Annotated[int, Field(ge=0), BeforeValidator(_json_integer)]
+
+
+class _Judgement(BaseModel):
+    """What every judgement may say: ``region_index`` picks one region (without it the judgement applies to every
+    region of the result), and the operator's cause, action and note."""
+
+    region_index: RegionIndex | None = None
     cause: str = Field(default="", max_length=2000)
     action: str = Field(default="", max_length=2000)
     note: str = Field(default="", max_length=2000)
+
+
+class Verdict(_Judgement):
+    """The verdict stands (``confirmed``, keeping the predicted type unless one is given) or was a
+    ``false_alarm``."""
+
+    status: Literal["confirmed", "false_alarm"]
+    defect_type: str | None = Field(default=None, max_length=128)
+
+
+class Correction(_Judgement):
+    """A defect of another type than predicted: the right ``defect_type`` is required."""
+
+    status: Literal["corrected"]
+    defect_type: str = Field(min_length=1, max_length=128)
+
+
+# one of the two by ``status``: the spec itself says that a correction needs its type
+FeedbackRequest = Annotated[Verdict | Correction, Field(discriminator="status")]
 
 
 class FeedbackReceipt(BaseModel):
@@ -126,9 +151,15 @@ class FeedbackReceipt(BaseModel):
     history_case_ids: list[int]
 
 
-class FeedbackEntry(FeedbackRequest):
+class FeedbackEntry(BaseModel):
     """One judgement as stored, with its time: the audit trail of a result keeps every one."""
 
+    status: FeedbackStatus
+    region_index: int | None = None
+    defect_type: str | None = None
+    cause: str = ""
+    action: str = ""
+    note: str = ""
     id: int
     created_at: float
     history_case_ids: list[int]

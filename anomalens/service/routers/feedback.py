@@ -16,7 +16,7 @@ router = APIRouter(tags=["feedback"])
 @router.post(
     "/results/{result_id}/feedback",
     response_model=FeedbackReceipt,
-    responses=error_responses(400, 404, 413, 422, e422="a field out of range, or no such region in the result"),
+    responses=error_responses(400, 404, 413, 422, e404="no stored result with this id, or no such region in it"),
 )
 def feedback(
     stored: StoredDep, judgement: FeedbackRequest, store: StoreDep, history: HistoryDep, pixels: PixelsDep
@@ -24,7 +24,7 @@ def feedback(
     try:
         case_ids = history.record(stored, judgement, *pixels)
     except FeedbackError as error:
-        raise HTTPException(422, str(error)) from error
+        raise HTTPException(404, str(error)) from error
     feedback_id = store.add_feedback(
         stored.id,
         judgement.status,

@@ -136,8 +136,8 @@ def inspect(
         400,
         413,
         422,
-        e413="too many files, or one too large",
-        e422="no file, none of the files an inspectable image (each one's reason in errors), or an "
+        e413="a file too large",
+        e422="no file, too many files, none of the files an inspectable image (each one's reason in errors), or an "
         "Idempotency-Key sent before with other files",
     ),
 )
@@ -148,7 +148,7 @@ def inspect_batch(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> BatchResult | JSONResponse:
     if len(files) > settings.max_batch_files:
-        raise HTTPException(413, f"too many files: at most {settings.max_batch_files} per batch")
+        raise HTTPException(422, f"too many files: at most {settings.max_batch_files} per batch")
     claims = inspection.claims(idempotency_key, "batch", files)
     answer = BatchResult(files=[], results=[], errors=[])
     refused = 0
