@@ -20,6 +20,7 @@ EXTRA_OF_MODULE = {
     "sqlalchemy": "service",
     "alembic": "service",
     "psycopg": "service",
+    "prometheus_client": "service",
     "ray": "ray",
     "pyarrow": "ray",
     "onnx": "onnx",

@@ -24,6 +24,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         taxonomy_dir=args.taxonomy,
         use_llm=args.llm,
+        metrics_open=args.metrics_open,
         **({"api_key": args.api_key} if args.api_key else {}),
         **({"station": args.station} if args.station else {}),
     )
@@ -64,6 +65,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="SQLAlchemy URL of a shared store, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir)",
     )
     p.add_argument("--api-key", help="require this key in the X-API-Key header (default: $ANOMALENS_API_KEY)")
+    p.add_argument(
+        "--metrics-open",
+        action="store_true",
+        help="serve GET /metrics without the API key, for a Prometheus scraper that cannot send it",
+    )
     p.add_argument("--station", help="name stored with each result (default: this machine's host name)")
     p.add_argument("--max-upload-mb", type=positive_int, default=20, help="largest accepted image (default 20)")
     p.add_argument(

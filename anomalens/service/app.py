@@ -23,7 +23,8 @@ from anomalens.service.dependencies import ServiceState
 from anomalens.service.errors import error_responses
 from anomalens.service.feedback import HistoryFeed
 from anomalens.service.inference import Inspector
-from anomalens.service.routers import chat, feedback, health, inspection, models, results
+from anomalens.service.metrics import RequestMetrics, ServiceMetrics
+from anomalens.service.routers import chat, feedback, health, inspection, metrics, models, results
 from anomalens.service.routers.health import STATIC
 from anomalens.service.security import ApiKeyGuard, BodySizeLimit, api_key_declared
 from anomalens.service.settings import ServiceSettings
@@ -64,11 +65,13 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if explainer is None and settings.use_llm:
         explainer = _llm_explainer()
+    store, inspector = Store(settings.store_url), Inspector(settings)
     state = ServiceState(
         settings,
-        Store(settings.store_url),
-        Inspector(settings),
+        store,
+        inspector,
         HistoryFeed(DefectHistory(settings.history_path)),
+        ServiceMetrics(inspector, store),
         explainer,
     )
 
@@ -92,8 +95,12 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
         return files * settings.max_upload_bytes + MULTIPART_OVERHEAD
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit, message=inspection.too_large(settings))
-    if settings.api_key is not None:  # added last, so it runs first: a stranger's body meets no other code
-        app.add_middleware(ApiKeyGuard, expected=settings.api_key, open_paths=_open_paths(app), open_prefix="/static/")
+    if settings.api_key is not None:  # outside the size limit: a stranger's body meets no other code
+        app.add_middleware(
+            ApiKeyGuard, expected=settings.api_key, open_paths=_open_paths(app, settings), open_prefix="/static/"
+        )
+    # outside the guards, so that their refusals are counted too (it reads no body)
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(405, _method_not_allowed)
     app.include_router(health.router)
@@ -102,10 +109,12 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
     keyed = {"dependencies": [Depends(api_key_declared)], "responses": error_responses(401)} if settings.api_key else {}
     for router in GUARDED:
         app.include_router(router, **keyed)
+    app.include_router(metrics.router, **({} if settings.metrics_open else keyed))
     return app
 
 
-def _open_paths(app: FastAPI) -> set[str]:
-    """What needs no key: the health check, the web page (it asks for the key) and the API's own description."""
+def _open_paths(app: FastAPI, settings: ServiceSettings) -> set[str]:
+    """What needs no key: the health check, the web page (it asks for the key), the API's own description, and
+    the metrics when the settings open them."""
     docs = (app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url)
-    return {"/health", "/", *(path for path in docs if path)}
+    return {"/health", "/", *(path for path in docs if path), *(["/metrics"] if settings.metrics_open else [])}

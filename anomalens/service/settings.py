@@ -17,8 +17,9 @@ class ServiceSettings:
     ``model_dir`` is one fitted model directory or a folder of them (``GET /models`` lists them by name).
     ``database_url`` is any SQLAlchemy URL (``postgresql+psycopg://...`` for a store shared by stations);
     by default an SQLite file in ``data_dir``. ``api_key`` (default: ``ANOMALENS_API_KEY``) guards every
-    endpoint except ``/health`` and the web page itself. ``request_timeout_s`` bounds one inspection, waiting
-    for the detector included (see :meth:`anomalens.service.inference.Inspector.inspect`).
+    endpoint except ``/health`` and the web page itself, ``/metrics`` included unless ``metrics_open`` (for a
+    scraper that cannot send the key). ``request_timeout_s`` bounds one inspection, waiting for the detector
+    included (see :meth:`anomalens.service.inference.Inspector.inspect`).
     """
 
     model_dir: Path
@@ -32,6 +33,7 @@ class ServiceSettings:
     request_timeout_s: float = 60.0
     taxonomy_dir: Path | None = None
     use_llm: bool = False
+    metrics_open: bool = False
     station: str = field(default_factory=lambda: socket.gethostname())  # the host when settings are made
 
     @classmethod

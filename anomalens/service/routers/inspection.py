@@ -14,7 +14,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 
-from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, OneFileDep, SettingsDep, StoreDep
+from anomalens.service.dependencies import (
+    ExplainerDep,
+    HistoryDep,
+    InspectorDep,
+    MetricsDep,
+    OneFileDep,
+    SettingsDep,
+    StoreDep,
+)
 from anomalens.service.errors import ErrorBody, error_responses
 from anomalens.service.idempotency import IdempotencyKeyHeader, request_digest
 from anomalens.service.inference import BadImage, Inspected, InspectionTimeout
@@ -57,9 +65,10 @@ class Inspection:
         store: StoreDep,
         history: HistoryDep,
         explainer: ExplainerDep,
+        metrics: MetricsDep,
     ):
         self.settings, self.inspector, self.store = settings, inspector, store
-        self.history, self.explainer = history, explainer
+        self.history, self.explainer, self.metrics = history, explainer, metrics
 
     def claims(self, key: str | None, endpoint: str, uploads: list[UploadFile]) -> list[Claim | None]:
         """One claim per upload under idempotency ``key`` (none without a key); 422 for a key used before for
@@ -75,18 +84,23 @@ class Inspection:
         """The stored result of ``upload``: inspected and stored now, or, when an earlier attempt under the same
         idempotency ``claim`` stored it, that result."""
         if claim is not None and claim.stored_id is not None:
+            self.metrics.replays.inc()
             return with_urls(self.store.get(claim.stored_id))
         name = display_name(upload.filename)
-        try:
-            inspected = self.inspector.inspect(_read_limited(upload, self.settings), name)
-        except BadImage as error:
-            raise HTTPException(422, f"not an inspectable image: {error}") from error
-        except InspectionTimeout as error:
-            retry = str(max(1, math.ceil(self.settings.request_timeout_s)))
-            raise HTTPException(503, f"{error}; try again later", headers={"Retry-After": retry}) from error
-        result_id = self.store.add_inspection(
-            inspected.record, inspected.images, inspected.model, self.settings.station, claim
-        )
+        with self.metrics.inspection(self.inspector.model_name) as verdict:
+            data = _read_limited(upload, self.settings)
+            self.metrics.upload_bytes.observe(len(data))
+            try:
+                inspected = self.inspector.inspect(data, name)
+            except BadImage as error:
+                raise HTTPException(422, f"not an inspectable image: {error}") from error
+            except InspectionTimeout as error:
+                retry = str(max(1, math.ceil(self.settings.request_timeout_s)))
+                raise HTTPException(503, f"{error}; try again later", headers={"Retry-After": retry}) from error
+            result_id = self.store.add_inspection(
+                inspected.record, inspected.images, inspected.model, self.settings.station, claim
+            )
+            verdict.judged(inspected.model, inspected.record.anomalous)
         if self.explainer is not None:
             self._add_llm_explanation(result_id, inspected)
         return with_urls(self.store.get(result_id))
