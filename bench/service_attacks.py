@@ -29,6 +29,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import socket
 import sqlite3
 import statistics
@@ -439,35 +440,39 @@ def run_attack(attack: Attack, server: Server) -> dict:
 
 def _command_check(name: str, request: str, argv: list[str], checkout: Path, memory_bytes: int) -> dict:
     """Run the CLI of ``checkout`` with ``argv`` in a fresh capped process: exit status, seconds, peak memory and
-    the first and last line it printed."""
+    the first and last line it printed. ``argv[0]`` lists modules to play as not installed (comma-separated)."""
+    # the child reports its own VmHWM as it exits: the rusage of a child counts the parent's peak from the fork
     launcher = (
-        "import sys; blocked = sys.argv[1].split(',') if sys.argv[1] else []; "
+        "import atexit, os, sys; "
+        "atexit.register(lambda: open(os.environ['PEAK_FILE'], 'w').write(open('/proc/self/status').read())); "
+        "blocked = sys.argv[1].split(',') if sys.argv[1] else []; "
         "sys.modules.update(dict.fromkeys(blocked)); "  # a module set to None cannot be imported: not installed
         "from anomalens.cli.main import main; raise SystemExit(main(sys.argv[2:]))"
     )
-    env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "200"}
     with tempfile.TemporaryDirectory() as work, tempfile.TemporaryFile("w+") as printed:
+        peak_file = Path(work) / "status"
+        env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "200"}
         start = time.perf_counter()
-        process = subprocess.Popen(
+        done = subprocess.run(
             [sys.executable, "-c", launcher, *argv],
             cwd=work,
-            env=env,
+            env={**env, "PEAK_FILE": str(peak_file)},
             stdout=printed,
             stderr=subprocess.STDOUT,
             preexec_fn=_capped(memory_bytes),
+            timeout=TIMEOUT_S,
         )
-        _, wait_status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(wait_status)
         printed.seek(0)
         lines = [re.sub("[━╸╺]+", "[bar]", line.strip()) for line in printed.read().splitlines() if line.strip()]
+        status = peak_file.read_text().splitlines()
     return {
         "name": name,
         "request": request,
-        "status": f"exit {process.returncode}",
+        "status": f"exit {done.returncode}",
         "seconds": seconds,
         "note": " … ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else "(printed nothing)",
-        "peak_mib": round(usage.ru_maxrss / 1024, 1),
+        "peak_mib": round(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024, 1),
     }
 
 
@@ -492,6 +497,13 @@ def command_checks(model_dir: str, checkout: Path, memory_bytes: int) -> list[di
     ]
 
 
+def _busy_processes() -> list[str]:
+    """Other processes that kept a CPU at least 5 % busy over their lifetime (ps), with their command lines."""
+    listed = subprocess.run(["ps", "-eo", "pcpu=,args=", "--sort=-pcpu"], capture_output=True, text=True).stdout
+    busy = [line.strip().split(None, 1) for line in listed.splitlines() if line.strip()]
+    return [f"{cpu} % {command[:100]}" for cpu, command in busy if float(cpu) >= 5 and "service_attacks" not in command]
+
+
 def _commit(checkout: Path) -> str:
     described = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
     return described.stdout.strip()
@@ -514,6 +526,9 @@ def markdown(results: dict) -> str:
             f"- **{label}**: `{run['command']}` (code of `{run['checkout']}` at {run['commit']}); {run['machine']}; "
             f"load average {run['load_start']} at the start, {run['load_end']} at the end. {run['note']}"
         )
+        for moment in ("start", "end"):
+            busy = "; ".join(f"`{line}`" for line in run[f"busy_at_{moment}"]) or "none"
+            lines.append(f"  - other processes busy at the {moment} (CPU % over their lifetime, ps): {busy}")
     lines += [
         "",
         "Status is the HTTP status (an exit status for a command); seconds to the answer as the client saw it; "
@@ -532,20 +547,25 @@ def markdown(results: dict) -> str:
         rows = [by_label[label].get(attack["name"]) for label in labels]
         cells = " | ".join(_cell(row, "server_peak_mib") for row in rows)
         notes = "; ".join(f"{label}: {_note(row)}" for label, row in zip(labels, rows, strict=True) if row)
-        lines.append(f"| {attack['request']} | {cells} | {notes} |")
+        lines.append(f"| {_escaped(attack['request'])} | {cells} | {notes} |")
         if "health_polls" in attack["details"]:
             health = [_health(row) for row in rows]
             lines.append(f"| /health while that frame is inspected | {' | '.join(health)} | polls every 0.2 s |")
     for command in first.get("commands", []):
         rows = [commands[label].get(command["name"]) for label in labels]
         cells = " | ".join(_cell(row, "peak_mib") for row in rows)
-        notes = "; ".join(f"{label}: {row['note']}" for label, row in zip(labels, rows, strict=True) if row)
-        lines.append(f"| {command['request']} (command) | {cells} | {notes.replace('|', '/')} |")
+        notes = "; ".join(f"{label}: {_escaped(row['note'])}" for label, row in zip(labels, rows, strict=True) if row)
+        lines.append(f"| {command['request']} (command) | {cells} | {notes} |")
     return "\n".join(lines) + "\n"
 
 
+def _escaped(text: str) -> str:
+    """``text`` as one Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _note(row: dict) -> str:
-    note = row["note"].replace("|", "/").replace("\n", " ")
+    note = _escaped(row["note"])
     if row.get("server_alive") is False:
         note += " (the service died)"
     if row.get("server_stop"):
@@ -579,7 +599,7 @@ def main() -> None:
     TIMEOUT_S = args.timeout
     checkout, model_dir = args.checkout.resolve(), str(Path(args.model_dir).resolve())
     attacks = [attack for attack in ATTACKS if not args.only or attack.name in args.only]
-    load_start = os.getloadavg()
+    load_start, busy_start = os.getloadavg(), _busy_processes()
     rows = []
     with tempfile.TemporaryDirectory() as work:
         shared = start_server(model_dir, checkout, Path(work) / "shared", args.memory_cap)
@@ -601,7 +621,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     results = json.loads(args.output.read_text()) if args.output.exists() else {}
     results[args.label] = {
-        "command": " ".join(["python", "bench/service_attacks.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "bench/service_attacks.py", *sys.argv[1:]]),
         "checkout": str(checkout),
         "commit": _commit(checkout),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -610,6 +630,8 @@ def main() -> None:
         "load_start": [round(x, 2) for x in load_start],
         "load_end": [round(x, 2) for x in os.getloadavg()],
         "note": args.note,
+        "busy_at_start": busy_start,
+        "busy_at_end": _busy_processes(),
         "attacks": rows,
         "commands": commands,
     }
