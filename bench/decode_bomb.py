@@ -34,8 +34,9 @@ from image_bombs import zero_png  # noqa: E402
 KEY = "bench-key"
 
 
-def uploads() -> list[tuple[str, str, bytes]]:
-    """(description, file name, bytes) of each upload."""
+def format_samples() -> list[tuple[str, str, bytes]]:
+    """(description, file name, bytes) of a small GIF, WebP, PGM and Radiance HDR image: formats the docs do not
+    name."""
     colour = np.full((64, 64, 3), 128, np.uint8)
     encoded = {
         ext: cv2.imencode(ext, image)[1].tobytes()
@@ -46,14 +47,21 @@ def uploads() -> list[tuple[str, str, bytes]]:
             (".hdr", colour.astype(np.float32) / 255),
         ]
     }
-    gray, rgb = zero_png(30000, 30000), zero_png(30000, 30000, channels=3)
     return [
-        (f"30000x30000 gray PNG bomb ({len(gray) // 1000} KB)", "bomb.png", gray),
-        (f"30000x30000 RGB PNG bomb ({len(rgb) // 1000} KB)", "bomb_rgb.png", rgb),
         ("GIF 64x64", "x.gif", encoded[".gif"]),
         ("WebP 64x64", "x.webp", encoded[".webp"]),
         ("PGM 64x64", "x.pgm", encoded[".pgm"]),
         ("Radiance HDR 64x64", "x.hdr", encoded[".hdr"]),
+    ]
+
+
+def uploads() -> list[tuple[str, str, bytes]]:
+    """(description, file name, bytes) of each upload: the bombs, then the other formats."""
+    gray, rgb = zero_png(30000, 30000), zero_png(30000, 30000, channels=3)
+    return [
+        (f"30000x30000 gray PNG bomb ({len(gray) // 1000} KB)", "bomb.png", gray),
+        (f"30000x30000 RGB PNG bomb ({len(rgb) // 1000} KB)", "bomb_rgb.png", rgb),
+        *format_samples(),
     ]
 
 

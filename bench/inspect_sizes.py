@@ -123,7 +123,7 @@ def served_measurements(model_dir: str, sizes: list[float], timeout_s: float) ->
             body = cv2.imencode(".png", cv2.cvtColor(frame(megapixels), cv2.COLOR_RGB2BGR))[1].tobytes()
             largest = megapixels == max(sizes)
             polling = threading.Event()
-            poller = threading.Thread(target=_poll_health, args=(url, polling, health), daemon=True)
+            poller = threading.Thread(target=poll_health, args=(url, polling, health), daemon=True)
             if largest:
                 poller.start()
             tic = time.perf_counter()
@@ -156,12 +156,20 @@ def served_measurements(model_dir: str, sizes: list[float], timeout_s: float) ->
     }
 
 
-def _poll_health(url: str, stop: threading.Event, latencies: list[float]) -> None:
+def poll_health(url: str, stop: threading.Event, latencies: list[float], failures: list[str] | None = None) -> None:
+    """GET ``/health`` every 0.2 s until ``stop``: the milliseconds of each answer into ``latencies``, and, when
+    ``failures`` is given, the error of each poll without an answer into it (else the error ends the polling)."""
     with httpx.Client(base_url=url, timeout=30) as client:
         while not stop.is_set():
             tic = time.perf_counter()
-            client.get("/health")
-            latencies.append(1000 * (time.perf_counter() - tic))
+            try:
+                client.get("/health")
+            except httpx.TransportError as error:
+                if failures is None:
+                    raise
+                failures.append(type(error).__name__)
+            else:
+                latencies.append(1000 * (time.perf_counter() - tic))
             stop.wait(0.2)
 
 
