@@ -20,10 +20,11 @@ from starlette.routing import Match
 
 from anomalens.explanation.history import DefectHistory
 from anomalens.service.dependencies import ServiceState
+from anomalens.service.drift import DriftWatch
 from anomalens.service.errors import error_responses
 from anomalens.service.feedback import HistoryFeed
 from anomalens.service.inference import Inspector
-from anomalens.service.routers import chat, feedback, health, inspection, models, results
+from anomalens.service.routers import chat, drift, feedback, health, inspection, models, results
 from anomalens.service.routers.health import STATIC
 from anomalens.service.security import ApiKeyGuard, BodySizeLimit, api_key_declared
 from anomalens.service.settings import ServiceSettings
@@ -31,7 +32,7 @@ from anomalens.service.store import Store
 
 MULTIPART_OVERHEAD = 64 * 1024
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
-GUARDED = (inspection.router, results.router, chat.router, feedback.router, models.router)
+GUARDED = (inspection.router, results.router, chat.router, feedback.router, models.router, drift.router)
 
 
 def _llm_explainer() -> Any:
@@ -69,6 +70,7 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
         Store(settings.store_url),
         Inspector(settings),
         HistoryFeed(DefectHistory(settings.history_path)),
+        DriftWatch(settings.drift_path, settings.station),
         explainer,
     )
 

@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import Depends, HTTPException, Query, Request
 
 from anomalens.data import ImageReadError, decode_image
+from anomalens.service.drift import DriftWatch
 from anomalens.service.feedback import HistoryFeed
 from anomalens.service.inference import Inspector
 from anomalens.service.schemas import FeedbackStatus, StoredResult
@@ -26,6 +27,7 @@ class ServiceState:
     store: Store
     inspector: Inspector
     history: HistoryFeed
+    drift: DriftWatch
     explainer: Any = None  # an LLMExplainer-like object, or None for offline explanations
 
 
@@ -49,6 +51,10 @@ def get_history(state: Annotated[ServiceState, Depends(get_state)]) -> HistoryFe
     return state.history
 
 
+def get_drift(state: Annotated[ServiceState, Depends(get_state)]) -> DriftWatch:
+    return state.drift
+
+
 def get_explainer(state: Annotated[ServiceState, Depends(get_state)]) -> Any:
     return state.explainer
 
@@ -57,6 +63,7 @@ SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 InspectorDep = Annotated[Inspector, Depends(get_inspector)]
 HistoryDep = Annotated[HistoryFeed, Depends(get_history)]
+DriftDep = Annotated[DriftWatch, Depends(get_drift)]
 ExplainerDep = Annotated[Any, Depends(get_explainer)]
 
 

@@ -14,7 +14,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 
-from anomalens.service.dependencies import ExplainerDep, HistoryDep, InspectorDep, OneFileDep, SettingsDep, StoreDep
+from anomalens.service.dependencies import (
+    DriftDep,
+    ExplainerDep,
+    HistoryDep,
+    InspectorDep,
+    OneFileDep,
+    SettingsDep,
+    StoreDep,
+)
 from anomalens.service.errors import ErrorBody, error_responses
 from anomalens.service.idempotency import IdempotencyKeyHeader, request_digest
 from anomalens.service.inference import BadImage, Inspected, InspectionTimeout
@@ -56,10 +64,11 @@ class Inspection:
         inspector: InspectorDep,
         store: StoreDep,
         history: HistoryDep,
+        drift: DriftDep,
         explainer: ExplainerDep,
     ):
         self.settings, self.inspector, self.store = settings, inspector, store
-        self.history, self.explainer = history, explainer
+        self.history, self.drift, self.explainer = history, drift, explainer
 
     def claims(self, key: str | None, endpoint: str, uploads: list[UploadFile]) -> list[Claim | None]:
         """One claim per upload under idempotency ``key`` (none without a key); 422 for a key used before for
@@ -87,6 +96,7 @@ class Inspection:
         result_id = self.store.add_inspection(
             inspected.record, inspected.images, inspected.model, self.settings.station, claim
         )
+        self.drift.observe(inspected.model, inspected.prediction)
         if self.explainer is not None:
             self._add_llm_explanation(result_id, inspected)
         return with_urls(self.store.get(result_id))
