@@ -57,6 +57,9 @@ def scrape(client: TestClient, **headers) -> dict[tuple[str, frozenset], float]:
     }
 
 
+DRIFT_SERIES = ("anomalens_drift_warning", "anomalens_drift_statistic")
+
+
 def value(samples: dict[tuple[str, frozenset], float], sample: str, **labels: str) -> float:
     return samples.get((sample, frozenset(labels.items())), 0.0)
 
@@ -96,7 +99,9 @@ def test_metrics_count_inspections_verdicts_requests_and_uploads(model_dir, tmp_
         assert value(samples, responses, method="GET", endpoint="/static", code="200") == 1
         assert value(samples, "anomalens_stored_results") == 3
         assert value(samples, "anomalens_model_info", name="tiles") == 1
-        assert not any(name.startswith("anomalens_drift") for name, _ in samples)  # until the drift watch reports
+        # the drift watch reports after every inspection: three images are still its baseline, no warning
+        drift = {name: samples.get((name, frozenset({("model", "tiles")}))) for name in DRIFT_SERIES}
+        assert drift == dict.fromkeys(DRIFT_SERIES, 0.0), drift
 
         # an app of its own counts apart, in the same process
         assert value(scrape(other), "anomalens_inspections_total", model="tiles", verdict="normal", outcome="ok") == 0

@@ -141,3 +141,15 @@ def test_cli_report_rejects_a_file_that_is_not_results(tmp_path, capsys):
     bogus.write_text('{"summary": {}}')
     assert main(["report", str(bogus), "-o", str(tmp_path / "r.html")]) == 2
     assert "not a results.json list" in capsys.readouterr().err
+
+
+def test_the_drift_watch_shows_in_the_report_only_when_given():
+    from anomalens.postprocessing.drift import DriftState, DriftTest
+
+    items = [ReportItem(record("x.png", 1.0, False))]
+    test, state = DriftTest(), DriftState()
+    for score in [1.0] * test.baseline_images + [5.0] * 20:  # every later score above the whole baseline
+        test.observe(state, score, True, expected_pass_rate=0.95)
+    page = build_report(items, drift={"tiles": test.assess(state)})
+    assert "Drift watch" in page and "WARNING" in page and "risen above" in page and "95.0%" in page
+    assert "Drift watch" not in build_report(items)

@@ -892,3 +892,36 @@ def test_a_batch_where_no_file_is_an_image_is_refused_with_each_files_reason(cli
     assert body["detail"].startswith("none of the 2 files can be inspected")
     assert [error["file"] for error in body["errors"]] == ["a.png", "b.gif"]
     assert "GIF content is not accepted" in body["errors"][1]["error"]
+
+
+def test_the_drift_watch_warns_in_the_api_health_and_report_and_survives_a_restart(model_dir, tmp_path, images):
+    from anomalens.postprocessing.drift import DriftTest
+    from anomalens.service.drift import STATES
+
+    settings = settings_for(model_dir, tmp_path / "data")
+    with TestClient(create_app(settings)) as first:
+        assert first.get("/drift").json() == [] and first.get("/health").json()["drift_warning"] is False
+        score = upload(first, images["normal"], "good.jpg").json()["score"]
+        [drift] = first.get("/drift").json()
+        assert drift["model"] == "tiles" and drift["station"] == settings.station and drift["images_seen"] == 1
+        assert drift["pass_rate"] == 1.0 and drift["expected_pass_rate"] is not None
+        assert drift["warning"] is False and "baseline" in drift["reason"]
+    # a line whose baseline scored far lower, the upward CUSUM one image short of the limit
+    states = STATES.validate_json(settings.drift_path.read_bytes())
+    state = states[settings.station]["tiles"]
+    test = DriftTest()
+    state.baseline = sorted(score / 2 + 0.01 * i for i in range(test.baseline_images))
+    state.seen, state.passed, state.rising = test.baseline_images + 9, test.baseline_images + 9, test.limit - 0.5
+    settings.drift_path.write_bytes(STATES.dump_json(states))
+    with TestClient(create_app(settings)) as second:
+        assert second.get("/drift").json()[0]["images_seen"] == test.baseline_images + 9
+        assert second.get("/health").json()["drift_warning"] is False
+        upload(second, images["normal"], "good.jpg")
+        [drift] = second.get("/drift").json()
+        assert drift["warning"] is True and drift["statistic"] > drift["threshold"] == test.limit
+        assert "risen above" in drift["reason"] and drift["images_seen"] == test.baseline_images + 10
+        assert second.get("/health").json()["drift_warning"] is True
+        report = second.get("/report").text
+        assert "Drift watch" in report and "WARNING" in report and "risen above" in report
+    with TestClient(create_app(settings)) as restarted:
+        assert restarted.get("/health").json()["drift_warning"] is True

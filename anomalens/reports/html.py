@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from anomalens.evaluation.metrics import image_auroc
+from anomalens.postprocessing.drift import DriftAssessment
 from anomalens.results.record import InspectionRecord, RegionRecord
 
 RESULTS_FILE = TypeAdapter(list[InspectionRecord])
@@ -169,12 +170,17 @@ td,th{border:1px solid #ccc;padding:4px 10px;text-align:right} th{background:#f3
 .pair{display:flex;gap:6px} .pair img{width:50%;height:auto;border:1px solid #ccc}
 .explanation{background:#f7f7f7;padding:6px} .missing{color:#888} figure{margin:0}
 figcaption{font-size:13px;max-width:360px} .key::before{content:"\\25A0 "} .key.good{color:#27ae60}
-.key.defective{color:#c0392b} .key.unlabelled{color:#7f8c8d}
+.key.defective{color:#c0392b} .key.unlabelled{color:#7f8c8d} .drift-warning td{background:#fdecea;color:#b71c1c}
 """
 
 
-def build_report(items: list[ReportItem], title: str = "anomalens inspection report") -> str:
-    """The report page for ``items``, as one HTML string."""
+def build_report(
+    items: list[ReportItem],
+    title: str = "anomalens inspection report",
+    drift: dict[str, DriftAssessment] | None = None,
+) -> str:
+    """The report page for ``items``, as one HTML string; with ``drift`` (model name -> the drift watch's answer,
+    as the service keeps it) a section on whether the inputs have drifted."""
     records = [i.record for i in items]
     n = len(records)
     n_anomalous = sum(r.anomalous for r in records)
@@ -189,6 +195,8 @@ def build_report(items: list[ReportItem], title: str = "anomalens inspection rep
         f"</tr></table>"
     )
     summary += _expectations(records)
+    if drift is not None:
+        summary += _drift_section(drift)
     charts = [histogram_svg(scores, labels, threshold)] if n else []
     known = [(label, s) for label, s in zip(labels, scores) if label is not None]
     curves_note = ""
@@ -241,6 +249,27 @@ def _expectations(records: list[InspectionRecord]) -> str:
     return (
         f"<p>The model's calibration flagged {100 * rate:.1f}% of held-out good images at this threshold"
         f"{caught}. A fail rate far above that on good parts means the parts or the imaging have changed.</p>"
+    )
+
+
+def _drift_section(drift: dict[str, DriftAssessment]) -> str:
+    """One row per model: the warning and its reason, the CUSUM against its limit, pass rates."""
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    rows = "".join(
+        f"<tr class='{'drift-warning' if a.warning else ''}'><td style='text-align:left'>{html.escape(model)}</td>"
+        f"<td>{'WARNING' if a.warning else 'none'}</td><td>{a.images_seen}</td><td>{rate(a.pass_rate)}</td>"
+        f"<td>{rate(a.expected_pass_rate)}</td><td>{a.statistic:.2f} / {a.threshold:g}</td>"
+        f"<td style='text-align:left'>{html.escape(a.reason)}</td></tr>"
+        for model, a in drift.items()
+    )
+    if not rows:
+        return "<h2>Drift watch</h2><p>No inspections yet: nothing to compare.</p>"
+    return (
+        "<h2>Drift watch</h2><table><tr><th>model</th><th>drift</th><th>images</th><th>pass rate</th>"
+        f"<th>calibration's pass rate</th><th>CUSUM / limit</th><th>why</th></tr>{rows}</table>"
     )
 
 

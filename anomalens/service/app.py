@@ -20,11 +20,12 @@ from starlette.routing import Match
 
 from anomalens.explanation.history import DefectHistory
 from anomalens.service.dependencies import ServiceState
+from anomalens.service.drift import DriftWatch
 from anomalens.service.errors import error_responses
 from anomalens.service.feedback import HistoryFeed
 from anomalens.service.inference import Inspector
 from anomalens.service.metrics import RequestMetrics, ServiceMetrics
-from anomalens.service.routers import chat, feedback, health, inspection, metrics, models, results
+from anomalens.service.routers import chat, drift, feedback, health, inspection, metrics, models, results
 from anomalens.service.routers.health import STATIC
 from anomalens.service.security import ApiKeyGuard, BodySizeLimit, api_key_declared
 from anomalens.service.settings import ServiceSettings
@@ -32,7 +33,7 @@ from anomalens.service.store import Store
 
 MULTIPART_OVERHEAD = 64 * 1024
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
-GUARDED = (inspection.router, results.router, chat.router, feedback.router, models.router)
+GUARDED = (inspection.router, results.router, chat.router, feedback.router, models.router, drift.router)
 
 
 def _llm_explainer() -> Any:
@@ -72,6 +73,7 @@ def create_app(settings: ServiceSettings, explainer: Any = None) -> FastAPI:
         inspector,
         HistoryFeed(DefectHistory(settings.history_path)),
         ServiceMetrics(inspector, store),
+        DriftWatch(settings.drift_path, settings.station),
         explainer,
     )
 

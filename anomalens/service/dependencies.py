@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import Depends, HTTPException, Query, Request
 
 from anomalens.data import ImageReadError, decode_image
+from anomalens.service.drift import DriftWatch
 from anomalens.service.feedback import HistoryFeed
 from anomalens.service.inference import Inspector
 from anomalens.service.metrics import ServiceMetrics
@@ -28,6 +29,7 @@ class ServiceState:
     inspector: Inspector
     history: HistoryFeed
     metrics: ServiceMetrics
+    drift: DriftWatch
     explainer: Any = None  # an LLMExplainer-like object, or None for offline explanations
 
 
@@ -55,6 +57,10 @@ def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> ServiceMe
     return state.metrics
 
 
+def get_drift(state: Annotated[ServiceState, Depends(get_state)]) -> DriftWatch:
+    return state.drift
+
+
 def get_explainer(state: Annotated[ServiceState, Depends(get_state)]) -> Any:
     return state.explainer
 
@@ -64,6 +70,7 @@ StoreDep = Annotated[Store, Depends(get_store)]
 InspectorDep = Annotated[Inspector, Depends(get_inspector)]
 HistoryDep = Annotated[HistoryFeed, Depends(get_history)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+DriftDep = Annotated[DriftWatch, Depends(get_drift)]
 ExplainerDep = Annotated[Any, Depends(get_explainer)]
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
+from anomalens.postprocessing.drift import DriftAssessment
 from anomalens.results.record import InspectionRecord
 
 FeedbackStatus = Literal["confirmed", "corrected", "false_alarm"]
@@ -75,6 +76,16 @@ class Health(BaseModel):
     status: Literal["ok"]
     model: str
     stored_results: int
+    drift_warning: bool = Field(description="whether the drift watch warns for the loaded model (GET /drift says why)")
+
+
+class ModelDrift(DriftAssessment):
+    """The drift watch's answer for one model at this station: ``warning`` and its one-line ``reason``, the
+    CUSUM ``statistic`` against its ``threshold``, the pass rate against the one the model's calibration expects,
+    and ``rank_counts``, the later scores' ranks in the station's baseline by tenth (even on a stable line)."""
+
+    model: str
+    station: str
 
 
 class ModelInfo(BaseModel):

@@ -52,3 +52,8 @@ class ServiceSettings:
     def history_path(self) -> Path:
         """The SQLite defect history that operator feedback feeds (see ``anomalens.explanation.history``)."""
         return self.data_dir / "defect_history.db"
+
+    @property
+    def drift_path(self) -> Path:
+        """The drift watch's states (see ``anomalens.service.drift``)."""
+        return self.data_dir / "drift.json"

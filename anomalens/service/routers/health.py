@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from anomalens.service.dependencies import InspectorDep, StoreDep
+from anomalens.service.dependencies import DriftDep, InspectorDep, StoreDep
 from anomalens.service.schemas import Health
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -15,8 +15,9 @@ router = APIRouter()
 
 
 @router.get("/health", response_model=Health, tags=["service"])
-def health(inspector: InspectorDep, store: StoreDep) -> Health:
-    return Health(status="ok", model=inspector.model_name, stored_results=store.count())
+def health(inspector: InspectorDep, store: StoreDep, drift: DriftDep) -> Health:
+    model = inspector.model_name
+    return Health(status="ok", model=model, stored_results=store.count(), drift_warning=drift.warning(model))
 
 
 @router.get("/", include_in_schema=False)

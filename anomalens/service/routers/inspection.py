@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 
 from anomalens.service.dependencies import (
+    DriftDep,
     ExplainerDep,
     HistoryDep,
     InspectorDep,
@@ -64,11 +65,12 @@ class Inspection:
         inspector: InspectorDep,
         store: StoreDep,
         history: HistoryDep,
+        drift: DriftDep,
         explainer: ExplainerDep,
         metrics: MetricsDep,
     ):
         self.settings, self.inspector, self.store = settings, inspector, store
-        self.history, self.explainer, self.metrics = history, explainer, metrics
+        self.history, self.drift, self.explainer, self.metrics = history, drift, explainer, metrics
 
     def claims(self, key: str | None, endpoint: str, uploads: list[UploadFile]) -> list[Claim | None]:
         """One claim per upload under idempotency ``key`` (none without a key); 422 for a key used before for
@@ -101,6 +103,8 @@ class Inspection:
                 inspected.record, inspected.images, inspected.model, self.settings.station, claim
             )
             verdict.judged(inspected.model, inspected.record.anomalous)
+        drift = self.drift.observe(inspected.model, inspected.prediction)
+        self.metrics.report_drift(inspected.model, drift.statistic, drift.warning)
         if self.explainer is not None:
             self._add_llm_explanation(result_id, inspected)
         return with_urls(self.store.get(result_id))

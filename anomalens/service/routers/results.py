@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
 from anomalens.reports.html import ReportItem, build_report
-from anomalens.service.dependencies import FilterDep, ImageKind, StoredDep, StoreDep
+from anomalens.service.dependencies import DriftDep, FilterDep, ImageKind, StoredDep, StoreDep
 from anomalens.service.errors import error_responses
 from anomalens.service.export import to_csv
 from anomalens.service.schemas import InspectionResult, with_urls
@@ -60,8 +60,9 @@ def result_image(stored: StoredDep, kind: ImageKind, store: StoreDep) -> Respons
 
 # a plain Response class, so that the declared errors keep their JSON media type beside the page's text/html
 @router.get("/report", response_class=Response, responses={200: {"content": {"text/html": {}}}, **error_responses(422)})
-def report(store: StoreDep, where: FilterDep) -> HTMLResponse:
-    """A self-contained HTML report of the stored results (operator feedback gives the labels)."""
+def report(store: StoreDep, where: FilterDep, drift: DriftDep) -> HTMLResponse:
+    """A self-contained HTML report of the stored results (operator feedback gives the labels) and the drift watch's
+    state."""
     items = [
         ReportItem(
             record=r,
@@ -71,4 +72,4 @@ def report(store: StoreDep, where: FilterDep) -> HTMLResponse:
         )
         for r in store.results(where)
     ]
-    return HTMLResponse(build_report(items, title="anomalens service report"))
+    return HTMLResponse(build_report(items, title="anomalens service report", drift=drift.assessments()))

@@ -74,6 +74,7 @@ async function inspect(file) {
     await showResult(result);
     setStatus(`inspected ${file.name}`);
     loadPast();
+    loadHealth();
   } catch (error) {
     setStatus(`could not inspect ${file.name}: ${error.message}`, true);
   }
@@ -121,6 +122,16 @@ async function download(format) {
   link.click();
 }
 
+// The health check needs no key: the loaded model, and a banner while the drift watch warns (GET /drift says why).
+async function loadHealth() {
+  const health = await (await fetch("/health")).json();
+  $("model").textContent = `model: ${health.model}`;
+  $("drift-banner").hidden = !health.drift_warning;
+  $("drift-banner").textContent = health.drift_warning
+    ? "Drift warning: the image scores have moved away from this station's usual ones. Check the lighting, focus and material; the report and GET /drift say more."
+    : "";
+}
+
 async function loadPast() {
   try {
     const results = await (await call(`/results?${filterQuery()}limit=50`)).json();
@@ -162,6 +173,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("export-csv").addEventListener("click", (e) => { e.preventDefault(); download("csv"); });
   $("export-json").addEventListener("click", (e) => { e.preventDefault(); download("json"); });
   $("report-link").addEventListener("click", openReport);
-  fetch("/health").then((r) => r.json()).then((h) => { $("model").textContent = `model: ${h.model}`; });
+  loadHealth();
   loadPast();
 });
