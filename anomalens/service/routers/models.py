@@ -30,7 +30,7 @@ def load_model(name: str, inspector: InspectorDep) -> ModelInfo:
     return ModelInfo(**inspector.model_info(name))
 
 
-@router.get("/models/{name}/versions", response_model=list[ModelVersion], responses=error_responses(404))
+@router.get("/models/{name}/versions", response_model=list[ModelVersion], responses=error_responses(404, 422))
 def model_versions(name: str, inspector: InspectorDep) -> list[ModelVersion]:
     """Every version of the model, oldest first: its parent, cause, who made it and its calibration."""
     return ModelVersions(inspector.available[_known(name, inspector)]).list()
