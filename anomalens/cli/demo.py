@@ -24,7 +24,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model_dir = out / "model"
     console.rule("1. learning what a good magnetic tile looks like")
     detector, report = api.fit(DEMO_DATA, "magnetic_tile", "patchcore", progress=True, seed=0)
-    detector.save(model_dir)
+    detector.save(model_dir, cause="fit", by="anomalens demo")
     console.print(f"fitted on {report.n_images} normal images in {report.seconds:.1f} s -> {model_dir}")
     assert detector.thresholds_ is not None and detector.working_scale_ is not None
     console.print(f"working scale: {detector.working_scale_.describe()}")

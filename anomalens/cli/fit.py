@@ -8,6 +8,7 @@ from typing import Any
 from anomalens import api
 from anomalens.cli.arguments import add_model_options, add_output_option, model_params, on_error
 from anomalens.cli.output import console, describe_expected
+from anomalens.models.versions import ModelVersions
 
 
 def _report_skipped(skipped: list) -> None:
@@ -20,7 +21,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         args.data_root, args.category, args.model, args.shots, on_error(args), **model_params(args)
     )
     _report_skipped(report.skipped)
-    detector.save(args.output)
+    ModelVersions(args.output).add(detector, cause="fit", by="anomalens fit")
     assert detector.thresholds_ is not None and detector.working_scale_ is not None
     console.print(
         f"fitted {args.model} on {report.n_images} images in {report.seconds:.1f} s; "

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -28,6 +28,9 @@ from anomalens.models.device import select_device
 from anomalens.models.onnx_runtime import ONNX_FILE, OnnxScorer, export_onnx
 from anomalens.postprocessing.outline import OUTLINE_LEVEL, outline_mask
 from anomalens.types import Prediction, Thresholds
+
+if TYPE_CHECKING:
+    from anomalens.models.versions import Cause
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -58,7 +61,7 @@ class Detector(Protocol):
 
     def predict(self, image: np.ndarray) -> Prediction: ...
 
-    def save(self, directory: str | Path) -> Path: ...
+    def save(self, directory: str | Path, cause: Cause = "fit", by: str = "anomalens") -> Path: ...
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> Detector: ...
@@ -291,7 +294,19 @@ class BaseDetector(ABC):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() or load() first")
 
     # -- persistence ------------------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, cause: Cause = "fit", by: str = "anomalens") -> Path:
+        """Save into ``directory``. Where it holds no model yet: the files of one model (:meth:`write_files`),
+        which count as its version 1. Where it holds one: a new version of it, made current and recorded with
+        its ``cause`` and who made it (``by``; see :class:`anomalens.models.versions.ModelVersions`)."""
+        directory = Path(directory)
+        if not (directory / CONFIG_FILE).is_file():
+            return self.write_files(directory)
+        from anomalens.models.versions import ModelVersions  # it builds on this module
+
+        ModelVersions(directory).add(self, cause, by)
+        return directory
+
+    def write_files(self, directory: str | Path) -> Path:
         """Write ``config.json`` (settings, thresholds) and ``state.safetensors`` (learned tensors)."""
         self._check_fitted()
         assert self.thresholds_ is not None

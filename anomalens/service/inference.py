@@ -22,6 +22,7 @@ from anomalens.data import ImageReadError, decode_image, encode_png, to_uint8_rg
 from anomalens.data.scale import WorkingScale
 from anomalens.models import BaseDetector, load_detector
 from anomalens.models.base import read_config
+from anomalens.models.versions import ModelVersion, ModelVersions
 from anomalens.reports.visualize import mask_png, overlay
 from anomalens.results.record import InspectionRecord
 from anomalens.service.settings import ServiceSettings
@@ -40,6 +41,7 @@ class InspectionTimeout(RuntimeError):
 class Inspected:
     record: InspectionRecord
     model: str  # the name of the model that judged it
+    model_version: int  # and its version
     images: dict[str, bytes]  # "image", "overlay", "mask" -> PNG bytes
     image: np.ndarray
     prediction: Prediction
@@ -79,7 +81,7 @@ class Inspector:
         self.settings = settings
         self.available = model_dirs(settings.model_dir)
         self._lock = threading.Lock()
-        self.model_name, self.detector = self._load(next(iter(self.available)))
+        self.model_name, self.model_version, self.detector = self._load(next(iter(self.available)))
         self.taxonomy = None
         if settings.taxonomy_dir is not None:
             from anomalens.explanation.taxonomy import load_taxonomy
@@ -87,27 +89,42 @@ class Inspector:
             self.taxonomy = load_taxonomy(settings.taxonomy_dir, detector=self.detector)
 
     def model_info(self, name: str) -> dict[str, Any]:
-        """Name, whether it inspects now, its working scale and what its calibration says to expect."""
+        """Name, whether it inspects now, its current version, its working scale and what its calibration says to
+        expect."""
         config = read_config(self.available[name])
         expected = Thresholds.from_dict(config["thresholds"]).expected
         scale = config.get("working_scale")
         return {
             "name": name,
             "active": name == self.model_name,
+            "version": ModelVersions(self.available[name]).current,
             "working_scale": WorkingScale.from_dict(scale).describe() if scale else None,
             **{f"expected_{key}": value for key, value in expected.items() if key != "n_normal"},
         }
 
-    def _load(self, name: str) -> tuple[str, BaseDetector]:
-        return name, load_detector(self.available[name])
+    def _load(self, name: str) -> tuple[str, int, BaseDetector]:
+        """The model ``name`` at its current version (loaded from that version's own files)."""
+        versions = ModelVersions(self.available[name])
+        version = versions.current
+        return name, version, load_detector(versions.path_of(version))
 
     def switch(self, name: str) -> None:
-        """Make the model ``name`` (one of ``available``) the one that inspects; waits for a running inspection."""
+        """Make the model ``name`` (one of ``available``) the one that inspects, at its current version; waits for
+        a running inspection."""
         if name not in self.available:
             raise KeyError(name)
         loaded = self._load(name)
         with self._lock:
-            self.model_name, self.detector = loaded
+            self.model_name, self.model_version, self.detector = loaded
+
+    def rollback(self, name: str, version: int) -> ModelVersion:
+        """Make ``version`` of the model ``name`` current again (a new version, cause "rollback"); the model is
+        reloaded when it is the one that inspects. Raises KeyError for an unknown name, UnknownVersion for an
+        unknown version."""
+        entry = ModelVersions(self.available[name]).rollback(version, by="anomalens service")
+        if name == self.model_name:
+            self.switch(name)
+        return entry
 
     def inspect(self, data: bytes, image_name: str) -> Inspected:
         """Inspect the upload within ``settings.request_timeout_s``, or raise :class:`InspectionTimeout`.
@@ -140,7 +157,7 @@ class Inspector:
             self._lock.release()
 
     def _inspected(self, image: np.ndarray, image_name: str) -> Inspected:
-        model_name, tic = self.model_name, time.perf_counter()
+        model_name, model_version, tic = self.model_name, self.model_version, time.perf_counter()
         prediction = self.detector.predict(image)
         milliseconds = 1000 * (time.perf_counter() - tic)
         record = api.inspection_record(image_name, image, prediction, milliseconds, self.taxonomy)
@@ -150,4 +167,4 @@ class Inspector:
             "overlay": encode_png(overlay(rgb, prediction)),
             "mask": encode_png(mask_png(prediction)),
         }
-        return Inspected(record, model_name, images, image, prediction)
+        return Inspected(record, model_name, model_version, images, image, prediction)

@@ -13,11 +13,12 @@ FeedbackStatus = Literal["confirmed", "corrected", "false_alarm"]
 
 
 class StoredResult(InspectionRecord):
-    """The per-image record (as in ``results.json``) as the store keeps it: its id, the model that judged it, the
-    station and time, and the operator's latest judgement."""
+    """The per-image record (as in ``results.json``) as the store keeps it: its id, the model and model version that
+    judged it, the station and time, and the operator's latest judgement."""
 
     id: str
     model: str
+    model_version: int | None = Field(default=None, description="the model's version (None: stored before versions)")
     station: str
     created_at: float
     feedback_status: FeedbackStatus | None = None
@@ -93,10 +94,15 @@ class ModelInfo(BaseModel):
 
     name: str
     active: bool
+    version: int = Field(description="the current version (GET /models/{name}/versions lists them)")
     working_scale: str | None = None
     expected_false_alarm_rate: float | None = None
     expected_false_alarm_rate_bound: float | None = None
     expected_simulated_detection_rate: float | None = None
+
+
+class RollbackRequest(BaseModel):
+    version: int = Field(ge=1, description="the version to make current again")
 
 
 class ChatRequest(BaseModel):

@@ -217,15 +217,16 @@ class Store:
         model: str,
         station: str,
         claim: Claim | None = None,
+        model_version: int | None = None,
     ) -> str:
-        """Store a result and its PNG images; returns the new id.
+        """Store a result and its PNG images, with the model and model version that judged it; returns the new id.
 
         Under an idempotency ``claim`` the result is stored with its key and item in the same transaction, so a
         retry finds exactly what was stored; when a concurrent attempt of the same request stored that item first,
         nothing is added and that attempt's id is returned.
         """
         try:
-            return self._add_inspection(record, images, model, station, claim)
+            return self._add_inspection(record, images, model, station, claim, model_version)
         except IntegrityError:
             stored = None if claim is None else self._claimed(station, claim)
             if stored is None:
@@ -238,7 +239,13 @@ class Store:
             return None if row is None else row.inspection_id
 
     def _add_inspection(
-        self, record: InspectionRecord, images: dict[str, bytes], model: str, station: str, claim: Claim | None
+        self,
+        record: InspectionRecord,
+        images: dict[str, bytes],
+        model: str,
+        station: str,
+        claim: Claim | None,
+        model_version: int | None,
     ) -> str:
         inspection_id = uuid.uuid4().hex
         with self._session.begin() as session:
@@ -253,7 +260,8 @@ class Store:
                     score=record.score,
                     defect_types=_types_key(record),
                     explanation_source=record.explanation.source,
-                    record=record.to_dict(),
+                    # kept in the record's JSON: nothing filters by it, so no column (and no migration) is needed
+                    record={**record.to_dict(), "model_version": model_version},
                 )
             )
             session.flush()  # the parent row first: PostgreSQL checks the images' foreign key at once

@@ -100,7 +100,12 @@ class Inspection:
                 retry = str(max(1, math.ceil(self.settings.request_timeout_s)))
                 raise HTTPException(503, f"{error}; try again later", headers={"Retry-After": retry}) from error
             result_id = self.store.add_inspection(
-                inspected.record, inspected.images, inspected.model, self.settings.station, claim
+                inspected.record,
+                inspected.images,
+                inspected.model,
+                self.settings.station,
+                claim,
+                model_version=inspected.model_version,
             )
             verdict.judged(inspected.model, inspected.record.anomalous)
         drift = self.drift.observe(inspected.model, inspected.prediction)

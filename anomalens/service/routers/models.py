@@ -1,14 +1,22 @@
-"""The models the service can inspect with, and switching between them."""
+"""The models the service can inspect with, switching between them, and their versions."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
+from anomalens.models.versions import ModelVersion, ModelVersions, UnknownVersion
 from anomalens.service.dependencies import InspectorDep
 from anomalens.service.errors import error_responses
-from anomalens.service.schemas import ModelInfo
+from anomalens.service.inference import Inspector
+from anomalens.service.schemas import ModelInfo, RollbackRequest
 
 router = APIRouter(tags=["models"])
+
+
+def _known(name: str, inspector: Inspector) -> str:
+    if name not in inspector.available:
+        raise HTTPException(404, f"no model named {name!r}; GET /models lists them")
+    return name
 
 
 @router.get("/models", response_model=list[ModelInfo])
@@ -18,7 +26,26 @@ def models(inspector: InspectorDep) -> list[ModelInfo]:
 
 @router.post("/models/{name}/load", response_model=ModelInfo, responses=error_responses(404, 422))
 def load_model(name: str, inspector: InspectorDep) -> ModelInfo:
-    if name not in inspector.available:
-        raise HTTPException(404, f"no model named {name!r}; GET /models lists them")
-    inspector.switch(name)
+    inspector.switch(_known(name, inspector))
+    return ModelInfo(**inspector.model_info(name))
+
+
+@router.get("/models/{name}/versions", response_model=list[ModelVersion], responses=error_responses(404, 422))
+def model_versions(name: str, inspector: InspectorDep) -> list[ModelVersion]:
+    """Every version of the model, oldest first: its parent, cause, who made it and its calibration."""
+    return ModelVersions(inspector.available[_known(name, inspector)]).list()
+
+
+@router.post(
+    "/models/{name}/rollback",
+    response_model=ModelInfo,
+    responses=error_responses(400, 404, 413, 422, e404="no model of that name, or no such version of it"),
+)
+def rollback_model(name: str, body: RollbackRequest, inspector: InspectorDep) -> ModelInfo:
+    """Make an earlier version current again (recorded as a new version with cause "rollback"); the model is
+    reloaded when it is the one that inspects."""
+    try:
+        inspector.rollback(_known(name, inspector), body.version)
+    except UnknownVersion as error:
+        raise HTTPException(404, str(error)) from error
     return ModelInfo(**inspector.model_info(name))
