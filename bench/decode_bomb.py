@@ -28,6 +28,8 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the bomb builder is a test helper
+from live_service import wait_until_healthy  # noqa: E402
+
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from image_bombs import zero_png  # noqa: E402
 
@@ -90,16 +92,7 @@ def served(model_dir: str, checkout: Path, data_dir: Path, memory_cap: int):
     process = subprocess.Popen([sys.executable, "-c", launcher], env=env, cwd=checkout, preexec_fn=cap)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.2)
+        wait_until_healthy(url, process)
         yield url, process
     finally:
         process.terminate()

@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+from live_service import wait_until_healthy
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -110,15 +111,7 @@ def served_measurements(model_dir: str, sizes: list[float], timeout_s: float) ->
     server = subprocess.Popen([sys.executable, "-c", launcher], env={**os.environ, "PYTHONPATH": str(REPO)})
     url, rows, health = f"http://127.0.0.1:{port}", [], []
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.5)
+        wait_until_healthy(url, server, seconds=120)
         for megapixels in sizes:
             body = cv2.imencode(".png", cv2.cvtColor(frame(megapixels), cv2.COLOR_RGB2BGR))[1].tobytes()
             largest = megapixels == max(sizes)

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from llm_grounding_magnetic_tile import QUESTIONS, kind_of
+from llm_grounding_magnetic_tile import QUESTIONS, explain_and_chat, kind_of
 
 from anomalens import api
 from anomalens.explanation.llm import LLMExplainer
@@ -82,35 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server {server.base_url} model {server.model}; {len(CASES)} findings", flush=True)
         for name, boxes, dark in CASES:
             findings = synthetic_findings(boxes, dark)
-            result = explainer.explain(findings)
-            turns, chat = [], []
-            for question in QUESTIONS:
-                turns.append({"role": "user", "content": question})
-                answer = chatter.chat(turns, findings)
-                turns.append({"role": "assistant", "content": answer.text})
-                chat.append(
-                    {
-                        "question": question,
-                        "answer": answer.text,
-                        "source": answer.source,
-                        "reason": answer.reason,
-                        "rejected": answer.rejected,
-                    }
-                )
-            records.append(
-                {
-                    "case": name,
-                    "first_rejected": bool(result.problems and result.problems[0]),
-                    "explain_source": result.source,
-                    "attempts": result.attempts,
-                    "problems": result.problems,
-                    "reason": result.reason,
-                    "chat": chat,
-                }
-            )
+            result, figures = explain_and_chat(explainer, chatter, findings)
+            records.append({"case": name, **figures})
             print(
                 f"[{name}] explanation {result.source} after {result.attempts} attempt(s); chat "
-                + ", ".join(turn["source"] for turn in chat),
+                + ", ".join(turn["source"] for turn in figures["chat"]),
                 flush=True,
             )
     turns = [turn for record in records for turn in record["chat"]]

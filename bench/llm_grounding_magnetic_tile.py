@@ -29,6 +29,7 @@ from anomalens.data import mvtec_samples, read_image
 from anomalens.explanation.llm import LLMExplainer
 from anomalens.explanation.llm.local_server import LocalLlamaServer
 from anomalens.models import load_detector
+from anomalens.results.record import InspectionRecord, LLMExplanationResult
 
 QUESTIONS = ("Is there any anomaly in the image?", "Where is it?", "How many are there?")
 # what a rejection was about, by the wording of the grounding check's problems (first match wins)
@@ -44,6 +45,37 @@ PROBLEM_KINDS = (
     ("defect type", ("defect_type",)),
     ("description", ("description",)),
 )
+
+
+def explain_and_chat(
+    explainer: LLMExplainer, chatter: LLMExplainer, findings: InspectionRecord
+) -> tuple[LLMExplanationResult, dict]:
+    """The LLM's explanation of ``findings`` and a chat of :data:`QUESTIONS` about them: the result, and what a
+    record of the bench keeps of both."""
+    result = explainer.explain(findings)
+    turns, chat = [], []
+    for question in QUESTIONS:
+        turns.append({"role": "user", "content": question})
+        answer = chatter.chat(turns, findings)
+        turns.append({"role": "assistant", "content": answer.text})
+        chat.append(
+            {
+                "question": question,
+                "answer": answer.text,
+                "source": answer.source,
+                "reason": answer.reason,
+                "rejected": answer.rejected,
+            }
+        )
+    figures = {
+        "first_rejected": bool(result.problems and result.problems[0]),
+        "explain_source": result.source,
+        "attempts": result.attempts,
+        "problems": result.problems,
+        "reason": result.reason,
+        "chat": chat,
+    }
+    return result, figures
 
 
 def kind_of(problem: str) -> str:
@@ -126,33 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         for i, sample in enumerate(samples):
             image = read_image(sample.path)
             findings = api.inspection_record(sample.path, image, detector.predict(image), 0.0)
-            result = explainer.explain(findings)
-            turns, chat = [], []
-            for question in QUESTIONS:
-                turns.append({"role": "user", "content": question})
-                answer = chatter.chat(turns, findings)
-                turns.append({"role": "assistant", "content": answer.text})
-                chat.append(
-                    {
-                        "question": question,
-                        "answer": answer.text,
-                        "source": answer.source,
-                        "reason": answer.reason,
-                        "rejected": answer.rejected,
-                    }
-                )
+            result, figures = explain_and_chat(explainer, chatter, findings)
             records.append(
                 {
                     "image": str(sample.path),
                     "type": sample.defect_type,
                     "anomalous": findings.anomalous,
                     "count": findings.region_count,
-                    "first_rejected": bool(result.problems and result.problems[0]),
-                    "explain_source": result.source,
-                    "attempts": result.attempts,
-                    "problems": result.problems,
-                    "reason": result.reason,
-                    "chat": chat,
+                    **figures,
                 }
             )
             key = "anomalous" if findings.anomalous else "normal"
@@ -161,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     "image": str(sample.path),
                     "findings": findings.to_dict(),
                     "explanation": result.model_dump(),
-                    "chat": chat,
+                    "chat": figures["chat"],
                 }
             if (i + 1) % 10 == 0:
                 print(f"  {i + 1}/{len(samples)} in {time.perf_counter() - start:.0f} s", flush=True)

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from live_service import wait_until_healthy
 
 import anomalens
 
@@ -74,17 +75,7 @@ class Service:
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "ANOMALENS_API_KEY": KEY}
         self.process = subprocess.Popen([sys.executable, "-c", launcher], env=env, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 300
-        while not self._healthy():
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.2)
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
+        wait_until_healthy(self.url, self.process)
 
     def stored(self) -> int:
         return httpx.get(f"{self.url}/health", timeout=30).json()["stored_results"]

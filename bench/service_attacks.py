@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the bo
 # the format samples and the /health poller are those of the benches beside this one
 from decode_bomb import format_samples  # noqa: E402
 from inspect_sizes import poll_health  # noqa: E402
+from live_service import wait_until_healthy  # noqa: E402
 
 from image_bombs import zero_png  # noqa: E402
 
@@ -401,16 +402,12 @@ def start_server(model_dir: str, checkout: Path, data_dir: Path, memory_bytes: i
         [sys.executable, "-m", "anomalens.cli.main", *argv], cwd=checkout, env=env, preexec_fn=_capped(memory_bytes)
     )
     server = Server(f"http://127.0.0.1:{port}", process, data_dir)
-    deadline = time.time() + 300
-    while True:
-        try:
-            if httpx.get(f"{server.url}/health").status_code == 200:
-                return server
-        except httpx.TransportError:
-            if process.poll() is not None or time.time() > deadline:
-                server.stop()
-                raise RuntimeError("the service did not start") from None
-            time.sleep(0.2)
+    try:
+        wait_until_healthy(server.url, process)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
 
 
 def _peak_rss_mib(pid: int) -> float:

@@ -30,6 +30,7 @@ import cv2
 import httpx
 import numpy as np
 import tifffile
+from live_service import wait_until_healthy
 
 KEY = "bench-key"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -55,16 +56,7 @@ def served(model_dir: str, data_dir: Path, database_url: str | None):
     process = subprocess.Popen([sys.executable, "-c", launcher], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.2)
+        wait_until_healthy(url, process)
         yield url
     finally:
         process.terminate()

@@ -5,10 +5,13 @@ Everything here is small on purpose (64-160 px images) so that the detector test
 
 from __future__ import annotations
 
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -226,3 +229,18 @@ def build_record(
         "explanation": {"text": text, "source": "offline"},
     }
     return InspectionRecord.model_validate({**values, **fields})
+
+
+def wait_for_service(url: str, process: subprocess.Popen, seconds: float = 60.0) -> None:
+    """Return once the service started as ``process`` answers ``/health`` at ``url``; fail if it ends or takes
+    longer than ``seconds``."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"the service at {url} did not start")
+        time.sleep(0.1)

@@ -29,6 +29,7 @@ from anomalens.extras import EXTRA_OF_MODULE, MissingExtraError, requires_extra
 from anomalens.models import PatchCore, load_detector
 from anomalens.models.base import BaseDetector
 from anomalens.models.onnx_runtime import export_onnx
+from conftest import wait_for_service
 
 FAST = {"image_size": 64, "min_bank_size": 256, "augment_below": 4}
 METRIC_KEYS = {
@@ -428,11 +429,7 @@ def test_serve_stops_within_its_shutdown_timeout_though_a_request_is_stuck(stop,
         command = [sys.executable, "-m", "anomalens.cli.main", "serve", str(model), *options]
         server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE)
         try:
-            for _ in range(600):
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/health").status_code == 200:
-                        break
-                time.sleep(0.1)
+            wait_for_service(url, server)
 
             def inspect() -> None:
                 with contextlib.suppress(httpx.HTTPError):  # answered 500 or cut off when the server stops

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ pytest.importorskip("schemathesis")
 from anomalens.data import read_image  # noqa: E402
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.models import PatchCore  # noqa: E402
+from conftest import wait_for_service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "contract-key"
@@ -37,12 +37,7 @@ def live_service(tmp_path_factory, demo_data):
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_for_service(url, process)
         tile = next((demo_data / "magnetic_tile" / "test" / "blowhole").glob("*.jpg"))
         stored = httpx.post(
             f"{url}/inspect", files={"file": (tile.name, tile.read_bytes())}, headers={"X-API-Key": KEY}, timeout=120

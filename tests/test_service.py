@@ -38,7 +38,7 @@ from anomalens.service import ServiceSettings, create_app  # noqa: E402
 from anomalens.service.dependencies import get_explainer  # noqa: E402
 from anomalens.service.export import to_csv  # noqa: E402
 from anomalens.service.schemas import StoredResult  # noqa: E402
-from conftest import build_record  # noqa: E402
+from conftest import build_record, wait_for_service  # noqa: E402
 from image_bombs import zero_png  # noqa: E402
 
 # Fitted on 8 of the shipped magnetic-tile images at the default calibration: the good test tile stays below the
@@ -502,12 +502,7 @@ def test_anomalens_serve_runs_the_service(model_dir, tmp_path, images):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_for_service(url, process)
         result = httpx.post(
             f"{url}/inspect", files={"file": ("spot.jpg", images["spot"])}, headers={"X-API-Key": KEY}, timeout=60
         )
