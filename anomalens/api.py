@@ -25,7 +25,9 @@ from anomalens.data import (
 )
 from anomalens.data.datasets import Sample
 from anomalens.explanation import explain
-from anomalens.models import BaseDetector, create_detector
+from anomalens.learning import LearnReport
+from anomalens.models import BaseDetector, create_detector, load_detector
+from anomalens.models.versions import ModelVersions
 from anomalens.postprocessing.findings import extract_findings
 from anomalens.progress import track
 from anomalens.results.record import Classification, ExplanationRecord, InspectionRecord
@@ -202,3 +204,32 @@ def inspect(
     if directory is not None:
         directory.finish(run)
     return run
+
+
+def learn(
+    model_dir: str | Path, images: Sequence[str | Path], by: str, force: bool = False, **guards: float
+) -> LearnReport:
+    """Teach the model in ``model_dir`` that ``images`` (files or folders) are normal, and save the result as a
+    new version (cause "learn") when anything was learned. ``guards`` are ``max_mark_ratio`` and
+    ``max_threshold_rise`` (see :mod:`anomalens.learning.learn`)."""
+    from anomalens.learning import learn_normal_images
+
+    detector = load_detector(model_dir)
+    named = [(Path(path).name, read_image(path)) for path in collect_images(images)]
+    report = learn_normal_images(detector, named, by, force, **guards)
+    if report.learned:
+        ids = ", ".join(str(mark.mark) for mark in report.learned)
+        note = f"learned {len(report.learned)} image(s) as normal (marks {ids})"
+        report.version = ModelVersions(model_dir).add(detector, "learn", by, note).version
+    return report
+
+
+def forget(model_dir: str | Path, marks: Sequence[int], by: str, **guards: float) -> LearnReport:
+    """Undo learned marks of the model in ``model_dir``, saved as a new version (cause "undo")."""
+    from anomalens.learning import forget_marks
+
+    detector = load_detector(model_dir)
+    report = forget_marks(detector, marks, **guards)
+    note = f"undid marks {', '.join(str(mark) for mark in report.forgotten)}"
+    report.version = ModelVersions(model_dir).add(detector, "undo", by, note).version
+    return report

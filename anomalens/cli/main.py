@@ -13,10 +13,36 @@ import logging
 import os
 import sys
 
-from anomalens.cli import chat, classify, demo, evaluate, fit, fit_many, models, predict, report, serve, simulate
+from anomalens.cli import (
+    chat,
+    classify,
+    demo,
+    evaluate,
+    fit,
+    fit_many,
+    learn,
+    models,
+    predict,
+    report,
+    serve,
+    simulate,
+)
 from anomalens.cli.arguments import add_stop_on_error_option
 
-COMMANDS = (fit, predict, evaluate, simulate, chat, classify, serve, report, fit_many, models, demo)  # order of --help
+COMMANDS = (
+    fit,
+    predict,
+    evaluate,
+    simulate,
+    chat,
+    classify,
+    serve,
+    report,
+    fit_many,
+    models,
+    learn,
+    demo,
+)  # order of --help
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 MANIFEST_FILE = "versions.json"
 VERSIONS_DIR = "versions"
-Cause = Literal["fit", "learn", "recalibrate", "rollback"]
+Cause = Literal["fit", "learn", "undo", "recalibrate", "rollback"]
 # who made a plain model directory's version 1 is not recorded anywhere
 UNKNOWN_AUTHOR = "unknown"
 
@@ -50,6 +50,7 @@ class ModelVersion(BaseModel):
     cause: Cause
     by: str = Field(description="who or what made it: a command such as 'anomalens fit', or a user name")
     files: int = Field(description="the version whose files it uses: itself, or the restored one for a rollback")
+    note: str | None = Field(default=None, description="what changed, in words (e.g. which marks were learned)")
     expected: dict[str, float | int] = Field(
         default_factory=dict, description="the thresholds' expected rates (Thresholds.expected)"
     )
@@ -117,7 +118,7 @@ class ModelVersions:
             return self.directory
         return self.directory / VERSIONS_DIR / str(entry.files)
 
-    def add(self, detector: BaseDetector, cause: Cause, by: str) -> ModelVersion:
+    def add(self, detector: BaseDetector, cause: Cause, by: str, note: str | None = None) -> ModelVersion:
         """Write ``detector`` as a new version (its parent the current one) and make it current."""
         assert detector.thresholds_ is not None
         manifest = self._versioned() if (self.directory / CONFIG_FILE).is_file() else Manifest(current=0, versions=[])
@@ -134,6 +135,7 @@ class ModelVersions:
             by=by,
             files=number,
             expected=detector.thresholds_.expected,
+            note=note,
         )
         self._publish(Manifest(current=number, versions=[*manifest.versions, entry]))
         return entry

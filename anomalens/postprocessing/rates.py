@@ -20,7 +20,8 @@ def exceedance_upper_bound(exceedances: int, n: int, confidence: float = BOUND_C
 def expected_rates(image_threshold: float, details: dict[str, Any]) -> dict[str, float]:
     """The rates at ``image_threshold`` from the calibration ``details`` of a model's thresholds (empty where
     they hold no calibration scores)."""
-    normals = np.asarray(details.get("normal_scores", []), dtype=np.float64)
+    # images an operator declared normal after the fit count as normals too
+    normals = np.asarray(details.get("normal_scores", []) + details.get("learned_normal_scores", []), np.float64)
     expected: dict[str, float] = {}
     if normals.size:
         flagged = int((normals >= image_threshold).sum())

@@ -168,5 +168,52 @@ def thresholds_from_simulation(
     )
 
 
+def recheck_image_threshold(
+    thresholds: Thresholds, learned_normal_scores: Sequence[float], max_rise: float
+) -> Thresholds:
+    """The image threshold chosen again with the scores of images an operator declared normal (false alarms,
+    scored before they were learned, so held out like the fit's normals) beside the calibration's normals.
+
+    The same rule as at fit time (the false-alarm bound, and the balanced cut against the simulated defects where
+    the model has them), never more than ``max_rise`` (a fraction) above the threshold the fit chose, so that no
+    set of marks, whoever made them, can loosen the model beyond that. The pixel threshold is kept, capped at
+    the image threshold as at fit time. With no learned scores the fit's thresholds come back unchanged.
+    """
+    details = thresholds.details
+    fitted = float(details.get("fitted_image_threshold", thresholds.image))
+    fitted_pixel = float(details.get("fitted_pixel_threshold", thresholds.pixel))
+    base = {key: value for key, value in details.items() if key not in _RECHECK_KEYS}
+    normals = np.concatenate([np.asarray(details["normal_scores"], np.float64), learned_normal_scores])
+    simulated = np.asarray(details.get("simulated_scores", []), dtype=np.float64)
+    image = fitted
+    if len(learned_normal_scores):
+        image = false_alarm_threshold(normals, float(details.get("max_false_alarm_rate", DEFAULT_MAX_FALSE_ALARM_RATE)))
+        if simulated.size:
+            image = max(image, best_balanced_threshold(normals, simulated))
+        # marks of normal images never make the model stricter than the fit (stored scores are rounded)
+        image = max(image, fitted)
+        base |= {
+            "fitted_image_threshold": fitted,
+            "fitted_pixel_threshold": fitted_pixel,
+            "learned_normal_scores": _rounded(np.asarray(learned_normal_scores, dtype=np.float64)),
+            "max_threshold_rise": max_rise,
+            "threshold_rise_capped": bool(image > fitted * (1.0 + max_rise)),
+        }
+    capped = min(image, fitted * (1.0 + max_rise))
+    if simulated.size:
+        base["simulated_detected"] = float((simulated >= capped).mean())
+        base["normal_passed"] = float((normals < capped).mean())
+    return Thresholds(capped, min(fitted_pixel, capped), thresholds.method, base)
+
+
+_RECHECK_KEYS = (
+    "fitted_image_threshold",
+    "fitted_pixel_threshold",
+    "learned_normal_scores",
+    "max_threshold_rise",
+    "threshold_rise_capped",
+)
+
+
 def _rounded(values: np.ndarray) -> list[float]:
     return [round(float(v), 6) for v in values]

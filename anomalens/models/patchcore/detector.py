@@ -16,10 +16,10 @@ import torch
 
 from anomalens.data.scale import DEFAULT_PIXEL_BUDGET
 from anomalens.models.backbones import build_feature_extractor
-from anomalens.models.base import BaseDetector, View
+from anomalens.models.base import BaseDetector, View, flush_denormals
 from anomalens.models.calibration import calibrate
 from anomalens.models.patchcore.coreset import greedy_coreset
-from anomalens.models.patchcore.torch_model import PatchCoreModel
+from anomalens.models.patchcore.torch_model import PatchCoreModel, nearest_distances
 from anomalens.progress import track
 from anomalens.types import Thresholds
 
@@ -57,6 +57,8 @@ class PatchCore(BaseDetector):
     max_false_alarm_rate: the largest share of normal images the automatic threshold may flag, bounded on the
         held-out normals (see ``postprocessing/thresholds.py``).
     calibration_images: at most this many normal images are scored (leave-one-out) to set thresholds.
+    max_learned_patches: at most this many patches of one image declared normal after the fit (``learn_normal``)
+        join the bank; more are thinned by the same greedy coreset as the fit's.
     calibration: "simulated" sets thresholds between those normal scores and scores of up to
         ``simulated_images`` of the same images with simulated defects (``simulated_per_image`` each, kinds
         cycled), never below the false-alarm bound; "normal" uses the false-alarm bound alone.
@@ -87,6 +89,7 @@ class PatchCore(BaseDetector):
         pixel_budget: int = DEFAULT_PIXEL_BUDGET,
         score_top_fraction: float = 0.05,
         batch_size: int = 8,
+        max_learned_patches: int = 1024,
         seed: int = 0,
         progress: bool = False,
         device: str = "auto",
@@ -117,7 +120,10 @@ class PatchCore(BaseDetector):
         self.calibration = calibration
         self.simulated_images = simulated_images
         self.simulated_per_image = simulated_per_image
+        self.max_learned_patches = max_learned_patches
         self.model_: PatchCoreModel | None = None
+        # which mark taught each bank row: 0 for the fit's patches (see learn_normal)
+        self.bank_marks_: torch.Tensor | None = None
         self.info_: dict[str, Any] = {}
 
     def _build_model(self) -> PatchCoreModel:
@@ -159,6 +165,7 @@ class PatchCore(BaseDetector):
         chosen = self._choose_bank(patches)
         bank_size = len(chosen)
         self.model_.set_memory_bank(patches[chosen])
+        self.bank_marks_ = torch.zeros(bank_size, dtype=torch.int32)
         self.thresholds_ = self._calibrate(views, embeddings, groups, patch_groups[chosen])
         self.info_ = {
             "n_images": n_images,
@@ -248,6 +255,47 @@ class PatchCore(BaseDetector):
             simulated_units=self.simulated_images,
         )
 
+    # -- learning from operators ----------------------------------------------------------------------------
+    def learn_normal(self, image: np.ndarray, mark: int) -> int:
+        """Teach the bank that ``image`` is normal: its patches that no bank patch covers (nearest distance at or
+        above the pixel threshold) join the bank, tagged with ``mark`` (a positive id) so that ``forget`` can
+        take them out again. Every patch of the image then scores below the pixel threshold, so the image and
+        near-duplicates of it pass. Returns how many patches joined. Thresholds are the caller's to re-check
+        (``anomalens.learning``)."""
+        if mark < 1:
+            raise ValueError("mark ids start at 1 (0 tags the fit's own patches)")
+        self._check_fitted()
+        assert self.model_ is not None and self.thresholds_ is not None
+        flush_denormals()
+        patches = self._embed_all([view.pixels for view in self._views(image)]).flatten(0, 2)
+        with torch.inference_mode():
+            distances = nearest_distances(patches, self.model_.memory_bank, self.model_.bank_norms)
+        uncovered = patches[distances >= self.thresholds_.pixel]
+        if len(uncovered) > self.max_learned_patches:
+            keep = greedy_coreset(uncovered, self.max_learned_patches, self.coreset_projection, self.seed + mark)
+            uncovered = uncovered[keep]
+        if len(uncovered):
+            self.model_.set_memory_bank(torch.cat([self.model_.memory_bank, uncovered.to(self.torch_device)]))
+            marks = torch.full((len(uncovered),), mark, dtype=torch.int32)
+            self.bank_marks_ = torch.cat([self._bank_marks(), marks])
+        return len(uncovered)
+
+    def forget(self, marks: Iterable[int]) -> int:
+        """Take the patches that ``marks`` taught out of the bank again; returns how many left it."""
+        assert self.model_ is not None
+        taught = torch.isin(self._bank_marks(), torch.tensor(sorted(set(marks)), dtype=torch.int32))
+        if taught.any():
+            keep = ~taught
+            self.model_.set_memory_bank(self.model_.memory_bank[keep.to(self.model_.memory_bank.device)])
+            self.bank_marks_ = self._bank_marks()[keep]
+        return int(taught.sum())
+
+    def _bank_marks(self) -> torch.Tensor:
+        assert self.model_ is not None
+        if self.bank_marks_ is None:
+            self.bank_marks_ = torch.zeros(len(self.model_.memory_bank), dtype=torch.int32)
+        return self.bank_marks_
+
     # -- inference and persistence -----------------------------------------------------------------------
     def _score_views(self, batch: torch.Tensor) -> torch.Tensor:
         assert self.model_ is not None
@@ -260,11 +308,12 @@ class PatchCore(BaseDetector):
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         assert self.model_ is not None
-        return {"memory_bank": self.model_.memory_bank}
+        return {"memory_bank": self.model_.memory_bank, "bank_marks": self._bank_marks()}
 
     def _load_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         self.model_ = self._build_model()
         self.model_.set_memory_bank(tensors["memory_bank"].to(self.torch_device))
+        self.bank_marks_ = tensors.get("bank_marks")  # absent from models saved before learning existed
         self.info_ = info
 
     def _info(self) -> dict[str, Any]:
