@@ -1,8 +1,11 @@
 """Teach a fitted model that some images are normal, and take such lessons back.
 
-PatchCore learns at once (``PatchCore.learn_normal`` adds the patches its bank did not cover). Then the image
-threshold is re-checked with the learned images' held-out scores beside the calibration's normals
-(``recheck_image_threshold``), never rising more than ``max_threshold_rise`` above the fit's.
+PatchCore learns at once (``PatchCore.learn_normal`` learns the patches its banks did not cover, each bound to its
+place in the image). Then the image threshold is re-checked with the learned images' scores beside the
+calibration's normals (``recheck_image_threshold``): it rises only where a learned image still scores above it,
+and never more than ``max_threshold_rise`` above the fit's. Raising it for every false alarm instead (with the
+images' scores from before they were learned) cost detection on the suite's validation halves
+(bench/results/feedback_learning.md).
 
 Guard rail: an image scoring more than ``max_mark_ratio`` times the image threshold is refused, because false
 alarms sit just above the threshold while real defects mostly score far beyond it; learning one would teach the
@@ -78,10 +81,10 @@ def learn_normal_images(
         mark = Mark(mark=next_mark, image=name, by=by, at=at, score=score, threshold=before.image, patches=patches)
         learned.append((mark, image))
         next_mark += 1
-    marks += [mark for mark, _ in learned]
-    _recheck(detector, marks, max_threshold_rise)
     for mark, image in learned:
         mark.score_after = detector.score_and_map(image)[0]
+    marks += [mark for mark, _ in learned]
+    _recheck(detector, marks, max_threshold_rise)
     store_marks(detector, marks, next_mark)
     return _report(before.image, detector, learned=[mark for mark, _ in learned], refused=refused)
 
@@ -109,7 +112,9 @@ def forget_marks(
 def _recheck(detector: BaseDetector, marks: list[Mark], max_threshold_rise: float) -> None:
     assert detector.thresholds_ is not None
     detector.thresholds_ = recheck_image_threshold(
-        detector.thresholds_, [mark.score for mark in marks], max_threshold_rise
+        detector.thresholds_,
+        [mark.score if mark.score_after is None else mark.score_after for mark in marks],
+        max_threshold_rise,
     )
 
 

@@ -77,6 +77,14 @@ class View:
 
     tile: Tile
     pixels: np.ndarray  # float32 HxWx3 at the network input size
+    frame: tuple[int, int]  # height and width of the image the view was cut from
+
+    def patch_positions(self, rows: int, cols: int) -> torch.Tensor:
+        """[rows*cols, 2] centres of a rows x cols grid over the view, as (y, x) fractions of the whole image."""
+        ys = self.tile.y0 + (torch.arange(rows, dtype=torch.float32) + 0.5) * self.tile.height / rows
+        xs = self.tile.x0 + (torch.arange(cols, dtype=torch.float32) + 0.5) * self.tile.width / cols
+        grid = torch.stack(torch.meshgrid(ys / self.frame[0], xs / self.frame[1], indexing="ij"), dim=-1)
+        return grid.reshape(-1, 2)
 
 
 class BaseDetector(ABC):
@@ -172,7 +180,11 @@ class BaseDetector(ABC):
         )
         size = (scale.image_size, scale.image_size)
         return [
-            View(t, cv2.resize(image[t.y0 : t.y1, t.x0 : t.x1], size[::-1], interpolation=cv2.INTER_AREA))
+            View(
+                t,
+                cv2.resize(image[t.y0 : t.y1, t.x0 : t.x1], size[::-1], interpolation=cv2.INTER_AREA),
+                (height, width),
+            )
             for t in tiles
         ]
 
@@ -218,7 +230,7 @@ class BaseDetector(ABC):
                     maps.append(self.onnx_scorer_(pixels))
                     continue
                 with torch.autocast("cuda", dtype=torch.float16, enabled=self.half_precision_):
-                    maps.append(self._score_views(pixels.to(self.torch_device)).float().cpu())
+                    maps.append(self._score_view_batch(pixels.to(self.torch_device), batch).float().cpu())
         all_maps = torch.cat(maps)
         results, start = [], 0
         for image, image_views in zip(images, views):
@@ -349,6 +361,11 @@ class BaseDetector(ABC):
     def _info(self) -> dict[str, Any]:
         """Learned facts worth keeping in JSON beside the tensors (counts, timings)."""
         return {}
+
+    def _score_view_batch(self, batch: torch.Tensor, views: Sequence[View]) -> torch.Tensor:
+        """``_score_views`` for a detector whose maps also depend on where each view lies in its image (PatchCore
+        with learned marks); the pixels alone by default."""
+        return self._score_views(batch)
 
     # -- what each detector implements ----------------------------------------------------------------------
     @abstractmethod

@@ -171,13 +171,13 @@ def thresholds_from_simulation(
 def recheck_image_threshold(
     thresholds: Thresholds, learned_normal_scores: Sequence[float], max_rise: float
 ) -> Thresholds:
-    """The image threshold chosen again with the scores of images an operator declared normal (false alarms,
-    scored before they were learned, so held out like the fit's normals) beside the calibration's normals.
+    """The image threshold chosen again with the scores of images an operator declared normal (once learned)
+    beside the calibration's normals.
 
     The same rule as at fit time (the false-alarm bound, and the balanced cut against the simulated defects where
-    the model has them), never more than ``max_rise`` (a fraction) above the threshold the fit chose, so that no
-    set of marks, whoever made them, can loosen the model beyond that. The pixel threshold is kept, capped at
-    the image threshold as at fit time. With no learned scores the fit's thresholds come back unchanged.
+    the model has them), never below the fit's threshold and never more than ``max_rise`` (a fraction) above it,
+    so that no set of marks, whoever made them, can loosen the model beyond that. The pixel threshold is kept,
+    capped at the image threshold as at fit time. With no learned scores the fit's thresholds come back.
     """
     details = thresholds.details
     fitted = float(details.get("fitted_image_threshold", thresholds.image))

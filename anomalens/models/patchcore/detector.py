@@ -8,7 +8,7 @@ rotated copies of the shots, as the few-shot decoder of AnomalyGPT does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from anomalens.models.backbones import build_feature_extractor
 from anomalens.models.base import BaseDetector, View, flush_denormals
 from anomalens.models.calibration import calibrate
 from anomalens.models.patchcore.coreset import greedy_coreset
-from anomalens.models.patchcore.torch_model import PatchCoreModel, nearest_distances
+from anomalens.models.patchcore.torch_model import PatchCoreModel
 from anomalens.progress import track
 from anomalens.types import Thresholds
 
@@ -58,7 +58,9 @@ class PatchCore(BaseDetector):
         held-out normals (see ``postprocessing/thresholds.py``).
     calibration_images: at most this many normal images are scored (leave-one-out) to set thresholds.
     max_learned_patches: at most this many patches of one image declared normal after the fit (``learn_normal``)
-        join the bank; more are thinned by the same greedy coreset as the fit's.
+        are learned; more are thinned by the same greedy coreset as the fit's.
+    learned_reach: a learned patch covers patches within this fraction of the image's height and width of where
+        it was learned, so that a defect marked normal by mistake is still found elsewhere.
     calibration: "simulated" sets thresholds between those normal scores and scores of up to
         ``simulated_images`` of the same images with simulated defects (``simulated_per_image`` each, kinds
         cycled), never below the false-alarm bound; "normal" uses the false-alarm bound alone.
@@ -90,6 +92,7 @@ class PatchCore(BaseDetector):
         score_top_fraction: float = 0.05,
         batch_size: int = 8,
         max_learned_patches: int = 1024,
+        learned_reach: float = 0.1,
         seed: int = 0,
         progress: bool = False,
         device: str = "auto",
@@ -121,15 +124,18 @@ class PatchCore(BaseDetector):
         self.simulated_images = simulated_images
         self.simulated_per_image = simulated_per_image
         self.max_learned_patches = max_learned_patches
+        self.learned_reach = learned_reach
         self.model_: PatchCoreModel | None = None
-        # which mark taught each bank row: 0 for the fit's patches (see learn_normal)
-        self.bank_marks_: torch.Tensor | None = None
+        # the mark that taught each learned patch (see learn_normal)
+        self.learned_marks_ = torch.empty(0, dtype=torch.int32)
         self.info_: dict[str, Any] = {}
 
     def _build_model(self) -> PatchCoreModel:
         extractor = build_feature_extractor(self.backbone, self.layers)
         return (
-            PatchCoreModel(extractor, self.layers, self.input_size, self.neighbourhood, self.smoothing_sigma)
+            PatchCoreModel(
+                extractor, self.layers, self.input_size, self.neighbourhood, self.smoothing_sigma, self.learned_reach
+            )
             .eval()
             .to(self.torch_device)
         )
@@ -165,7 +171,6 @@ class PatchCore(BaseDetector):
         chosen = self._choose_bank(patches)
         bank_size = len(chosen)
         self.model_.set_memory_bank(patches[chosen])
-        self.bank_marks_ = torch.zeros(bank_size, dtype=torch.int32)
         self.thresholds_ = self._calibrate(views, embeddings, groups, patch_groups[chosen])
         self.info_ = {
             "n_images": n_images,
@@ -257,49 +262,59 @@ class PatchCore(BaseDetector):
 
     # -- learning from operators ----------------------------------------------------------------------------
     def learn_normal(self, image: np.ndarray, mark: int) -> int:
-        """Teach the bank that ``image`` is normal: its patches that no bank patch covers (nearest distance at or
-        above the pixel threshold) join the bank, tagged with ``mark`` (a positive id) so that ``forget`` can
-        take them out again. Every patch of the image then scores below the pixel threshold, so the image and
-        near-duplicates of it pass. Returns how many patches joined. Thresholds are the caller's to re-check
-        (``anomalens.learning``)."""
+        """Teach the model that ``image`` is normal: its patches that the banks do not cover (nearest distance at
+        or above the pixel threshold) are learned, tagged with ``mark`` (a positive id) so that ``forget`` can
+        take them out again, each with its place in the image. Every patch of the image then scores below the
+        pixel threshold, so the image and near-duplicates of it pass; a learned patch counts only within
+        ``learned_reach`` of its place, so a defect learned by mistake is still found elsewhere. Returns how many
+        patches were learned. Thresholds are the caller's to re-check (``anomalens.learning``)."""
         if mark < 1:
-            raise ValueError("mark ids start at 1 (0 tags the fit's own patches)")
+            raise ValueError("mark ids are positive")
         self._check_fitted()
         assert self.model_ is not None and self.thresholds_ is not None
         flush_denormals()
-        patches = self._embed_all([view.pixels for view in self._views(image)]).flatten(0, 2)
+        views = self._views(image)
+        grid = self._embed_all([view.pixels for view in views])  # [V, h, w, D]
+        patches = grid.flatten(0, 2)
+        positions = torch.cat([view.patch_positions(grid.shape[1], grid.shape[2]) for view in views])
         with torch.inference_mode():
-            distances = nearest_distances(patches, self.model_.memory_bank, self.model_.bank_norms)
-        uncovered = patches[distances >= self.thresholds_.pixel]
+            distances = self.model_.patch_scores(grid.permute(0, 3, 1, 2), positions=positions).flatten()
+        uncovered = torch.nonzero(distances >= self.thresholds_.pixel).flatten()
         if len(uncovered) > self.max_learned_patches:
-            keep = greedy_coreset(uncovered, self.max_learned_patches, self.coreset_projection, self.seed + mark)
+            keep = greedy_coreset(patches[uncovered], self.max_learned_patches, self.coreset_projection, self.seed)
             uncovered = uncovered[keep]
         if len(uncovered):
-            self.model_.set_memory_bank(torch.cat([self.model_.memory_bank, uncovered.to(self.torch_device)]))
-            marks = torch.full((len(uncovered),), mark, dtype=torch.int32)
-            self.bank_marks_ = torch.cat([self._bank_marks(), marks])
+            self.model_.set_learned_bank(
+                torch.cat([self.model_.learned_bank, patches[uncovered]]),
+                torch.cat([self.model_.learned_positions, positions[uncovered].to(self.torch_device)]),
+            )
+            self.learned_marks_ = torch.cat(
+                [self.learned_marks_, torch.full((len(uncovered),), mark, dtype=torch.int32)]
+            )
         return len(uncovered)
 
     def forget(self, marks: Iterable[int]) -> int:
-        """Take the patches that ``marks`` taught out of the bank again; returns how many left it."""
+        """Take the patches that ``marks`` taught out again; returns how many were taken out."""
         assert self.model_ is not None
-        taught = torch.isin(self._bank_marks(), torch.tensor(sorted(set(marks)), dtype=torch.int32))
+        taught = torch.isin(self.learned_marks_, torch.tensor(sorted(set(marks)), dtype=torch.int32))
         if taught.any():
-            keep = ~taught
-            self.model_.set_memory_bank(self.model_.memory_bank[keep.to(self.model_.memory_bank.device)])
-            self.bank_marks_ = self._bank_marks()[keep]
+            keep = (~taught).to(self.model_.learned_bank.device)
+            self.model_.set_learned_bank(self.model_.learned_bank[keep], self.model_.learned_positions[keep])
+            self.learned_marks_ = self.learned_marks_[~taught]
         return int(taught.sum())
-
-    def _bank_marks(self) -> torch.Tensor:
-        assert self.model_ is not None
-        if self.bank_marks_ is None:
-            self.bank_marks_ = torch.zeros(len(self.model_.memory_bank), dtype=torch.int32)
-        return self.bank_marks_
 
     # -- inference and persistence -----------------------------------------------------------------------
     def _score_views(self, batch: torch.Tensor) -> torch.Tensor:
         assert self.model_ is not None
         return self.model_(batch)
+
+    def _score_view_batch(self, batch: torch.Tensor, views: Sequence[View]) -> torch.Tensor:
+        assert self.model_ is not None
+        if not len(self.model_.learned_bank):
+            return self.model_(batch)
+        embeddings = self.model_.embed(batch)
+        positions = torch.cat([view.patch_positions(*embeddings.shape[-2:]) for view in views])
+        return self.model_.smoother(self.model_.patch_scores(embeddings, positions=positions))
 
     def _check_fitted(self) -> None:
         super()._check_fitted()
@@ -308,12 +323,21 @@ class PatchCore(BaseDetector):
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         assert self.model_ is not None
-        return {"memory_bank": self.model_.memory_bank, "bank_marks": self._bank_marks()}
+        return {
+            "memory_bank": self.model_.memory_bank,
+            "learned_bank": self.model_.learned_bank,
+            "learned_positions": self.model_.learned_positions,
+            "learned_marks": self.learned_marks_,
+        }
 
     def _load_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         self.model_ = self._build_model()
         self.model_.set_memory_bank(tensors["memory_bank"].to(self.torch_device))
-        self.bank_marks_ = tensors.get("bank_marks")  # absent from models saved before learning existed
+        if "learned_bank" in tensors:  # absent from models saved before learning existed
+            self.model_.set_learned_bank(
+                tensors["learned_bank"].to(self.torch_device), tensors["learned_positions"].to(self.torch_device)
+            )
+            self.learned_marks_ = tensors["learned_marks"]
         self.info_ = info
 
     def _info(self) -> dict[str, Any]:

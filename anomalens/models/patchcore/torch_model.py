@@ -6,6 +6,8 @@ of it means export and tests can use the network alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,32 +18,49 @@ from anomalens.models.backbones import FeatureExtractor
 QUERY_CHUNK = 1024
 
 
+# added to a squared distance, it rules a bank row out without overflowing the sum
+FAR = torch.finfo(torch.float32).max / 4
+
+
 def nearest_distances(
     queries: torch.Tensor,
     bank: torch.Tensor,
     bank_norms: torch.Tensor | None = None,
     excluded: torch.Tensor | None = None,
+    out_of_reach: Callable[[slice], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Euclidean distance from each query row [Q, D] to its nearest bank row [M, D].
 
     ``excluded`` is an optional boolean [M] mask of bank rows to ignore (used for leave-one-out scoring of
-    training images). Queries are processed in chunks so memory stays bounded for large banks.
+    training images); ``out_of_reach(rows)`` an optional boolean [len(rows), M] mask of bank rows that the queries
+    ``rows`` may not use (learned patches far from the query's place). Queries are processed in chunks so memory
+    stays bounded for large banks; an empty bank leaves every distance infinite.
     """
+    out = torch.full((queries.shape[0],), float("inf"), dtype=torch.float32, device=queries.device)
+    if len(bank) == 0:
+        return out
     if bank_norms is None:
         bank_norms = (bank * bank).sum(dim=1)
-    penalty = None if excluded is None else excluded.to(queries.device).float() * torch.finfo(torch.float32).max / 4
-    out = torch.empty(queries.shape[0], dtype=torch.float32, device=queries.device)
+    penalty = None if excluded is None else excluded.to(queries.device).float() * FAR
     for start in range(0, queries.shape[0], QUERY_CHUNK):
-        chunk = queries[start : start + QUERY_CHUNK]
+        rows = slice(start, start + QUERY_CHUNK)
+        chunk = queries[rows]
         squared = (chunk * chunk).sum(dim=1, keepdim=True) - 2.0 * chunk @ bank.T + bank_norms
         if penalty is not None:
             squared = squared + penalty
-        out[start : start + QUERY_CHUNK] = squared.min(dim=1).values
+        if out_of_reach is not None:
+            squared = squared + out_of_reach(rows).float() * FAR
+        out[rows] = squared.min(dim=1).values
     return out.clamp_min(0).sqrt()
 
 
 class PatchCoreModel(nn.Module):
-    """Locally aware patch features from a frozen backbone, scored by distance to a memory bank of normals."""
+    """Locally aware patch features from a frozen backbone, scored by distance to a memory bank of normals.
+
+    Besides the fit's bank it keeps a bank of learned patches (from images an operator declared normal), each
+    with its place in its image; a learned patch counts only for query patches within ``learned_reach`` (a
+    fraction of the image's height and width) of that place.
+    """
 
     def __init__(
         self,
@@ -50,14 +69,19 @@ class PatchCoreModel(nn.Module):
         image_size: int,
         neighbourhood: int = 3,
         smoothing_sigma: float = 4.0,
+        learned_reach: float = 0.1,
     ):
         super().__init__()
         self.extractor = extractor
         self.layers = tuple(layers)
         self.neighbourhood = neighbourhood
+        self.learned_reach = learned_reach
         self.smoother = MapSmoother(image_size, smoothing_sigma)
         self.register_buffer("memory_bank", torch.empty(0, self.embedding_dim))
         self.register_buffer("bank_norms", torch.empty(0))
+        self.register_buffer("learned_bank", torch.empty(0, self.embedding_dim))
+        self.register_buffer("learned_norms", torch.empty(0))
+        self.register_buffer("learned_positions", torch.empty(0, 2))
 
     @property
     def embedding_dim(self) -> int:
@@ -88,13 +112,32 @@ class PatchCoreModel(nn.Module):
         self.memory_bank = bank.contiguous()
         self.bank_norms = (bank * bank).sum(dim=1)
 
-    def patch_scores(self, embeddings: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
-        """[B,D,h,w] embeddings -> [B,1,h,w] nearest-neighbour distances."""
+    def set_learned_bank(self, patches: torch.Tensor, positions: torch.Tensor) -> None:
+        self.learned_bank = patches.contiguous()
+        self.learned_norms = (patches * patches).sum(dim=1)
+        self.learned_positions = positions.contiguous()
+
+    def learned_distances(self, queries: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """[Q] distance of each query [Q, D] at ``positions`` [Q, 2] to the nearest learned patch within reach."""
+
+        def out_of_reach(rows: slice) -> torch.Tensor:
+            offsets = (positions[rows, None, :] - self.learned_positions[None, :, :]).abs()
+            return (offsets > self.learned_reach).any(dim=2)
+
+        return nearest_distances(queries, self.learned_bank, self.learned_norms, out_of_reach=out_of_reach)
+
+    def patch_scores(
+        self, embeddings: torch.Tensor, excluded: torch.Tensor | None = None, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B,D,h,w] embeddings -> [B,1,h,w] nearest-neighbour distances; with the patches' ``positions``
+        [B*h*w, 2] the learned patches within reach count too."""
         batch, dim, height, width = embeddings.shape
         queries = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)
         distances = nearest_distances(queries, self.memory_bank, self.bank_norms, excluded)
+        if positions is not None and len(self.learned_bank):
+            distances = torch.minimum(distances, self.learned_distances(queries, positions.to(queries.device)))
         return distances.view(batch, 1, height, width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,S,S] -> [B,S,S] smoothed anomaly maps."""
+        """[B,3,S,S] -> [B,S,S] smoothed anomaly maps, from the fit's bank alone."""
         return self.smoother(self.patch_scores(self.embed(images)))
