@@ -111,6 +111,8 @@ def test_a_false_alarm_is_learned_and_the_part_and_its_near_duplicate_pass_next_
         # the first result was judged by version 1, which is gone: judging it again teaches nothing
         stale = false_alarm(client, flagged)["learning"]
         assert stale["outcome"] == "not_learned" and "version 1" in stale["reason"] and stale["report"] is None
+        passed = false_alarm(client, again)["learning"]
+        assert passed["outcome"] == "not_learned" and passed["reason"].startswith("the model passed this image")
         assert len(versions(client)) == 2
     with service(models, tmp_path) as client:  # the learned version is the one a restarted service loads
         assert inspect(client, images["false_alarm"])["model_version"] == 2
