@@ -216,12 +216,7 @@ def learn(
 
     detector = load_detector(model_dir)
     named = [(Path(path).name, read_image(path)) for path in collect_images(images)]
-    report = learn_normal_images(detector, named, by, force, **guards)
-    if report.learned:
-        ids = ", ".join(str(mark.mark) for mark in report.learned)
-        note = f"learned {len(report.learned)} image(s) as normal (marks {ids})"
-        report.version = ModelVersions(model_dir).add(detector, "learn", by, note).version
-    return report
+    return save_change(model_dir, detector, learn_normal_images(detector, named, by, force, **guards), by)
 
 
 def forget(model_dir: str | Path, marks: Sequence[int], by: str, **guards: float) -> LearnReport:
@@ -229,7 +224,19 @@ def forget(model_dir: str | Path, marks: Sequence[int], by: str, **guards: float
     from anomalens.learning import forget_marks
 
     detector = load_detector(model_dir)
-    report = forget_marks(detector, marks, **guards)
-    note = f"undid marks {', '.join(str(mark) for mark in report.forgotten)}"
-    report.version = ModelVersions(model_dir).add(detector, "undo", by, note).version
+    return save_change(model_dir, detector, forget_marks(detector, marks, **guards), by)
+
+
+def save_change(model_dir: str | Path, detector: BaseDetector, report: LearnReport, by: str) -> LearnReport:
+    """Save ``detector``, changed as ``report`` says, as a new version of the model in ``model_dir`` (cause
+    "learn" or "undo", the marks in its note) and put the version in ``report``; nothing is saved when nothing
+    changed."""
+    if report.learned:
+        ids = ", ".join(str(mark.mark) for mark in report.learned)
+        cause, note = "learn", f"learned {len(report.learned)} image(s) as normal (marks {ids})"
+    elif report.forgotten:
+        cause, note = "undo", f"undid marks {', '.join(str(mark) for mark in report.forgotten)}"
+    else:
+        return report
+    report.version = ModelVersions(model_dir).add(detector, cause, by, note).version
     return report

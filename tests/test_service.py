@@ -656,7 +656,8 @@ def test_a_batch_reports_for_every_file_whether_it_was_stored(client, images):
 
 
 def test_the_same_feedback_sent_8_times_is_one_case_per_region_and_8_judgements(model_dir, tmp_path, images):
-    settings = settings_for(model_dir, tmp_path / "data")
+    # the module's tests share the model: its false alarm must not teach it (tests/test_service_learning.py)
+    settings = settings_for(model_dir, tmp_path / "data", learn_from_feedback=False)
     with TestClient(create_app(settings)) as client:
         result = upload(client, images["spot"], "spot.jpg").json()
         url = f"/results/{result['id']}/feedback"

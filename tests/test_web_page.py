@@ -115,6 +115,13 @@ def test_upload_see_the_result_ask_and_judge(service, browser, demo_data, shots)
     sync_api.expect(page.locator("#feedback-status")).to_have_text("saved: confirmed")
     stored = httpx.get(f"{service}/results/{result['id']}", headers={"X-API-Key": KEY}).json()
     assert stored["feedback_status"] == "confirmed"
+    # the blowhole scores just above the threshold, so the guard lets a false alarm teach the model
+    page.click("#feedback-form button[data-status=false_alarm]")
+    sync_api.expect(page.locator("#feedback-status")).to_have_text(
+        "saved: false_alarm; learned as mark 1 (model version 2)"
+    )
+    page.click("#feedback-form button[data-status=false_alarm]")  # judged by version 1, which is gone
+    sync_api.expect(page.locator("#feedback-status")).to_contain_text("saved: false_alarm; not learned: the result")
     turns = httpx.get(f"{service}/results/{result['id']}/chat", headers={"X-API-Key": KEY}).json()
     assert [t["content"] for t in turns if t["role"] == "user"] == ["Where is the anomaly?", "How severe is it?"]
     assert problems == []

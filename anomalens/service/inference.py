@@ -1,14 +1,16 @@
 """Uploaded bytes -> a result record and its PNG images, through ``anomalens.api.inspection_record``.
 
-The detector is loaded once and only read by requests; inspections are serialised by a lock, because one
-PatchCore forward pass already uses the cores given to it and interleaving two only adds contention. Each one
-is bounded in time (:meth:`Inspector.inspect`).
+The detector is loaded once and read by inspections; they are serialised by a lock, because one PatchCore forward
+pass already uses the cores given to it and interleaving two only adds contention. Each one is bounded in time
+(:meth:`Inspector.inspect`). What an operator teaches it changes it under the same lock
+(:meth:`Inspector.change_model`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ import numpy as np
 from anomalens import api
 from anomalens.data import ImageReadError, decode_image, encode_png, to_uint8_rgb
 from anomalens.data.scale import WorkingScale
+from anomalens.learning import LearnReport, Mark, active_marks
+from anomalens.learning.learn import CannotLearn
 from anomalens.models import BaseDetector, load_detector
 from anomalens.models.base import read_config
 from anomalens.models.versions import ModelVersion, ModelVersions
@@ -35,6 +39,10 @@ class BadImage(ValueError):
 
 class InspectionTimeout(RuntimeError):
     """An inspection did not finish within the service's time limit; the message says why (for a 503 answer)."""
+
+
+class StaleVersion(LookupError):
+    """A change meant for one version of a model, which is no longer its current one; the message says so."""
 
 
 @dataclass
@@ -81,6 +89,8 @@ class Inspector:
         self.settings = settings
         self.available = model_dirs(settings.model_dir)
         self._lock = threading.Lock()
+        # one change of the models at a time (switch, rollback, learn, undo); reentrant, as a change may switch
+        self._changes = threading.RLock()
         self.model_name, self.model_version, self.detector = self._load(next(iter(self.available)))
         self.taxonomy = None
         if settings.taxonomy_dir is not None:
@@ -113,18 +123,63 @@ class Inspector:
         a running inspection."""
         if name not in self.available:
             raise KeyError(name)
-        loaded = self._load(name)
-        with self._lock:
-            self.model_name, self.model_version, self.detector = loaded
+        with self._changes:
+            loaded = self._load(name)
+            with self._lock:
+                self.model_name, self.model_version, self.detector = loaded
 
     def rollback(self, name: str, version: int) -> ModelVersion:
         """Make ``version`` of the model ``name`` current again (a new version, cause "rollback"); the model is
         reloaded when it is the one that inspects. Raises KeyError for an unknown name, UnknownVersion for an
         unknown version."""
-        entry = ModelVersions(self.available[name]).rollback(version, by="anomalens service")
-        if name == self.model_name:
-            self.switch(name)
+        with self._changes:
+            entry = ModelVersions(self.available[name]).rollback(version, by="anomalens service")
+            if name == self.model_name:
+                self.switch(name)
         return entry
+
+    def marks(self, name: str) -> list[Mark]:
+        """The marks the current version of the model ``name`` has learned and not forgotten, oldest first."""
+        with self._changes:
+            versions = ModelVersions(self.available[name])
+            loaded = name == self.model_name and self.model_version == versions.current
+            return active_marks(self.detector if loaded else load_detector(versions.path_of(versions.current)))
+
+    def change_model(
+        self, name: str, change: Callable[[BaseDetector], LearnReport], by: str, judged_by: int | None = None
+    ) -> LearnReport:
+        """Change the current version of the model ``name`` with ``change`` (which changes the detector it is given
+        and reports what it did, as ``anomalens.learning`` does) and save it as a new version when it changed
+        (:func:`anomalens.api.save_change`). The model that inspects is changed under the inspection lock, so that
+        no inspection sees it half changed, and the results after it record the new version.
+
+        ``judged_by``: the version the change was asked for (a result's); :class:`StaleVersion` when the model
+        has another one now. ``change``'s own refusals (``CannotLearn``, ``LookupError``) come through as raised.
+        """
+        with self._changes:
+            versions = ModelVersions(self.available[name])
+            current = versions.current
+            if judged_by is not None and judged_by != current:
+                raise StaleVersion(
+                    f"the result was judged by version {judged_by} of {name!r}, which is at version {current} now"
+                )
+            if name != self.model_name:
+                detector = load_detector(versions.path_of(current))
+                return api.save_change(versions.directory, detector, change(detector), by)
+            if self.model_version != current:  # a new version made beside the service (anomalens learn)
+                self.switch(name)
+            with self._lock:
+                try:
+                    report = api.save_change(versions.directory, self.detector, change(self.detector), by)
+                except (CannotLearn, LookupError):
+                    raise  # refused before anything was changed
+                except Exception:
+                    # a change that failed half way must not stay in the detector that inspects
+                    self.detector = load_detector(versions.path_of(current))
+                    raise
+                if report.version is not None:
+                    self.model_version = report.version
+                return report
 
     def inspect(self, data: bytes, image_name: str) -> Inspected:
         """Inspect the upload within ``settings.request_timeout_s``, or raise :class:`InspectionTimeout`.

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
+from anomalens.learning import LearnReport
 from anomalens.postprocessing.drift import DriftAssessment
 from anomalens.results.record import InspectionRecord
 
@@ -138,6 +139,11 @@ class _Judgement(BaseModel):
     cause: str = Field(default="", max_length=2000)
     action: str = Field(default="", max_length=2000)
     note: str = Field(default="", max_length=2000)
+    operator: str | None = Field(
+        default=None,
+        max_length=128,
+        description="who judges: recorded with what a false alarm teaches the model (default 'service')",
+    )
 
 
 class Verdict(_Judgement):
@@ -159,13 +165,29 @@ class Correction(_Judgement):
 FeedbackRequest = Annotated[Verdict | Correction, Field(discriminator="status")]
 
 
+class Learning(BaseModel):
+    """What a false alarm taught the model that judged it: the image ``learned`` as normal (the report's marks,
+    each undone with ``DELETE /models/{model}/marks/{mark}``), ``refused`` by the guard (it scores like a real
+    defect), or ``not_learned`` (learning was not tried); ``reason`` says why for the last two."""
+
+    model: str
+    outcome: Literal["learned", "refused", "not_learned"]
+    reason: str | None = None
+    report: LearnReport | None = Field(
+        default=None,
+        description="what learning did: the marks, the refusal, the image threshold before and after and the new "
+        "version (none when learning was not tried)",
+    )
+
+
 class FeedbackReceipt(BaseModel):
     """The stored judgement's id and the defect-history cases it set (the same cases when a region is judged
-    again: a new judgement replaces the region's case)."""
+    again: a new judgement replaces the region's case); for a false alarm, what it taught the model."""
 
     feedback_id: int
     status: FeedbackStatus
     history_case_ids: list[int]
+    learning: Learning | None = Field(default=None, description="for a false alarm only")
 
 
 class FeedbackEntry(BaseModel):

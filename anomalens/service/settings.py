@@ -19,7 +19,8 @@ class ServiceSettings:
     by default an SQLite file in ``data_dir``. ``api_key`` (default: ``ANOMALENS_API_KEY``) guards every
     endpoint except ``/health`` and the web page itself, ``/metrics`` included unless ``metrics_open`` (for a
     scraper that cannot send the key). ``request_timeout_s`` bounds one inspection, waiting for the detector
-    included (see :meth:`anomalens.service.inference.Inspector.inspect`).
+    included (see :meth:`anomalens.service.inference.Inspector.inspect`). ``learn_from_feedback``: a false alarm
+    judged by a model's current version teaches that model the image as normal (see ``anomalens.service.learning``).
     """
 
     model_dir: Path
@@ -34,6 +35,7 @@ class ServiceSettings:
     taxonomy_dir: Path | None = None
     use_llm: bool = False
     metrics_open: bool = False
+    learn_from_feedback: bool = True
     station: str = field(default_factory=lambda: socket.gethostname())  # the host when settings are made
 
     @classmethod

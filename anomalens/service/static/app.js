@@ -95,6 +95,16 @@ async function ask(event) {
   }
 }
 
+// what a false alarm taught the model: "learned as mark N (version V)", or why not
+function learningText(learning) {
+  if (!learning) return "";
+  if (learning.outcome === "learned") {
+    const marks = learning.report.learned.map((mark) => mark.mark).join(", ");
+    return `; learned as mark ${marks} (model version ${learning.report.version})`;
+  }
+  return `; ${learning.outcome === "refused" ? "refused" : "not learned"}: ${learning.reason}`;
+}
+
 async function judge(status) {
   if (!current) return;
   const body = {status};
@@ -102,7 +112,7 @@ async function judge(status) {
   try {
     const receipt = await (await call(`/results/${current.id}/feedback`, {
       method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})).json();
-    $("feedback-status").textContent = `saved: ${receipt.status}`;
+    $("feedback-status").textContent = `saved: ${receipt.status}${learningText(receipt.learning)}`;
     loadPast();
   } catch (error) {
     $("feedback-status").textContent = `not saved: ${error.message}`;
