@@ -25,8 +25,9 @@ from anomalens.data import (
 )
 from anomalens.data.datasets import Sample
 from anomalens.explanation import explain
-from anomalens.learning import LearnReport
+from anomalens.learning import DEFAULT_MAX_MARK_RATIO, DEFAULT_MAX_THRESHOLD_RISE, LearnReport, QueuedImage
 from anomalens.models import BaseDetector, create_detector, load_detector
+from anomalens.models.efficientad.detector import FINE_TUNE_SECONDS, FINE_TUNE_STEPS
 from anomalens.models.versions import ModelVersions
 from anomalens.postprocessing.findings import extract_findings
 from anomalens.progress import track
@@ -207,16 +208,58 @@ def inspect(
 
 
 def learn(
-    model_dir: str | Path, images: Sequence[str | Path], by: str, force: bool = False, **guards: float
+    model_dir: str | Path,
+    images: Sequence[str | Path],
+    by: str,
+    force: bool = False,
+    max_mark_ratio: float = DEFAULT_MAX_MARK_RATIO,
+    max_threshold_rise: float = DEFAULT_MAX_THRESHOLD_RISE,
 ) -> LearnReport:
     """Teach the model in ``model_dir`` that ``images`` (files or folders) are normal, and save the result as a
-    new version (cause "learn") when anything was learned. ``guards`` are ``max_mark_ratio`` and
-    ``max_threshold_rise`` (see :mod:`anomalens.learning.learn`)."""
+    new version (cause "learn") when anything was learned (see :mod:`anomalens.learning.learn` for the guards).
+
+    A model that learns by training (EfficientAD) queues them instead, in its fine-tuning queue
+    (``report.queued``); :func:`apply_fine_tuning` teaches it the queue."""
     from anomalens.learning import learn_normal_images
+    from anomalens.learning.finetune import FineTuneQueue, FineTuner, queue_normal_images
 
     detector = load_detector(model_dir)
     named = [(Path(path).name, read_image(path)) for path in collect_images(images)]
-    return save_change(model_dir, detector, learn_normal_images(detector, named, by, force, **guards), by)
+    if isinstance(detector, FineTuner):
+        version = ModelVersions(model_dir).current
+        return queue_normal_images(detector, FineTuneQueue(model_dir), named, by, version, force, max_mark_ratio)
+    report = learn_normal_images(detector, named, by, force, max_mark_ratio, max_threshold_rise)
+    return save_change(model_dir, detector, report, by)
+
+
+def apply_fine_tuning(
+    model_dir: str | Path,
+    normals_folder: str | Path,
+    by: str,
+    steps: int = FINE_TUNE_STEPS,
+    seconds: float = FINE_TUNE_SECONDS,
+) -> LearnReport:
+    """Teach the model in ``model_dir`` its fine-tuning queue: train it further on the normal images in
+    ``normals_folder`` (its training folder, say; read as :func:`training_paths` reads it) plus the queued ones,
+    for at most ``steps`` steps or ``seconds``, and recalibrate its thresholds as the fit does. Saved as a new
+    version (cause "learn"), in which each queued image is a mark; the applied entries then leave the queue."""
+    from anomalens.learning.finetune import FineTuneQueue
+    from anomalens.learning.finetune import apply_fine_tuning as fine_tune
+
+    detector = load_detector(model_dir)
+    queue = FineTuneQueue(model_dir)
+    queued = queue.images()
+    normal_images = (image for _, image in iter_images(training_paths(normals_folder)))
+    report = save_change(model_dir, detector, fine_tune(detector, queued, normal_images, steps, seconds), by)
+    queue.drop(entry.entry for entry, _ in queued)
+    return report
+
+
+def drop_queued(model_dir: str | Path, entries: Sequence[int]) -> list[QueuedImage]:
+    """Take entries out of the fine-tuning queue of the model in ``model_dir``; returns them."""
+    from anomalens.learning.finetune import FineTuneQueue
+
+    return FineTuneQueue(model_dir).drop(entries)
 
 
 def forget(model_dir: str | Path, marks: Sequence[int], by: str, **guards: float) -> LearnReport:

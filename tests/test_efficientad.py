@@ -129,10 +129,10 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path, textures, monkey
     killed = _trainer(tmp_path / "b", 4, checkpoint=True)
     real_step = Trainer._step
 
-    def dies_at_step_3(self, images, teacher_maps, step):
+    def dies_at_step_3(self, images, teacher_maps, step, *draw_weights):
         if step == 3:
             raise KeyboardInterrupt  # the run is killed after the checkpoint of step 2
-        return real_step(self, images, teacher_maps, step)
+        return real_step(self, images, teacher_maps, step, *draw_weights)
 
     monkeypatch.setattr(Trainer, "_step", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):

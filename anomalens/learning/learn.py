@@ -45,9 +45,21 @@ class CannotLearn(TypeError):
 def _learner(detector: BaseDetector) -> InstantLearner:
     if not isinstance(detector, InstantLearner):
         raise CannotLearn(
-            f"a {detector.name} model cannot learn single images at once: its network must be trained on them"
+            f"a {detector.name} model cannot learn or forget single images at once: its network must be trained on "
+            "them (it queues them for fine-tuning instead, and a rollback undoes a fine-tune)"
         )
     return detector
+
+
+def guard(name: str, score: float, threshold: float, max_mark_ratio: float) -> Refusal | None:
+    """The guard rail: a refusal for an image scoring more than ``max_mark_ratio`` times ``threshold``."""
+    if score <= max_mark_ratio * threshold:
+        return None
+    reason = (
+        f"it scores {score / threshold:.2f} times the threshold; false alarms score at most "
+        f"{max_mark_ratio:g} times it, so this looks like a real defect (learn it with force to override)"
+    )
+    return Refusal(image=name, score=score, reason=reason)
 
 
 def learn_normal_images(
@@ -69,12 +81,9 @@ def learn_normal_images(
     refused: list[Refusal] = []
     for name, image in images:
         score = detector.score_and_map(image)[0]
-        if not force and score > max_mark_ratio * before.image:
-            reason = (
-                f"it scores {score / before.image:.2f} times the threshold; false alarms score at most "
-                f"{max_mark_ratio:g} times it, so this looks like a real defect (learn it with force to override)"
-            )
-            refused.append(Refusal(image=name, score=score, reason=reason))
+        refusal = None if force else guard(name, score, before.image, max_mark_ratio)
+        if refusal is not None:
+            refused.append(refusal)
             continue
         patches = learner.learn_normal(image, next_mark)
         at = datetime.now(timezone.utc)
@@ -86,7 +95,7 @@ def learn_normal_images(
     marks += [mark for mark, _ in learned]
     _recheck(detector, marks, max_threshold_rise)
     store_marks(detector, marks, next_mark)
-    return _report(before.image, detector, learned=[mark for mark, _ in learned], refused=refused)
+    return report_of(before.image, detector, learned=[mark for mark, _ in learned], refused=refused)
 
 
 def forget_marks(
@@ -106,7 +115,7 @@ def forget_marks(
     remaining = [mark for mark in marks if mark.mark not in wanted]
     _recheck(detector, remaining, max_threshold_rise)
     store_marks(detector, remaining, next_mark_id(detector))
-    return _report(before, detector, forgotten=sorted(wanted))
+    return report_of(before, detector, forgotten=sorted(wanted))
 
 
 def _recheck(detector: BaseDetector, marks: list[Mark], max_threshold_rise: float) -> None:
@@ -118,7 +127,8 @@ def _recheck(detector: BaseDetector, marks: list[Mark], max_threshold_rise: floa
     )
 
 
-def _report(before: float, detector: BaseDetector, **parts: list) -> LearnReport:
+def report_of(before: float, detector: BaseDetector, **parts: list) -> LearnReport:
+    """The report of a change to ``detector``, whose image threshold was ``before``."""
     assert detector.thresholds_ is not None
     details = detector.thresholds_.details
     return LearnReport(

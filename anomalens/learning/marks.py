@@ -24,8 +24,22 @@ class Mark(BaseModel):
     at: datetime
     score: float = Field(description="its image score before it was learned (held out, like a calibration normal)")
     threshold: float = Field(description="the image threshold it was judged against")
-    patches: int = Field(description="memory-bank patches it added (PatchCore)")
+    patches: int = Field(description="memory-bank patches it added (PatchCore; 0 when learned by fine-tuning)")
     score_after: float | None = Field(default=None, description="its image score once learned")
+
+
+class QueuedImage(BaseModel):
+    """An image declared normal for a model that learns by training (EfficientAD): it waits in the model's
+    fine-tuning queue until the queue is applied, then becomes a mark."""
+
+    entry: int = Field(ge=1, description="its id in the queue; dropping it names it")
+    image: str = Field(description="the image's file name, or the stored result it came from")
+    file: str = Field(description="the PNG copy kept in the queue's folder")
+    by: str
+    at: datetime
+    score: float = Field(description="its image score when it was queued")
+    threshold: float = Field(description="the image threshold it was judged against")
+    version: int = Field(description="the model version that scored it")
 
 
 class Refusal(BaseModel):
@@ -36,16 +50,27 @@ class Refusal(BaseModel):
     reason: str
 
 
+class FineTuning(BaseModel):
+    """How long a fine-tune trained (EfficientAD)."""
+
+    steps: int
+    seconds: float
+
+
 class LearnReport(BaseModel):
     """What one learn (or undo) did to a model."""
 
     learned: list[Mark] = Field(default_factory=list)
     refused: list[Refusal] = Field(default_factory=list)
     forgotten: list[int] = Field(default_factory=list, description="marks taken out again (an undo)")
+    queued: list[QueuedImage] = Field(
+        default_factory=list, description="images waiting to be learned by fine-tuning (EfficientAD)"
+    )
     threshold_before: float
     threshold_after: float
     fitted_threshold: float = Field(description="the image threshold the fit chose; the cap is measured from it")
     threshold_capped: bool = Field(description="the re-checked threshold would have risen beyond the cap")
+    fine_tuning: FineTuning | None = Field(default=None, description="the training that learned the marks, if any")
     version: int | None = Field(default=None, description="the model version it made (none when nothing changed)")
 
     @property

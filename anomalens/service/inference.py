@@ -145,6 +145,18 @@ class Inspector:
             loaded = name == self.model_name and self.model_version == versions.current
             return active_marks(self.detector if loaded else load_detector(versions.path_of(versions.current)))
 
+    def queue_for_fine_tuning(self, name: str, images: list[tuple[str, np.ndarray]], by: str) -> LearnReport:
+        """Queue ``images`` for the fine-tuning of the model ``name`` (one that learns by training), at its current
+        version; the model itself is unchanged."""
+        from anomalens.learning.finetune import FineTuneQueue, queue_normal_images
+
+        with self._changes:
+            versions = ModelVersions(self.available[name])
+            current = versions.current
+            loaded = name == self.model_name and self.model_version == current
+            detector = self.detector if loaded else load_detector(versions.path_of(current))
+            return queue_normal_images(detector, FineTuneQueue(versions.directory), images, by, current)
+
     def change_model(
         self, name: str, change: Callable[[BaseDetector], LearnReport], by: str, judged_by: int | None = None
     ) -> LearnReport:

@@ -4,6 +4,7 @@
 Only a flagged result judged whole, by the model's current version, is learned: a result judged by an older
 version was judged by a model that is gone, and a false alarm of one region says nothing of the image's other
 regions. The learning module's guard refuses images that score like real defects; that is an answer, not an error.
+A model that learns by training (EfficientAD) queues the image for fine-tuning instead.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ def learn_false_alarm(
         report = inspector.change_model(
             result.model, lambda detector: learn_normal_images(detector, named, by), by, judged_by=result.model_version
         )
-    except (StaleVersion, CannotLearn) as error:
+    except StaleVersion as error:
         return Learning(model=result.model, outcome="not_learned", reason=str(error))
+    except CannotLearn:
+        report = inspector.queue_for_fine_tuning(result.model, named, by)
+        if report.queued:
+            reason = "queued for fine-tuning: `anomalens learn MODEL --apply --normals DIR` teaches the queue"
+            return Learning(model=result.model, outcome="queued", reason=reason, report=report)
     if report.refused:
         return Learning(model=result.model, outcome="refused", reason=report.refused[0].reason, report=report)
     return Learning(model=result.model, outcome="learned", report=report)

@@ -167,11 +167,12 @@ FeedbackRequest = Annotated[Verdict | Correction, Field(discriminator="status")]
 
 class Learning(BaseModel):
     """What a false alarm taught the model that judged it: the image ``learned`` as normal (the report's marks,
-    each undone with ``DELETE /models/{model}/marks/{mark}``), ``refused`` by the guard (it scores like a real
-    defect), or ``not_learned`` (learning was not tried); ``reason`` says why for the last two."""
+    each undone with ``DELETE /models/{model}/marks/{mark}``), ``queued`` for fine-tuning (a model that learns by
+    training), ``refused`` by the guard (it scores like a real defect), or ``not_learned`` (learning was not
+    tried); ``reason`` says why for all but the first."""
 
     model: str
-    outcome: Literal["learned", "refused", "not_learned"]
+    outcome: Literal["learned", "queued", "refused", "not_learned"]
     reason: str | None = None
     report: LearnReport | None = Field(
         default=None,

@@ -8,22 +8,35 @@ simulated defects (``models/calibration.py``), like every detector here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from anomalens.data.scale import DEFAULT_PIXEL_BUDGET
-from anomalens.models.base import BaseDetector
+from anomalens.models.base import BaseDetector, flush_denormals
 from anomalens.models.calibration import calibrate
 from anomalens.models.efficientad.torch_model import EfficientADModel
-from anomalens.models.efficientad.training import Trainer, TrainingSettings
+from anomalens.models.efficientad.training import Trainer, TrainingReport, TrainingSettings
 from anomalens.types import Thresholds
 
 MAP_QUANTILES = (0.9, 0.995)
 MIN_IMAGES_TO_HOLD_BACK = 4
+# a fine-tune's default budget, and the share of its training draws that the images declared normal make up, so
+# that a short run sees each of them many times
+FINE_TUNE_STEPS = 500
+FINE_TUNE_SECONDS = 120.0
+FINE_TUNE_EXTRA_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class _Split:
+    train: np.ndarray
+    validation: np.ndarray
+    owners: np.ndarray  # the validation image of each validation view
+    held_back: int  # how many images were held back (0: validation on the training images)
 
 
 class EfficientAD(BaseDetector):
@@ -130,18 +143,64 @@ class EfficientAD(BaseDetector):
         per_image = [[view.pixels for view in self._views(image)] for image in self._start_fit(images)]
         if not per_image:
             raise ValueError("fit needs at least one normal image")
-        held_back = sorted(self._held_back(len(per_image)))
-        train = np.stack([v for i, views in enumerate(per_image) if i not in held_back for v in views])
-        # validation units are whole images (all their tiles), as a frame is judged by its worst tile
-        validation_images = [per_image[i] for i in held_back] if held_back else per_image
-        validation = np.stack([v for views in validation_images for v in views])
-        owners = np.repeat(np.arange(len(validation_images)), [len(views) for views in validation_images])
-
+        split = self._split(per_image)
         self.model_ = self._build_model()
-        self._set_teacher_statistics(train)
-        settings = TrainingSettings(
-            steps=self.train_steps,
-            max_seconds=self.max_train_seconds,
+        self._set_teacher_statistics(split.train)
+        settings = self._training_settings(self.train_steps, self.max_train_seconds)
+        report = Trainer(self.model_, settings, self.torch_device, self.checkpoint_dir, self.progress).train(
+            split.train, split.validation
+        )
+        self._set_map_quantiles(split.validation)
+        self.thresholds_ = self._calibrate(split.validation, split.owners)
+        self.info_ = {
+            "n_images": len(per_image),
+            "n_training_views": len(split.train),
+            "n_validation_images": split.held_back,
+            "validation": "held-back images" if split.held_back else "training images (too few to hold back)",
+            "training": {**asdict(report), "settings": asdict(settings)},
+        }
+        return self
+
+    def fine_tune(
+        self,
+        normal_images: Iterable[np.ndarray],
+        extra_images: Sequence[np.ndarray],
+        steps: int = FINE_TUNE_STEPS,
+        max_seconds: float | None = FINE_TUNE_SECONDS,
+    ) -> TrainingReport:
+        """Go on training the fitted student on ``normal_images`` and ``extra_images`` (images declared normal
+        after the fit: always trained on, never held back, and drawn as ``FINE_TUNE_EXTRA_SHARE`` of the
+        training samples), then set the map normalisation and thresholds on the held-back normal images as
+        ``fit`` does. The teacher's statistics stay the fit's: they define what the student has learned."""
+        self._check_fitted()
+        assert self.model_ is not None
+        flush_denormals()
+        torch.manual_seed(self.seed)
+        per_image = [[view.pixels for view in self._views(image)] for image in normal_images]
+        if not per_image:
+            raise ValueError("fine-tuning needs normal images too, or the student forgets what normal looks like")
+        extra = [view.pixels for image in extra_images for view in self._views(image)]
+        split = self._split(per_image)
+        train = np.concatenate([split.train, np.stack(extra)]) if extra else split.train
+        weights = np.ones(len(train))
+        if extra:
+            weights[len(split.train) :] = (
+                FINE_TUNE_EXTRA_SHARE / (1 - FINE_TUNE_EXTRA_SHARE) * len(split.train) / len(extra)
+            )
+        settings = self._training_settings(steps, max_seconds)
+        report = Trainer(self.model_, settings, self.torch_device, progress=self.progress).train(
+            train, split.validation, weights / weights.sum()
+        )
+        self._set_map_quantiles(split.validation)
+        self.thresholds_ = self._calibrate(split.validation, split.owners)
+        record = {"n_images": len(per_image), "n_extra_images": len(extra_images), **asdict(report)}
+        self.info_.setdefault("fine_tuning", []).append(record)
+        return report
+
+    def _training_settings(self, steps: int, max_seconds: float | None) -> TrainingSettings:
+        return TrainingSettings(
+            steps=steps,
+            max_seconds=max_seconds,
             batch_size=self.train_batch_size,
             crop=self.train_crop,
             learning_rate=self.learning_rate,
@@ -149,19 +208,16 @@ class EfficientAD(BaseDetector):
             patience=self.patience,
             seed=self.seed,
         )
-        report = Trainer(self.model_, settings, self.torch_device, self.checkpoint_dir, self.progress).train(
-            train, validation
-        )
-        self._set_map_quantiles(validation)
-        self.thresholds_ = self._calibrate(validation, owners)
-        self.info_ = {
-            "n_images": len(per_image),
-            "n_training_views": len(train),
-            "n_validation_images": len(held_back),
-            "validation": "held-back images" if held_back else "training images (too few to hold back)",
-            "training": {**asdict(report), "settings": asdict(settings)},
-        }
-        return self
+
+    def _split(self, per_image: list[list[np.ndarray]]) -> _Split:
+        """Training views and held-back validation views (with the image of each) of the normal images."""
+        held_back = sorted(self._held_back(len(per_image)))
+        train = np.stack([v for i, views in enumerate(per_image) if i not in held_back for v in views])
+        # validation units are whole images (all their tiles), as a frame is judged by its worst tile
+        validation_images = [per_image[i] for i in held_back] if held_back else per_image
+        validation = np.stack([v for views in validation_images for v in views])
+        owners = np.repeat(np.arange(len(validation_images)), [len(views) for views in validation_images])
+        return _Split(train, validation, owners, len(held_back))
 
     def _held_back(self, n_images: int) -> set[int]:
         """Every k-th image is held back (none when there are too few to spare)."""

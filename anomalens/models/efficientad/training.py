@@ -109,8 +109,11 @@ class Trainer:
         # the paper's schedule: the learning rate drops tenfold for the last 5 % of the steps
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, max(1, int(0.95 * settings.steps)), 0.1)
 
-    def train(self, views: np.ndarray, validation: np.ndarray) -> TrainingReport:
-        """``views``: [N,S,S,3] normal training views; ``validation``: held-back normal views for stopping."""
+    def train(
+        self, views: np.ndarray, validation: np.ndarray, draw_weights: np.ndarray | None = None
+    ) -> TrainingReport:
+        """``views``: [N,S,S,3] normal training views; ``validation``: held-back normal views for stopping;
+        ``draw_weights``: each view's probability of being drawn into a batch (by default all the same)."""
         settings, model = self.settings, self.model
         if pdn_grid(min(settings.crop, views.shape[1])) < 1:
             raise ValueError(f"training crop {settings.crop} is too small: at least 36 pixels")
@@ -124,7 +127,7 @@ class Trainer:
             model.autoencoder.train()
         steps = range(start_step, settings.steps)
         for step in track(steps, "training EfficientAD", enabled=self.progress):
-            loss = self._step(images, teacher_maps, step)
+            loss = self._step(images, teacher_maps, step, draw_weights)
             done = step + 1
             if self.checkpoint_dir and (done % settings.checkpoint_every == 0 or done == settings.steps):
                 self.save_checkpoint(done)
@@ -152,14 +155,16 @@ class Trainer:
             ]
         return torch.cat(maps)
 
-    def _step(self, images: torch.Tensor, teacher_maps: torch.Tensor, step: int) -> float:
+    def _step(
+        self, images: torch.Tensor, teacher_maps: torch.Tensor, step: int, draw_weights: np.ndarray | None
+    ) -> float:
         settings, model = self.settings, self.model
         # randomness derived from (seed, step), so a resumed run draws what an uninterrupted one would have
         rng = np.random.default_rng([settings.seed, step])
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         torch.manual_seed(settings.seed * 1_000_003 + step)
         size = images.shape[-1]
-        chosen = torch.from_numpy(rng.integers(len(images), size=settings.batch_size))
+        chosen = torch.from_numpy(rng.choice(len(images), size=settings.batch_size, p=draw_weights))
         batch = images[chosen].to(self.device)
         teacher = teacher_maps[chosen].to(self.device).float()
         if model.autoencoder is not None:

@@ -102,7 +102,8 @@ function learningText(learning) {
     const marks = learning.report.learned.map((mark) => mark.mark).join(", ");
     return `; learned as mark ${marks} (model version ${learning.report.version})`;
   }
-  return `; ${learning.outcome === "refused" ? "refused" : "not learned"}: ${learning.reason}`;
+  const said = { refused: "refused", queued: "queued", not_learned: "not learned" }[learning.outcome];
+  return `; ${said}: ${learning.reason}`;
 }
 
 async function judge(status) {
