@@ -899,12 +899,13 @@ def test_the_drift_watch_warns_in_the_api_health_and_report_and_survives_a_resta
         assert first.get("/drift").json() == [] and first.get("/health").json()["drift_warning"] is False
         score = upload(first, images["normal"], "good.jpg").json()["score"]
         [drift] = first.get("/drift").json()
-        assert drift["model"] == "tiles" and drift["station"] == settings.station and drift["images_seen"] == 1
+        assert (drift["model"], drift["version"], drift["station"]) == ("tiles", 1, settings.station)
+        assert drift["images_seen"] == 1
         assert drift["pass_rate"] == 1.0 and drift["expected_pass_rate"] is not None
         assert drift["warning"] is False and "baseline" in drift["reason"]
     # a line whose baseline scored far lower, the upward CUSUM one image short of the limit
     states = STATES.validate_json(settings.drift_path.read_bytes())
-    state = states[settings.station]["tiles"]
+    state = states[settings.station]["tiles"][1]
     test = DriftTest()
     state.baseline = sorted(score / 2 + 0.01 * i for i in range(test.baseline_images))
     state.seen, state.passed, state.rising = test.baseline_images + 9, test.baseline_images + 9, test.limit - 0.5

@@ -107,6 +107,9 @@ def test_a_false_alarm_is_learned_and_the_part_and_its_near_duplicate_pass_next_
         assert again["image_threshold"] == pytest.approx(report["threshold_after"])
         near = inspect(client, images["near_duplicate"])
         assert near["anomalous"] is False and near["model_version"] == 2
+        # the new version's scores start a drift baseline of their own
+        watched = {(d["model"], d["version"]): d["images_seen"] for d in client.get("/drift").json()}
+        assert watched == {(MODEL, 1): 2, (MODEL, 2): 2}
 
         # the first result was judged by version 1, which is gone: judging it again teaches nothing
         stale = false_alarm(client, flagged)["learning"]

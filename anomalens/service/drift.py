@@ -1,10 +1,11 @@
-"""The service's drift watch: one :class:`~anomalens.postprocessing.drift.DriftState` per model for this station,
-updated after every stored inspection and kept in ``drift.json`` in the data dir, so that a restart neither loses
-the baseline nor forgets a warning.
+"""The service's drift watch: one :class:`~anomalens.postprocessing.drift.DriftState` per model version for this
+station, updated after every stored inspection and kept in ``drift.json`` in the data dir, so that a restart
+neither loses the baseline nor forgets a warning.
 
-States are keyed by station, then by model name (the loaded model's name; a model version can join the key later).
-A JSON file rather than a store table: one station writes it, a few hundred bytes per model, and it needs no
-migration; a file from another station in the same data dir keeps its own entries.
+States are keyed by station, model name and model version: a new version (a fit, a learned false alarm, a
+rollback) scores images differently, so its scores start a baseline of their own rather than read as drift
+against the last version's. A JSON file rather than a store table: one station writes it, a few hundred bytes per
+version, and it needs no migration; a file from another station in the same data dir keeps its own entries.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import TypeAdapter
 from anomalens.postprocessing.drift import DriftAssessment, DriftState, DriftTest
 from anomalens.types import Prediction
 
-STATES = TypeAdapter(dict[str, dict[str, DriftState]])  # station -> model -> state
+STATES = TypeAdapter(dict[str, dict[str, dict[int, DriftState]]])  # station -> model -> version -> state
 
 
 class DriftWatch:
@@ -31,12 +32,13 @@ class DriftWatch:
         self._all = STATES.validate_json(path.read_bytes()) if path.is_file() else {}
         self._states = self._all.setdefault(station, {})
 
-    def observe(self, model: str, prediction: Prediction) -> DriftAssessment:
-        """Add one inspection by ``model`` to its state, store the states, and say where the model's inputs stand."""
+    def observe(self, model: str, version: int, prediction: Prediction) -> DriftAssessment:
+        """Add one inspection by ``version`` of ``model`` to its state, store the states, and say where that
+        version's inputs stand."""
         thresholds = prediction.thresholds
         false_alarm_rate = thresholds.expected.get("false_alarm_rate")
         with self._lock:
-            state = self._states.setdefault(model, DriftState())
+            state = self._states.setdefault(model, {}).setdefault(version, DriftState())
             self.test.observe(
                 state,
                 prediction.image_score,
@@ -47,14 +49,18 @@ class DriftWatch:
             self._save()
             return self.test.assess(state)
 
-    def assessments(self) -> dict[str, DriftAssessment]:
-        """Model name -> the drift watch's answer, for every model this station has inspected with."""
+    def assessments(self) -> dict[tuple[str, int], DriftAssessment]:
+        """(model name, version) -> the drift watch's answer, for every version this station has inspected with."""
         with self._lock:
-            return {model: self.test.assess(state) for model, state in self._states.items()}
+            return {
+                (model, version): self.test.assess(state)
+                for model, versions in self._states.items()
+                for version, state in versions.items()
+            }
 
-    def warning(self, model: str) -> bool:
+    def warning(self, model: str, version: int) -> bool:
         with self._lock:
-            state = self._states.get(model)
+            state = self._states.get(model, {}).get(version)
             return state is not None and self.test.warning(state)
 
     def _save(self) -> None:

@@ -82,11 +82,12 @@ class Health(BaseModel):
 
 
 class ModelDrift(DriftAssessment):
-    """The drift watch's answer for one model at this station: ``warning`` and its one-line ``reason``, the
+    """The drift watch's answer for one model version at this station: ``warning`` and its one-line ``reason``, the
     CUSUM ``statistic`` against its ``threshold``, the pass rate against the one the model's calibration expects,
     and ``rank_counts``, the later scores' ranks in the station's baseline by tenth (even on a stable line)."""
 
     model: str
+    version: int
     station: str
 
 

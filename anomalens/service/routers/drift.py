@@ -1,4 +1,4 @@
-"""``GET /drift``: whether the inputs of this station have drifted, per model it inspected with."""
+"""``GET /drift``: whether the inputs of this station have drifted, per model version it inspected with."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ router = APIRouter(tags=["drift"])
 
 @router.get("/drift", response_model=list[ModelDrift])
 def drift(watch: DriftDep) -> list[ModelDrift]:
-    """The drift watch's answer for each model this station has inspected with (none before the first
+    """The drift watch's answer for each model version this station has inspected with (none before the first
     inspection)."""
     return [
-        ModelDrift(model=model, station=watch.station, **assessment.model_dump())
-        for model, assessment in watch.assessments().items()
+        ModelDrift(model=model, version=version, station=watch.station, **assessment.model_dump())
+        for (model, version), assessment in watch.assessments().items()
     ]

@@ -16,8 +16,9 @@ router = APIRouter()
 
 @router.get("/health", response_model=Health, tags=["service"])
 def health(inspector: InspectorDep, store: StoreDep, drift: DriftDep) -> Health:
-    model = inspector.model_name
-    return Health(status="ok", model=model, stored_results=store.count(), drift_warning=drift.warning(model))
+    model, version = inspector.model_name, inspector.model_version
+    warning = drift.warning(model, version)
+    return Health(status="ok", model=model, stored_results=store.count(), drift_warning=warning)
 
 
 @router.get("/", include_in_schema=False)

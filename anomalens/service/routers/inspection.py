@@ -108,7 +108,7 @@ class Inspection:
                 model_version=inspected.model_version,
             )
             verdict.judged(inspected.model, inspected.record.anomalous)
-        drift = self.drift.observe(inspected.model, inspected.prediction)
+        drift = self.drift.observe(inspected.model, inspected.model_version, inspected.prediction)
         self.metrics.report_drift(inspected.model, drift.statistic, drift.warning)
         if self.explainer is not None:
             self._add_llm_explanation(result_id, inspected)

@@ -72,4 +72,5 @@ def report(store: StoreDep, where: FilterDep, drift: DriftDep) -> HTMLResponse:
         )
         for r in store.results(where)
     ]
-    return HTMLResponse(build_report(items, title="anomalens service report", drift=drift.assessments()))
+    watch = {f"{model} v{version}": answer for (model, version), answer in drift.assessments().items()}
+    return HTMLResponse(build_report(items, title="anomalens service report", drift=watch))
