@@ -39,6 +39,7 @@ from anomalens.models import load_detector
 
 SUITE = ("magnetic_tile", "ball_screw_drive", "solar_cell_mono", "solar_cell_poly")
 MARK_COUNTS = (1, 5, 20)
+GUARD_RATIOS = (1.2, 1.5, 2.0, 3.0)  # candidate refusal levels, in units of the image threshold
 WRONG_COUNTS = (1, 3, 5)
 
 
@@ -200,7 +201,30 @@ def markdown(results: list[dict], meta: dict) -> str:
                 f"{row['refused']} | {row['learned']} | {pct(row['detection_others_before'])} | "
                 f"{pct(row['detection_others_after'])} | {pct(row['good_flagged_after'])} |"
             )
+    lines += [
+        "",
+        "## The guard's level: what each refusal level would refuse, from the scores before any mark",
+        "",
+        "Share of the good images the model flags (honest false-alarm marks) and of the defective images it "
+        "detects (wrong marks) that score above each level, in units of the image threshold.",
+        "",
+        "| category | highest flagged good | "
+        + " | ".join(f"refused at {r:g}: false alarms / detected defects" for r in GUARD_RATIOS)
+        + " |",
+        "|---|---|" + "---|" * len(GUARD_RATIOS),
+    ]
+    for result in results:
+        flagged = [s for s in result["normalized_scores"]["good"] if s >= 1]
+        detected = [s for s in result["normalized_scores"]["defective"] if s >= 1]
+        cells = [f"{share(flagged, ratio)} / {share(detected, ratio)}" for ratio in GUARD_RATIOS]
+        highest = f"{max(flagged):.2f}" if flagged else "- (none flagged)"
+        lines.append(f"| {result['category']} | {highest} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def share(ratios: list[float], level: float) -> str:
+    """How many of ``ratios`` lie above ``level``, as "k of n"."""
+    return f"{sum(r > level for r in ratios)} of {len(ratios)}"
 
 
 def main() -> None:
