@@ -98,7 +98,7 @@ def test_metrics_count_inspections_verdicts_requests_and_uploads(model_dir, tmp_
         assert value(samples, responses, method="DELETE", endpoint="/results/{result_id}", code="405") == 1
         assert value(samples, responses, method="GET", endpoint="/static", code="200") == 1
         assert value(samples, "anomalens_stored_results") == 3
-        assert value(samples, "anomalens_model_info", name="tiles") == 1
+        assert value(samples, "anomalens_model_info", name="tiles", version="1") == 1
         # the drift watch reports after every inspection: three images are still its baseline, no warning
         drift = {name: samples.get((name, frozenset({("model", "tiles")}))) for name in DRIFT_SERIES}
         assert drift == dict.fromkeys(DRIFT_SERIES, 0.0), drift
@@ -122,12 +122,12 @@ def test_the_model_label_follows_the_loaded_model(model_dir, tmp_path, images):
     shutil.copytree(model_dir, root / "line2")
     with service(root, tmp_path / "data") as client:
         upload(client, images["spot"])
-        assert value(scrape(client), "anomalens_model_info", name="line1") == 1
+        assert value(scrape(client), "anomalens_model_info", name="line1", version="1") == 1
         assert client.post("/models/line2/load").status_code == 200
         upload(client, images["spot"])
         samples = scrape(client)
-        assert value(samples, "anomalens_model_info", name="line2") == 1
-        assert ("anomalens_model_info", frozenset({("name", "line1")})) not in samples
+        assert value(samples, "anomalens_model_info", name="line2", version="1") == 1
+        assert not any(name == "anomalens_model_info" and ("name", "line1") in labels for name, labels in samples)
         for model in ("line1", "line2"):
             judged = value(samples, "anomalens_inspections_total", model=model, verdict="anomalous", outcome="ok")
             assert judged == 1

@@ -107,6 +107,9 @@ def test_a_false_alarm_is_learned_and_the_part_and_its_near_duplicate_pass_next_
         assert again["image_threshold"] == pytest.approx(report["threshold_after"])
         near = inspect(client, images["near_duplicate"])
         assert near["anomalous"] is False and near["model_version"] == 2
+        scraped = client.get("/metrics").text
+        assert f'anomalens_false_alarm_marks_total{{model="{MODEL}",outcome="learned"}} 1.0' in scraped
+        assert f'anomalens_model_info{{name="{MODEL}",version="2"}} 1.0' in scraped
         # the new version's scores start a drift baseline of their own
         watched = {(d["model"], d["version"]): d["images_seen"] for d in client.get("/drift").json()}
         assert watched == {(MODEL, 1): 2, (MODEL, 2): 2}
@@ -131,6 +134,9 @@ def test_a_real_defect_marked_false_alarm_is_refused_and_changes_nothing(models,
         assert learning["report"]["threshold_after"] == learning["report"]["threshold_before"]
         assert versions(client) == [(1, None, "fit", "unknown")]
         assert client.get(f"/models/{MODEL}/marks").json() == []
+        assert (
+            f'anomalens_false_alarm_marks_total{{model="{MODEL}",outcome="refused"}} 1.0' in client.get("/metrics").text
+        )
         still = inspect(client, images["defect"])
         assert still["anomalous"] is True and still["model_version"] == 1
         # the judgement itself is kept all the same

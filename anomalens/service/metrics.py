@@ -15,7 +15,10 @@ Metrics (all named ``anomalens_*``):
 - ``request_duration_seconds{method, endpoint}`` and ``responses_total{method, endpoint, code}``: every HTTP
   request by route template (``/results/{result_id}``; ``unrouted`` for the API key guard's and the size limit's
   refusals and for paths with no route).
-- ``model_info{name}`` and ``stored_results``: the model inspecting and the results in the store when scraped.
+- ``model_info{name, version}`` and ``stored_results``: the model inspecting (and its version) and the results in
+  the store when scraped.
+- ``false_alarm_marks_total{model, outcome}``: operators' false-alarm marks by what they did to the model
+  (``learned``, ``queued`` for fine-tuning, ``refused`` by the guard, ``not_learned``).
 - ``drift_statistic{model}`` and ``drift_warning{model}``: set by the drift watch through
   :meth:`ServiceMetrics.report_drift`; absent until it reports.
 """
@@ -64,7 +67,8 @@ class LoadedModel(Collector):
         self.inspector = inspector
 
     def collect(self) -> Iterator[InfoMetricFamily]:
-        yield InfoMetricFamily("anomalens_model", "the model that inspects", value={"name": self.inspector.model_name})
+        value = {"name": self.inspector.model_name, "version": str(self.inspector.model_version)}
+        yield InfoMetricFamily("anomalens_model", "the model that inspects, and its version", value=value)
 
 
 class ServiceMetrics:
@@ -99,6 +103,9 @@ class ServiceMetrics:
         self.registry.register(LoadedModel(inspector))
         self.drift_statistic = Gauge("drift_statistic", "the drift watch's test statistic", ["model"], **options)
         self.drift_warning = Gauge("drift_warning", "1 while the drift watch warns, else 0", ["model"], **options)
+        self.false_alarm_marks = Counter(
+            "false_alarm_marks", "operators' false-alarm marks by what they taught", ["model", "outcome"], **options
+        )
 
     @contextmanager
     def inspection(self, model: str) -> Iterator[Verdict]:

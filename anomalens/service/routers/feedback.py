@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException
 from anomalens.service.dependencies import (
     HistoryDep,
     InspectorDep,
+    MetricsDep,
     PixelsDep,
     SettingsDep,
     StoredDep,
@@ -35,6 +36,7 @@ def feedback(
     pixels: PixelsDep,
     inspector: InspectorDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
 ) -> FeedbackReceipt:
     """Store the judgement. A false alarm judged by the model's current version then teaches the model the image
     as normal (a new model version) unless the guard refuses it; ``learning`` says what happened and why."""
@@ -55,6 +57,7 @@ def feedback(
     learning = None
     if isinstance(judgement, Verdict) and judgement.status == "false_alarm":
         learning = learn_false_alarm(stored, judgement, pixels[0], inspector, settings)
+        metrics.false_alarm_marks.labels(learning.model, learning.outcome).inc()
     return FeedbackReceipt(
         feedback_id=feedback_id, status=judgement.status, history_case_ids=case_ids, learning=learning
     )
