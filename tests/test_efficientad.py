@@ -295,13 +295,3 @@ def test_half_precision_is_refused_without_a_gpu(fitted, tmp_path):
         load_detector(tmp_path / "m", "cpu", "fp16")
     with pytest.raises(ValueError, match="unknown runtime"):
         load_detector(tmp_path / "m", "cpu", "tensorrt")
-
-
-def test_models_without_an_exportable_network_say_so(textures, tmp_path):
-    from anomalens.models import PatchCore
-
-    detector = PatchCore(image_size=64, min_bank_size=64).fit(textures.normals([(64, 64)] * 2, first_seed=0))
-    detector.save(tmp_path / "pc")
-    with pytest.raises(ValueError, match="no ONNX export"):
-        load_detector(tmp_path / "pc", "cpu", "onnx")
-    assert not (tmp_path / "pc" / "model.onnx").exists()

@@ -234,3 +234,25 @@ def test_single_shot_at_the_defaults_passes_good_demo_tiles_and_finds_defects(de
     found = [s.path.name for s in test if s.label == 1 and flagged[s.path.name]]
     assert len(false_alarms) <= 1, (false_alarms, detector.thresholds_.image)
     assert len(found) >= 5, found  # one good image is enough to find most of the shipped defects
+
+
+def test_onnx_runtime_gives_the_pytorch_maps_and_learned_marks_keep_pytorch(textures, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from anomalens.learning import learn_normal_images
+    from anomalens.models import load_detector
+
+    detector = PatchCore(image_size=96, seed=0).fit(textures.normals([(96, 112)] * 6, first_seed=0))
+    detector.save(tmp_path / "model")
+    through_onnx = load_detector(tmp_path / "model", runtime="onnx")
+    assert (tmp_path / "model" / "model.onnx").is_file()
+    images = [textures.normal(96, 112, seed=50), textures.defect(textures.normal(96, 112, seed=51), "blob")[0]]
+    for image in images:
+        expected, got = detector.predict(image), through_onnx.predict(image)
+        # float32 sums in another order: the same maps up to rounding, relative to the map's scale
+        assert np.abs(got.anomaly_map - expected.anomaly_map).max() < 1e-5 * expected.anomaly_map.max()
+        assert got.image_score == pytest.approx(expected.image_score, rel=1e-5)
+        assert got.is_anomalous == expected.is_anomalous
+
+    # a model with learned marks scores their places in PyTorch, whichever runtime was asked for
+    learn_normal_images(through_onnx, [("defect.png", images[1])], "ann", force=True)
+    assert through_onnx.predict(images[1]).is_anomalous is False

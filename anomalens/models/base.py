@@ -225,12 +225,7 @@ class BaseDetector(ABC):
         maps: list[torch.Tensor] = []
         with torch.inference_mode():
             for batch in self._batches(flat):
-                pixels = self._to_tensor([v.pixels for v in batch])
-                if self.onnx_scorer_ is not None:
-                    maps.append(self.onnx_scorer_(pixels))
-                    continue
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.half_precision_):
-                    maps.append(self._score_view_batch(pixels.to(self.torch_device), batch).float().cpu())
+                maps.append(self._score_view_batch(self._to_tensor([v.pixels for v in batch]), batch))
         all_maps = torch.cat(maps)
         results, start = [], 0
         for image, image_views in zip(images, views):
@@ -272,12 +267,9 @@ class BaseDetector(ABC):
         return Prediction(score, amap, anomalous, mask, self.thresholds_)
 
     # -- ONNX ------------------------------------------------------------------------------------------------
+    @abstractmethod
     def inference_module(self) -> torch.nn.Module:
         """The network behind ``_score_views`` as one module ([B,3,S,S] -> [B,S,S]), for export."""
-        raise ValueError(
-            f"{type(self).__name__} has no ONNX export (its nearest-neighbour search runs in "
-            "PyTorch); use --runtime torch"
-        )
 
     def export_onnx(self, path: str | Path) -> Path:
         self._check_fitted()
@@ -362,10 +354,14 @@ class BaseDetector(ABC):
         """Learned facts worth keeping in JSON beside the tensors (counts, timings)."""
         return {}
 
-    def _score_view_batch(self, batch: torch.Tensor, views: Sequence[View]) -> torch.Tensor:
-        """``_score_views`` for a detector whose maps also depend on where each view lies in its image (PatchCore
-        with learned marks); the pixels alone by default."""
-        return self._score_views(batch)
+    def _score_view_batch(self, pixels: torch.Tensor, views: Sequence[View]) -> torch.Tensor:
+        """[B,S,S] maps on the CPU of a batch of ``views`` (their ``pixels`` as [B,3,S,S]), through ONNX Runtime
+        when it is in use, else ``_score_views``. A detector whose maps also depend on where each view lies in its
+        image (PatchCore with learned marks) overrides it."""
+        if self.onnx_scorer_ is not None:
+            return self.onnx_scorer_(pixels)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.half_precision_):
+            return self._score_views(pixels.to(self.torch_device)).float().cpu()
 
     # -- what each detector implements ----------------------------------------------------------------------
     @abstractmethod

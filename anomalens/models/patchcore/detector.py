@@ -19,7 +19,7 @@ from anomalens.models.backbones import build_feature_extractor
 from anomalens.models.base import BaseDetector, View, flush_denormals
 from anomalens.models.calibration import calibrate
 from anomalens.models.patchcore.coreset import greedy_coreset
-from anomalens.models.patchcore.torch_model import PatchCoreModel
+from anomalens.models.patchcore.torch_model import PatchCoreExport, PatchCoreModel
 from anomalens.progress import track
 from anomalens.types import Thresholds
 
@@ -308,13 +308,20 @@ class PatchCore(BaseDetector):
         assert self.model_ is not None
         return self.model_(batch)
 
-    def _score_view_batch(self, batch: torch.Tensor, views: Sequence[View]) -> torch.Tensor:
+    def _score_view_batch(self, pixels: torch.Tensor, views: Sequence[View]) -> torch.Tensor:
         assert self.model_ is not None
         if not len(self.model_.learned_bank):
-            return self.model_(batch)
-        embeddings = self.model_.embed(batch)
-        positions = torch.cat([view.patch_positions(*embeddings.shape[-2:]) for view in views])
-        return self.model_.smoother(self.model_.patch_scores(embeddings, positions=positions))
+            return super()._score_view_batch(pixels, views)
+        # learned patches count by place, which the exported graph does not know: PyTorch scores these models
+        with torch.inference_mode():
+            embeddings = self.model_.embed(pixels.to(self.torch_device))
+            positions = torch.cat([view.patch_positions(*embeddings.shape[-2:]) for view in views])
+            return self.model_.smoother(self.model_.patch_scores(embeddings, positions=positions)).cpu()
+
+    def inference_module(self) -> torch.nn.Module:
+        self._check_fitted()
+        assert self.model_ is not None
+        return PatchCoreExport(self.model_)
 
     def _check_fitted(self) -> None:
         super()._check_fitted()

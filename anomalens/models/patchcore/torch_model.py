@@ -42,15 +42,17 @@ def nearest_distances(
     if bank_norms is None:
         bank_norms = (bank * bank).sum(dim=1)
     penalty = None if excluded is None else excluded.to(queries.device).float() * FAR
+    bank_t = bank.T
     for start in range(0, queries.shape[0], QUERY_CHUNK):
         rows = slice(start, start + QUERY_CHUNK)
         chunk = queries[rows]
-        squared = (chunk * chunk).sum(dim=1, keepdim=True) - 2.0 * chunk @ bank.T + bank_norms
+        # ||b||^2 - 2 q.b in one BLAS call; ||q||^2 is the same along a row, so it is added after the minimum
+        partial = torch.addmm(bank_norms, chunk, bank_t, alpha=-2.0)
         if penalty is not None:
-            squared = squared + penalty
+            partial += penalty
         if out_of_reach is not None:
-            squared = squared + out_of_reach(rows).float() * FAR
-        out[rows] = squared.min(dim=1).values
+            partial += out_of_reach(rows).float() * FAR
+        out[rows] = partial.amin(dim=1) + (chunk * chunk).sum(dim=1)
     return out.clamp_min(0).sqrt()
 
 
@@ -141,3 +143,23 @@ class PatchCoreModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[B,3,S,S] -> [B,S,S] smoothed anomaly maps, from the fit's bank alone."""
         return self.smoother(self.patch_scores(self.embed(images)))
+
+
+class PatchCoreExport(nn.Module):
+    """The network for ONNX export: embedding, the search of the fit's bank and smoothing, [B,3,S,S] -> [B,S,S].
+
+    The search is one matrix product per batch (no chunks: an exported loop would keep the example's length), so
+    its memory grows with the batch; learned patches are left out (their places are no input of the graph).
+    """
+
+    def __init__(self, model: PatchCoreModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        embeddings = self.model.embed(images)
+        batch, dim, height, width = embeddings.shape
+        queries = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)
+        partial = torch.addmm(self.model.bank_norms, queries, self.model.memory_bank.T, alpha=-2.0)
+        squared = partial.amin(dim=1) + (queries * queries).sum(dim=1)
+        return self.model.smoother(squared.clamp_min(0).sqrt().view(batch, 1, height, width))
