@@ -25,11 +25,12 @@ def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128,
     selected = torch.empty(size, dtype=torch.long)
     current = int(torch.randint(n_points, (1,), generator=generator))
     min_distance = torch.full((n_points,), float("inf"), device=points.device)
+    scratch = torch.empty_like(min_distance)
     for step in range(size):
         selected[step] = current
         center = points[current]
-        # ||p - c||^2 = ||p||^2 - 2 p.c + ||c||^2, one matrix-vector product per step
-        distance = squared_norms - 2.0 * (points @ center) + squared_norms[current]
+        # ||p - c||^2 = ||p||^2 - 2 p.c + ||c||^2: one matrix-vector product per step, ||p||^2 added in it
+        distance = torch.addmv(squared_norms, points, center, alpha=-2.0, out=scratch).add_(squared_norms[current])
         torch.minimum(min_distance, distance, out=min_distance)
         current = int(torch.argmax(min_distance))
     return selected

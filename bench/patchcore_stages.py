@@ -1,0 +1,228 @@
+"""Where a PatchCore prediction spends its time, stage by stage, beside each stage's floor on this machine.
+
+For each saved model (``--models``; e.g. the suite's default fits, or one fitted with ``--image-size 256``) one
+test image is taken through the stages of ``anomalens predict`` one at a time, each timed as the median of
+``--repeats`` runs at batch 1:
+
+decode (file bytes to pixels), views (resize, tiling), backbone (the pretrained network), pooling (neighbourhood
+averaging and the layers' concatenation), search (nearest neighbour in the memory bank), smoothing (upsampling
+and blur), decision (stitching views, verdict, outline and findings), PNG (overlay and mask written as PNG).
+
+The machine's rates are measured in the same run: fp32 matrix products (GFLOP/s) and memory copies (GB/s).
+The floor of a compute stage is its FLOPs (counted by ``torch.utils.flop_counter``, or 2*Q*M*D for the search)
+over the matmul rate; of a memory stage, the bytes it must read and write over the copy rate. Whole predictions
+are timed too, with PyTorch and with ONNX Runtime, and at batch 1, 8 and 32.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/patchcore_stages.py --models /tmp/models/magnetic_tile \\
+        --json bench/results/patchcore_stages.json --md bench/results/patchcore_stages.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from anomalens.data import collect_images, decode_image, encode_png, read_image, to_uint8_rgb
+from anomalens.models import load_detector
+from anomalens.postprocessing.findings import extract_findings
+from anomalens.reports.visualize import mask_png, overlay
+
+
+def median_ms(work: Callable[[], object], repeats: int) -> float:
+    work()  # warm-up
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - tic)
+    return 1000 * float(np.median(times))
+
+
+def machine_rates(repeats: int) -> dict:
+    side = 1024
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    gflops = 2 * side**3 / median_ms(lambda: a @ b, repeats) / 1e6
+    source = torch.empty(64 * 2**20 // 4)
+    target = torch.empty_like(source)
+    gbytes = 2 * source.numel() * 4 / median_ms(lambda: target.copy_(source), repeats) / 1e6
+    return {"matmul_gflop_per_s": round(gflops, 1), "copy_gb_per_s": round(gbytes, 2)}
+
+
+def flops_of(module: Callable, *inputs: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        module(*inputs)
+    return int(counter.get_total_flops())
+
+
+def stages(detector, path: Path, rates: dict, repeats: int) -> list[dict]:
+    """Each stage of one prediction of the image at ``path``: measured ms and floor ms."""
+    model = detector.model_
+    data = path.read_bytes()
+    image = decode_image(data)
+    views = detector._views(image)
+    pixels = detector._to_tensor([view.pixels for view in views])
+    with torch.inference_mode():
+        features = model.extractor(pixels)
+        embeddings = model.embed(pixels)
+        distances = model.patch_scores(embeddings)
+        maps = model.smoother(distances)
+    score, amap = detector.score_and_map(image)
+    prediction = detector._decide(score, amap)
+    queries = embeddings.shape[0] * embeddings.shape[2] * embeddings.shape[3]
+    bank, dim = model.memory_bank.shape
+    gflop_ms = rates["matmul_gflop_per_s"] * 1e6  # FLOPs per ms
+    byte_ms = rates["copy_gb_per_s"] * 1e6  # bytes per ms
+
+    def timed(work: Callable[[], object]) -> float:
+        with torch.inference_mode():
+            return median_ms(work, repeats)
+
+    def write_pngs() -> None:
+        encode_png(overlay(to_uint8_rgb(image), prediction))
+        encode_png(mask_png(prediction))
+
+    def decide() -> None:
+        view_maps = list(maps.numpy())
+        full = detector._image_map(view_maps, views, image.shape[:2])
+        extract_findings(detector._decide(score, full), image)
+
+    rows = [
+        ("decode", lambda: decode_image(data), image.nbytes / byte_ms),
+        ("views (resize, tiling)", lambda: detector._views(image), (image.nbytes + pixels.numel() * 4) / byte_ms),
+        ("backbone", lambda: model.extractor(pixels), flops_of(model.extractor, pixels) / gflop_ms),
+        (
+            "pooling",
+            lambda: model.embed(pixels),
+            sum(f.numel() * 4 for f in features.values()) / byte_ms,
+        ),
+        ("search", lambda: model.patch_scores(embeddings), 2 * queries * bank * dim / gflop_ms),
+        ("smoothing", lambda: model.smoother(distances), flops_of(model.smoother, distances) / gflop_ms),
+        ("decision, outline, findings", decide, amap.nbytes * 4 / byte_ms),
+        ("PNG (overlay, mask)", write_pngs, None),
+    ]
+    out = []
+    for name, work, floor in rows:
+        ms = timed(work)
+        if name == "pooling":  # embed runs the backbone too; pooling is what it adds
+            ms = max(ms - out[2]["ms"], 0.0)
+        out.append({"stage": name, "ms": round(ms, 2), "floor_ms": None if floor is None else round(floor, 3)})
+    out.append(
+        {
+            "stage": "total of the stages",
+            "ms": round(sum(row["ms"] for row in out), 2),
+            "floor_ms": round(sum(row["floor_ms"] or 0.0 for row in out), 3),
+        }
+    )
+    return out
+
+
+def whole(model_dir: Path, paths: list[Path], runtime: str, batch: int, repeats: int) -> dict:
+    """``predict_batch`` on decoded images, ms per image (the images cycled to fill the batches)."""
+    detector = load_detector(model_dir, runtime=runtime)
+    detector.batch_size = batch
+    images = [read_image(path) for path in paths]
+    batch_images = [images[i % len(images)] for i in range(batch)]
+    ms = median_ms(lambda: detector.predict_batch(batch_images), max(3, repeats // batch))
+    megapixels = sum(image.shape[0] * image.shape[1] for image in batch_images) / 1e6
+    return {
+        "runtime": runtime,
+        "batch": batch,
+        "ms_per_image": round(ms / batch, 2),
+        "images_per_second": round(1000 * batch / ms, 2),
+        "ms_per_megapixel": round(ms / megapixels, 2),
+    }
+
+
+def profile(model_dir: Path, images: Path, rates: dict, repeats: int, batches: list[int]) -> dict:
+    detector = load_detector(model_dir)
+    paths = collect_images([images])[:32]
+    image = read_image(paths[0])
+    runs = [whole(model_dir, paths, "torch", batch, repeats) for batch in batches]
+    runs += [whole(model_dir, paths, "onnx", batch, repeats) for batch in batches]
+    return {
+        "model": str(model_dir),
+        "working_scale": detector.working_scale_.describe(),
+        "image": f"{paths[0].name} ({image.shape[1]}x{image.shape[0]})",
+        "bank": list(detector.model_.memory_bank.shape),
+        "stages": stages(detector, paths[0], rates, repeats),
+        "whole": runs,
+    }
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    lines = [
+        "# PatchCore, stage by stage (batch 1)",
+        "",
+        f"`{meta['command']}` on {meta['date']} ({meta['machine']}, {meta['threads']} torch threads). Machine rates "
+        f"in the same run: {meta['rates']['matmul_gflop_per_s']} GFLOP/s fp32 matmul, "
+        f"{meta['rates']['copy_gb_per_s']} GB/s memory copy. Floor: FLOPs over the matmul rate, or bytes over the "
+        "copy rate (`-`: no simple floor).",
+    ]
+    for result in results:
+        lines += [
+            "",
+            f"## {Path(result['model']).name}: {result['working_scale']}",
+            "",
+            f"Image {result['image']}; memory bank {result['bank'][0]} x {result['bank'][1]}.",
+            "",
+            "| stage | ms | floor ms | ms / floor |",
+            "|---|---|---|---|",
+        ]
+        for row in result["stages"]:
+            floor = row["floor_ms"]
+            ratio = f"{row['ms'] / floor:.0f}x" if floor else "-"
+            lines.append(f"| {row['stage']} | {row['ms']} | {'-' if floor is None else floor} | {ratio} |")
+        lines += ["", "| runtime | batch | ms / image | images / s | ms / megapixel |", "|---|---|---|---|---|"]
+        for run in result["whole"]:
+            lines.append(
+                f"| {run['runtime']} | {run['batch']} | {run['ms_per_image']} | {run['images_per_second']} | "
+                f"{run['ms_per_megapixel']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, nargs="+", required=True, help="saved PatchCore model folders")
+    parser.add_argument(
+        "--images", type=Path, help="test images (default: the model folder's name as a category of --data)"
+    )
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--md", type=Path)
+    args = parser.parse_args()
+    rates = machine_rates(args.repeats)
+    results = []
+    for model_dir in args.models:
+        images = args.images or args.data / model_dir.name / "test"
+        results.append(profile(model_dir, images, rates, args.repeats, args.batches))
+        print(json.dumps(results[-1]), flush=True)
+    meta = {
+        "command": "python bench/patchcore_stages.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "threads": torch.get_num_threads(),
+        "rates": rates,
+    }
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    text = markdown(results, meta)
+    if args.md:
+        args.md.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
