@@ -127,8 +127,12 @@ def stages(detector, path: Path, rates: dict, repeats: int) -> list[dict]:
 
 
 def whole(model_dir: Path, paths: list[Path], runtime: str, batch: int, repeats: int) -> dict:
-    """``predict_batch`` on decoded images, ms per image (the images cycled to fill the batches)."""
-    detector = load_detector(model_dir, runtime=runtime)
+    """``predict_batch`` on decoded images, ms per image (the images cycled to fill the batches); a runtime the
+    code under test lacks (ONNX for PatchCore before it exported) is recorded as such."""
+    try:
+        detector = load_detector(model_dir, runtime=runtime)
+    except ValueError as error:
+        return {"runtime": runtime, "batch": batch, "unavailable": str(error)}
     detector.batch_size = batch
     images = [read_image(path) for path in paths]
     batch_images = [images[i % len(images)] for i in range(batch)]
@@ -184,6 +188,9 @@ def markdown(results: list[dict], meta: dict) -> str:
             lines.append(f"| {row['stage']} | {row['ms']} | {'-' if floor is None else floor} | {ratio} |")
         lines += ["", "| runtime | batch | ms / image | images / s | ms / megapixel |", "|---|---|---|---|---|"]
         for run in result["whole"]:
+            if "unavailable" in run:
+                lines.append(f"| {run['runtime']} | {run['batch']} | unavailable | - | - |")
+                continue
             lines.append(
                 f"| {run['runtime']} | {run['batch']} | {run['ms_per_image']} | {run['images_per_second']} | "
                 f"{run['ms_per_megapixel']} |"
