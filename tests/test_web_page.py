@@ -120,6 +120,9 @@ def test_upload_see_the_result_ask_and_judge(service, browser, demo_data, shots)
     sync_api.expect(page.locator("#feedback-status")).to_have_text(
         "saved: false_alarm; learned as mark 1 (model version 2)"
     )
+    page.click("#undo-mark")
+    sync_api.expect(page.locator("#feedback-status")).to_have_text("mark 1 undone (model version 3)")
+    sync_api.expect(page.locator("#undo-mark")).to_be_hidden()
     page.click("#feedback-form button[data-status=false_alarm]")  # judged by version 1, which is gone
     sync_api.expect(page.locator("#feedback-status")).to_contain_text("saved: false_alarm; not learned: the result")
     turns = httpx.get(f"{service}/results/{result['id']}/chat", headers={"X-API-Key": KEY}).json()

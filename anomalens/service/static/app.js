@@ -106,6 +106,27 @@ function learningText(learning) {
   return `; ${said}: ${learning.reason}`;
 }
 
+// a learned false alarm can be taken back at once: the button undoes its mark (a new model version)
+function offerUndo(learning) {
+  const button = $("undo-mark");
+  button.hidden = !(learning && learning.outcome === "learned");
+  if (!button.hidden) {
+    button.dataset.model = learning.model;
+    button.dataset.mark = learning.report.learned[0].mark;
+  }
+}
+
+async function undoMark() {
+  const {model, mark} = $("undo-mark").dataset;
+  try {
+    const report = await (await call(`/models/${encodeURIComponent(model)}/marks/${mark}`, {method: "DELETE"})).json();
+    $("feedback-status").textContent = `mark ${mark} undone (model version ${report.version})`;
+    $("undo-mark").hidden = true;
+  } catch (error) {
+    $("feedback-status").textContent = `not undone: ${error.message}`;
+  }
+}
+
 async function judge(status) {
   if (!current) return;
   const body = {status};
@@ -114,6 +135,7 @@ async function judge(status) {
     const receipt = await (await call(`/results/${current.id}/feedback`, {
       method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})).json();
     $("feedback-status").textContent = `saved: ${receipt.status}${learningText(receipt.learning)}`;
+    offerUndo(receipt.learning);
     loadPast();
   } catch (error) {
     $("feedback-status").textContent = `not saved: ${error.message}`;
@@ -178,7 +200,8 @@ document.addEventListener("DOMContentLoaded", () => {
     if (e.dataTransfer.files[0]) inspect(e.dataTransfer.files[0]);
   });
   $("chat-form").addEventListener("submit", ask);
-  document.querySelectorAll("#feedback-form button").forEach((b) => b.addEventListener("click", () => judge(b.dataset.status)));
+  document.querySelectorAll("#feedback-form button[data-status]").forEach((b) => b.addEventListener("click", () => judge(b.dataset.status)));
+  $("undo-mark").addEventListener("click", undoMark);
   $("refresh").addEventListener("click", loadPast);
   $("filter").addEventListener("change", loadPast);
   $("export-csv").addEventListener("click", (e) => { e.preventDefault(); download("csv"); });
