@@ -16,40 +16,36 @@ from anomalens import api
 from anomalens.cli.output import console
 from anomalens.learning import LearnReport, Mark, QueuedImage, active_marks
 from anomalens.learning.finetune import FineTuneQueue
+from anomalens.learning.marks import Declared
 from anomalens.models import load_detector
 from anomalens.models.efficientad.detector import FINE_TUNE_SECONDS, FINE_TUNE_STEPS
 
 
-def marks_table(marks: list[Mark]) -> Table:
-    table = Table(title="learned marks (images declared normal)")
-    for column in ("mark", "image", "by", "when (UTC)", "score / threshold then", "patches added"):
+def declared_table(title: str, id_column: str, last_column: str, rows: list[tuple[int, Declared, str]]) -> Table:
+    """One row per image declared normal: its id, the declaration, and one column of its own kind."""
+    table = Table(title=title)
+    for column in (id_column, "image", "by", "when (UTC)", "score / threshold then", last_column):
         table.add_column(column)
-    for mark in marks:
+    for number, declared, last in rows:
         table.add_row(
-            str(mark.mark),
-            mark.image,
-            mark.by,
-            mark.at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{mark.score / mark.threshold:.2f}",
-            str(mark.patches),
+            str(number),
+            declared.image,
+            declared.by,
+            declared.at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{declared.score / declared.threshold:.2f}",
+            last,
         )
     return table
+
+
+def marks_table(marks: list[Mark]) -> Table:
+    rows = [(mark.mark, mark, str(mark.patches)) for mark in marks]
+    return declared_table("learned marks (images declared normal)", "mark", "patches added", rows)
 
 
 def queue_table(entries: list[QueuedImage]) -> Table:
-    table = Table(title="queued for fine-tuning (applied with --apply)")
-    for column in ("entry", "image", "by", "when (UTC)", "score / threshold then", "model version"):
-        table.add_column(column)
-    for entry in entries:
-        table.add_row(
-            str(entry.entry),
-            entry.image,
-            entry.by,
-            entry.at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{entry.score / entry.threshold:.2f}",
-            str(entry.version),
-        )
-    return table
+    rows = [(entry.entry, entry, str(entry.version)) for entry in entries]
+    return declared_table("queued for fine-tuning (applied with --apply)", "entry", "model version", rows)
 
 
 def print_report(report: LearnReport, model_dir: str) -> None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from anomalens.data.io import read_image, to_uint8_rgb, write_png
 from anomalens.learning.learn import DEFAULT_MAX_MARK_RATIO, CannotLearn, guard, report_of
 from anomalens.learning.marks import (
+    Declared,
     FineTuning,
     LearnReport,
     Mark,
@@ -161,18 +162,8 @@ def apply_fine_tuning(
     learned = []
     for number, (entry, image) in enumerate(queued, start=next_mark):
         after = detector.score_and_map(image)[0]
-        learned.append(
-            Mark(
-                mark=number,
-                image=entry.image,
-                by=entry.by,
-                at=entry.at,
-                score=entry.score,
-                threshold=entry.threshold,
-                patches=0,
-                score_after=after,
-            )
-        )
+        declared = entry.model_dump(include=set(Declared.model_fields))
+        learned.append(Mark(mark=number, patches=0, score_after=after, **declared))
     store_marks(detector, active_marks(detector) + learned, next_mark + len(learned))
     report = report_of(before, detector, learned=learned)
     report.fine_tuning = FineTuning(steps=training.steps, seconds=training.seconds)

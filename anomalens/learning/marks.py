@@ -15,30 +15,30 @@ MARKS_KEY = "marks"
 NEXT_MARK_KEY = "next_mark"
 
 
-class Mark(BaseModel):
-    """One image declared normal and learned: what it scored when it was marked and what it taught."""
+class Declared(BaseModel):
+    """An image an operator declared normal: who, when, and what it scored against which threshold then."""
 
-    mark: int = Field(ge=1, description="the mark's id; an undo names it")
     image: str = Field(description="the image's file name, or the stored result it came from")
     by: str
     at: datetime
-    score: float = Field(description="its image score before it was learned (held out, like a calibration normal)")
+    score: float = Field(description="its image score when declared normal (held out, like a calibration normal)")
     threshold: float = Field(description="the image threshold it was judged against")
+
+
+class Mark(Declared):
+    """One image declared normal and learned, and what it taught."""
+
+    mark: int = Field(ge=1, description="the mark's id; an undo names it")
     patches: int = Field(description="memory-bank patches it added (PatchCore; 0 when learned by fine-tuning)")
     score_after: float | None = Field(default=None, description="its image score once learned")
 
 
-class QueuedImage(BaseModel):
+class QueuedImage(Declared):
     """An image declared normal for a model that learns by training (EfficientAD): it waits in the model's
     fine-tuning queue until the queue is applied, then becomes a mark."""
 
     entry: int = Field(ge=1, description="its id in the queue; dropping it names it")
-    image: str = Field(description="the image's file name, or the stored result it came from")
     file: str = Field(description="the PNG copy kept in the queue's folder")
-    by: str
-    at: datetime
-    score: float = Field(description="its image score when it was queued")
-    threshold: float = Field(description="the image threshold it was judged against")
     version: int = Field(description="the model version that scored it")
 
 
@@ -72,10 +72,6 @@ class LearnReport(BaseModel):
     threshold_capped: bool = Field(description="the re-checked threshold would have risen beyond the cap")
     fine_tuning: FineTuning | None = Field(default=None, description="the training that learned the marks, if any")
     version: int | None = Field(default=None, description="the model version it made (none when nothing changed)")
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.learned or self.forgotten)
 
 
 def active_marks(detector: BaseDetector) -> list[Mark]:

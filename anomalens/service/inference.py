@@ -141,9 +141,7 @@ class Inspector:
     def marks(self, name: str) -> list[Mark]:
         """The marks the current version of the model ``name`` has learned and not forgotten, oldest first."""
         with self._changes:
-            versions = ModelVersions(self.available[name])
-            loaded = name == self.model_name and self.model_version == versions.current
-            return active_marks(self.detector if loaded else load_detector(versions.path_of(versions.current)))
+            return active_marks(self._current(name)[2])
 
     def queue_for_fine_tuning(self, name: str, images: list[tuple[str, np.ndarray]], by: str) -> LearnReport:
         """Queue ``images`` for the fine-tuning of the model ``name`` (one that learns by training), at its current
@@ -151,11 +149,16 @@ class Inspector:
         from anomalens.learning.finetune import FineTuneQueue, queue_normal_images
 
         with self._changes:
-            versions = ModelVersions(self.available[name])
-            current = versions.current
-            loaded = name == self.model_name and self.model_version == current
-            detector = self.detector if loaded else load_detector(versions.path_of(current))
+            versions, current, detector = self._current(name)
             return queue_normal_images(detector, FineTuneQueue(versions.directory), images, by, current)
+
+    def _current(self, name: str) -> tuple[ModelVersions, int, BaseDetector]:
+        """The versions of the model ``name``, its current version and that version's detector: the one that
+        inspects when it is that version, else loaded (call it holding ``_changes``)."""
+        versions = ModelVersions(self.available[name])
+        current = versions.current
+        loaded = name == self.model_name and self.model_version == current
+        return versions, current, self.detector if loaded else load_detector(versions.path_of(current))
 
     def change_model(
         self, name: str, change: Callable[[BaseDetector], LearnReport], by: str, judged_by: int | None = None
