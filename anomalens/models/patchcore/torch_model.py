@@ -42,18 +42,26 @@ def nearest_distances(
     if bank_norms is None:
         bank_norms = (bank * bank).sum(dim=1)
     penalty = None if excluded is None else excluded.to(queries.device).float() * FAR
-    bank_t = bank.T
     for start in range(0, queries.shape[0], QUERY_CHUNK):
         rows = slice(start, start + QUERY_CHUNK)
-        chunk = queries[rows]
-        # ||b||^2 - 2 q.b in one BLAS call; ||q||^2 is the same along a row, so it is added after the minimum
-        partial = torch.addmm(bank_norms, chunk, bank_t, alpha=-2.0)
-        if penalty is not None:
-            partial += penalty
+        chunk_penalty = penalty
         if out_of_reach is not None:
-            partial += out_of_reach(rows).float() * FAR
-        out[rows] = partial.amin(dim=1) + (chunk * chunk).sum(dim=1)
+            reach = out_of_reach(rows).float() * FAR
+            chunk_penalty = reach if penalty is None else reach + penalty
+        out[rows] = squared_nearest(queries[rows], bank, bank_norms, chunk_penalty)
     return out.clamp_min(0).sqrt()
+
+
+def squared_nearest(
+    queries: torch.Tensor, bank: torch.Tensor, bank_norms: torch.Tensor, penalty: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Squared distance from each query [Q, D] to its nearest bank row [M, D], ``penalty`` ([M] or [Q, M]) added
+    to the squared distances first: ||b||^2 - 2 q.b in one BLAS call, and ||q||^2, the same along a row, added
+    after the minimum."""
+    partial = torch.addmm(bank_norms, queries, bank.T, alpha=-2.0)
+    if penalty is not None:
+        partial += penalty
+    return partial.amin(dim=1) + (queries * queries).sum(dim=1)
 
 
 class PatchCoreModel(nn.Module):
@@ -160,6 +168,5 @@ class PatchCoreExport(nn.Module):
         embeddings = self.model.embed(images)
         batch, dim, height, width = embeddings.shape
         queries = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)
-        partial = torch.addmm(self.model.bank_norms, queries, self.model.memory_bank.T, alpha=-2.0)
-        squared = partial.amin(dim=1) + (queries * queries).sum(dim=1)
+        squared = squared_nearest(queries, self.model.memory_bank, self.model.bank_norms)
         return self.model.smoother(squared.clamp_min(0).sqrt().view(batch, 1, height, width))
