@@ -17,6 +17,7 @@ from anomalens.evaluation.metrics import (
     pixel_aupro,
     pixel_auroc,
     pixel_f1,
+    pixel_f1_max,
     threshold_metrics,
 )
 
@@ -223,6 +224,16 @@ def test_aupro_runs_on_250_full_size_maps():
 
 
 # ------------------------------------------------------------------------ thresholds, F1 and accuracy
+def test_pixel_f1_max_is_the_pooled_f1_max():
+    rng = np.random.default_rng(3)
+    masks = [rng.random(shape) < 0.2 for shape in [(17, 23), (30, 11), (5, 5)]]
+    # coarse levels, so that many pixels of both classes tie
+    maps = [(np.round(rng.random(m.shape) * 12) / 12 + 0.3 * m).astype(np.float32) for m in masks]
+    pooled = f1_max(np.concatenate([m.ravel() for m in masks]), np.concatenate([a.ravel() for a in maps]))
+    assert pixel_f1_max(masks, maps) == pytest.approx(pooled, rel=1e-12)
+    assert np.isnan(pixel_f1_max([np.zeros((4, 4), bool)], [np.ones((4, 4), np.float32)])[0])
+
+
 def test_f1_max_hand_case():
     # threshold: 0.9 -> 2/4=0.5, 0.7 -> 0.4, 0.6 -> 2/3, 0.4 -> tp3 fp1 fn0 = 6/7, 0.3 -> 0.75, 0.1 -> 2/3
     f1, threshold = f1_max(LABELS, SCORES)

@@ -187,6 +187,27 @@ def test_leave_one_out_thresholds(textures):
     assert sum(s < thresholds.image for s in held_out) >= 5, (held_out, thresholds.image)
 
 
+def test_a_fit_holds_bounded_samples_of_a_one_pass_stream(textures):
+    """More patches than coreset candidates, more images than are scored or given simulated defects: the fit
+    keeps samples of each (reading the stream once) and says how much it saw."""
+    images = (textures.normal(64, 64, seed=k) for k in range(10))
+    detector = PatchCore(
+        image_size=64,
+        augment_below=0,
+        coreset_candidates=200,
+        min_bank_size=50,
+        calibration_images=4,
+        simulated_images=3,
+        simulated_per_image=2,
+    ).fit(images)
+    assert detector.info_["n_images"] == 10
+    assert detector.info_["n_patches"] == 10 * PATCHES_PER_VIEW_64
+    assert detector.info_["n_coreset_candidates"] == 200
+    assert detector.model_.memory_bank.shape[0] == 50
+    assert detector.thresholds_.details["n_normal"] == 4
+    assert detector.thresholds_.details["n_simulated"] == 3 * 2
+
+
 def test_calibration_images_caps_the_scored_images(textures):
     train = textures.normals([(64, 64)] * 5, first_seed=0)
     detector = PatchCore(image_size=64, augment_below=0, calibration_images=3).fit(train)

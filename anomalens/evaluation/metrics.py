@@ -28,6 +28,7 @@ __all__ = [
     "threshold_metrics",
     "oracle_accuracy",
     "pixel_f1",
+    "pixel_f1_max",
 ]
 
 _POOL_DTYPE = np.float32
@@ -189,6 +190,27 @@ def pixel_f1(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike], threshold: f
         fp += int(np.count_nonzero(pred)) - t
         fn += int(np.count_nonzero(mask)) - t
     return _safe_div(2 * tp, 2 * tp + fp + fn)
+
+
+def pixel_f1_max(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike]) -> tuple[float, float]:
+    """Best pixel F1 over all thresholds (anomalous where ``map >= threshold``), pooled over all pixels of all
+    images, and the lowest threshold that reaches it; ``(nan, nan)`` when no pixel is anomalous.
+
+    The best cut always lies at an anomalous pixel's score (raising a cut to the next one loses no true
+    positive), so only those are tried, each counted with ``searchsorted`` in the sorted scores of both classes:
+    exact, and without the float64 copies of every pixel that a precision-recall curve builds.
+    """
+    pairs = _pixel_pairs(masks, maps)
+    positives = np.sort(np.concatenate([amap[mask] for mask, amap in pairs]).astype(_POOL_DTYPE))
+    if positives.size == 0:
+        return math.nan, math.nan
+    negatives = np.sort(np.concatenate([amap[~mask] for mask, amap in pairs]).astype(_POOL_DTYPE))
+    cuts = np.unique(positives)
+    true_positives = positives.size - np.searchsorted(positives, cuts, side="left")
+    false_positives = negatives.size - np.searchsorted(negatives, cuts, side="left")
+    f1 = 2 * true_positives / (true_positives + false_positives + positives.size)
+    best = int(np.argmax(f1))
+    return float(f1[best]), float(cuts[best])
 
 
 def pixel_aupro(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike], fpr_limit: float = 0.3) -> float:

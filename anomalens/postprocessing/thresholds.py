@@ -141,14 +141,16 @@ def thresholds_from_simulation(
     Pixel: the best pixel F1 on the simulated masks, capped at the image threshold so an anomalous verdict
     always has a region.
     """
-    from anomalens.evaluation.metrics import f1_max
+    from anomalens.evaluation.metrics import pixel_f1_max
 
     cut = best_balanced_threshold(normal_scores, anomaly_scores)
     normal_only = thresholds_from_normal(normal_scores, normal_maps, max_false_alarm_rate)
     image = max(cut, normal_only.image)
-    masks = np.concatenate([m.ravel() for m in anomaly_masks]).astype(np.int8)
-    values = np.concatenate([m.ravel() for m in anomaly_maps])
-    pixel_f1, pixel = f1_max(masks, values) if masks.any() else (float("nan"), image)
+    pixel_f1, pixel = pixel_f1_max(
+        [m.reshape(m.shape[-2:]) for m in anomaly_masks], [a.reshape(a.shape[-2:]) for a in anomaly_maps]
+    )
+    if np.isnan(pixel):
+        pixel = image
     anomalies = np.asarray(anomaly_scores, dtype=np.float64)
     return Thresholds(
         image=image,

@@ -273,9 +273,8 @@ class EfficientAD(BaseDetector):
 
         return calibrate(
             list(members),
-            members.__getitem__,
-            list(validation),
             lambda i: score([validation[v] for v in members[i]]),
+            [(i, [validation[v] for v in views]) for i, views in members.items()],
             lambda i, pixels: score([pixels]),
             self.view_scores,
             self.calibration,

@@ -8,7 +8,8 @@ rotated copies of the shots, as the few-shot decoder of AnomalyGPT does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,9 @@ import torch
 from anomalens.data.scale import DEFAULT_PIXEL_BUDGET
 from anomalens.models.backbones import build_feature_extractor
 from anomalens.models.base import BaseDetector, View, flush_denormals
-from anomalens.models.calibration import calibrate
-from anomalens.models.patchcore.coreset import greedy_coreset
+from anomalens.models.calibration import calibrate, spread_evenly
+from anomalens.models.patchcore.coreset import greedy_coreset, k_center_greedy, random_projection
+from anomalens.models.patchcore.sampling import PatchPool, Reservoir
 from anomalens.models.patchcore.torch_model import PatchCoreExport, PatchCoreModel
 from anomalens.progress import track
 from anomalens.types import Thresholds
@@ -34,6 +36,39 @@ def dihedral_grid(grid: torch.Tensor, transform: int) -> torch.Tensor:
     """The same transform as ``dihedral`` applied to [V, h, w] grids of patch labels."""
     rotated = torch.rot90(grid, transform % 4, dims=(1, 2))
     return torch.flip(rotated, dims=(2,)) if transform >= 4 else rotated
+
+
+def patch_keys(image: int, first_view: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """[v, h, w, 2] keys of the patches of an image's ``v`` views of ``h`` x ``w`` patches: the image's index, and
+    4 x the view's index (counted over the fit) plus the quarter of the view the patch lies in."""
+    views, height, width = shape
+    rows = (torch.arange(height) >= height // 2).long().view(-1, 1)
+    cols = (torch.arange(width) >= width // 2).long().view(1, -1)
+    quarter = (2 * rows + cols).unsqueeze(0) + 4 * (first_view + torch.arange(views)).view(-1, 1, 1)
+    return torch.stack([torch.full_like(quarter, image), quarter], dim=-1)
+
+
+@dataclass(frozen=True)
+class FitImage:
+    """A training image during a fit, as far as it is kept: its patches' keys (``patch_keys``), their features
+    [v, h, w, D] and its views' pixels."""
+
+    keys: torch.Tensor
+    features: torch.Tensor | None
+    pixels: list[np.ndarray]
+
+    @property
+    def index(self) -> int:
+        return int(self.keys[0, 0, 0, 0])
+
+    def groups(self, key: int) -> list[tuple[int, torch.Tensor]]:
+        """Each group of the image's patches that calibration leaves out together (by key ``key``), with the
+        indices of the views it lies in."""
+        labels = self.keys[..., key]
+        return [
+            (int(group), torch.nonzero((labels == group).flatten(1).any(dim=1)).flatten())
+            for group in torch.unique(labels)
+        ]
 
 
 class PatchCore(BaseDetector):
@@ -142,80 +177,92 @@ class PatchCore(BaseDetector):
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, images: Iterable[np.ndarray]) -> PatchCore:
+        """Learn from a stream of normal images, holding at most ``coreset_candidates`` patches, the patches of
+        ``calibration_images`` images and the pixels of ``simulated_images`` (uniform samples of the stream),
+        so that memory stops growing with the number of images."""
         torch.manual_seed(self.seed)
-        views, owners = [], []
-        for index, image in enumerate(self._start_fit(images)):
-            for view in self._views(image):
-                views.append(view)
-                owners.append(index)
-        n_images = (owners[-1] + 1) if owners else 0
+        stream = self._start_fit(images)
+        self.model_ = self._build_model()
+        pool = PatchPool(self.coreset_candidates, self.seed)
+        normals: Reservoir[FitImage] = Reservoir(self.calibration_images, self.seed + 1)
+        simulated: Reservoir[FitImage] = Reservoir(self.simulated_images, self.seed + 2)
+        first: list[FitImage] = []  # the first few kept whole, to augment a few-shot bank
+        n_images = n_views = 0
+        for views, grid in track(self._embed_stream(stream), "extracting features", enabled=self.progress):
+            keys = patch_keys(n_images, n_views, grid.shape[:3])
+            pool.add(grid.flatten(0, 2), keys.flatten(0, 2))
+            image = FitImage(keys, grid.clone(), [view.pixels for view in views])
+            normals.offer(replace(image, pixels=[]))
+            simulated.offer(replace(image, features=None))
+            if n_images < self.augment_below:
+                first.append(image)
+            n_images, n_views = n_images + 1, n_views + len(views)
         if n_images == 0:
             raise ValueError("fit needs at least one normal image")
-
-        self.model_ = self._build_model()
-        # features are kept once, as patch rows [V, h, w, D]: the largest array of a fit
-        patch_grid = self._embed_all([v.pixels for v in views])
-        n_views, height, width, dim = patch_grid.shape
-        embeddings = patch_grid.permute(0, 3, 1, 2)  # [V, D, h, w] view for scoring, no copy
-        groups = self._leave_out_groups(torch.tensor(owners), n_images, height, width)
-        patches = [patch_grid.view(-1, dim)]
-        patch_groups = [groups.reshape(-1)]
+        height, width, dim = grid.shape[1:]
+        key = 0 if n_images > 1 else 1  # leave out a whole image, or with a single shot a quarter of a view
         augmented = n_images < self.augment_below
         if augmented:
-            for transform in range(1, 8):
-                patches.append(self._embed_all([dihedral(v.pixels, transform) for v in views]).view(-1, dim))
-                patch_groups.append(dihedral_grid(groups, transform).reshape(-1))
-        patches = torch.cat(patches) if augmented else patches[0]
-        patch_groups = torch.cat(patch_groups)
+            self._add_symmetries(pool, first)
 
-        chosen = self._choose_bank(patches)
-        bank_size = len(chosen)
-        self.model_.set_memory_bank(patches[chosen])
-        self.thresholds_ = self._calibrate(views, embeddings, groups, patch_groups[chosen])
+        chosen = self._choose_bank(pool)
+        bank_groups = pool.keys[chosen, key].to(self.torch_device)
+        self.model_.set_memory_bank(pool.rows(chosen).to(self.torch_device))
+        self.thresholds_ = self._calibrate(list(normals), list(simulated), key, bank_groups)
         self.info_ = {
             "n_images": n_images,
             "n_views": n_views,
             "augmented_views": augmented,
-            "n_patches": int(len(patches)),
-            "bank_size": int(bank_size),
+            "n_patches": int(pool.seen),
+            "n_coreset_candidates": len(pool),
+            "bank_size": len(chosen),
             "feature_dim": dim,
             "feature_grid": [height, width],
         }
         return self
 
-    def _choose_bank(self, patches: torch.Tensor) -> torch.Tensor:
-        """Indices of the patches kept as the memory bank."""
-        wanted = max(self.min_bank_size, min(self.max_bank_size, int(round(self.coreset_ratio * len(patches)))))
-        candidates = torch.arange(len(patches))
-        if len(patches) > self.coreset_candidates:
-            generator = torch.Generator().manual_seed(self.seed)
-            candidates = torch.randperm(len(patches), generator=generator)[: self.coreset_candidates]
-        chosen = greedy_coreset(
-            patches[candidates], min(wanted, len(candidates)), projection_dim=self.coreset_projection, seed=self.seed
-        )
-        return candidates[chosen]
+    def _embed_stream(self, images: Iterable[np.ndarray]) -> Iterator[tuple[list[View], torch.Tensor]]:
+        """Each image's views and their patch features [v, h, w, D]; views of consecutive images share batches."""
+        pending: list[list[View]] = []
+        for image in images:
+            pending.append(self._views(image))
+            if sum(map(len, pending)) >= self.batch_size:
+                yield from self._embed_images(pending)
+                pending = []
+        yield from self._embed_images(pending)
 
-    @staticmethod
-    def _leave_out_groups(owners: torch.Tensor, n_images: int, height: int, width: int) -> torch.Tensor:
-        """Which patches are left out together when scoring normals for calibration: [V, h, w] group ids.
+    def _embed_images(self, per_image: list[list[View]]) -> Iterator[tuple[list[View], torch.Tensor]]:
+        if not per_image:
+            return
+        grid = self._embed_all([view.pixels for views in per_image for view in views])
+        start = 0
+        for views in per_image:
+            yield views, grid[start : start + len(views)]
+            start += len(views)
 
-        Normally a whole image; with a single shot there is no other image, so each quarter of every view is
-        scored against the rest (leaving out only its own flipped copies would compare it with itself).
-        """
-        n_views = len(owners)
-        if n_images > 1:
-            return owners.view(-1, 1, 1).expand(n_views, height, width).clone()
-        rows = (torch.arange(height) >= height // 2).long().view(-1, 1)
-        cols = (torch.arange(width) >= width // 2).long().view(1, -1)
-        return (2 * rows + cols).unsqueeze(0) + 4 * torch.arange(n_views).view(-1, 1, 1)
+    def _add_symmetries(self, pool: PatchPool, images: list[FitImage]) -> None:
+        """Add the patches of the flipped and rotated copies of ``images`` (a few-shot fit) to ``pool``."""
+        pixels = [view for image in images for view in image.pixels]
+        keys = torch.cat([image.keys for image in images])
+        for transform in range(1, 8):
+            grid = self._embed_all([dihedral(view, transform) for view in pixels])
+            moved = torch.stack([dihedral_grid(keys[..., k], transform) for k in range(keys.shape[-1])], dim=-1)
+            pool.add(grid.flatten(0, 2), moved.flatten(0, 2))
+
+    def _choose_bank(self, pool: PatchPool) -> torch.Tensor:
+        """Slots of the pool's patches kept as the memory bank."""
+        wanted = max(self.min_bank_size, min(self.max_bank_size, int(round(self.coreset_ratio * pool.seen))))
+        generator = torch.Generator().manual_seed(self.seed)
+        projection = random_projection(pool.dim, self.coreset_projection, generator)
+        points = pool.projected(projection) if projection is not None else pool.rows(torch.arange(len(pool)))
+        return k_center_greedy(points, min(wanted, len(pool)), generator)
 
     def _embed_all(self, pixels: list[np.ndarray]) -> torch.Tensor:
         """Patch features of all views as [V, h, w, D], written batch by batch into one array."""
         assert self.model_ is not None
         out: torch.Tensor | None = None
         with torch.inference_mode():
-            starts = range(0, len(pixels), self.batch_size)
-            for start in track(starts, "extracting features", enabled=self.progress):
+            for start in range(0, len(pixels), self.batch_size):
                 batch = self._to_tensor(pixels[start : start + self.batch_size]).to(self.torch_device)
                 features = self.model_.embed(batch).permute(0, 2, 3, 1)
                 if out is None:
@@ -225,22 +272,33 @@ class PatchCore(BaseDetector):
         return out
 
     def _calibrate(
-        self, views: list[View], embeddings: torch.Tensor, groups: torch.Tensor, bank_groups: torch.Tensor
+        self, normals: list[FitImage], simulated: list[FitImage], key: int, bank_groups: torch.Tensor
     ) -> Thresholds:
-        """Score normal views against the bank without their own group's patches, and (by default) the same
-        views with simulated defects put in; thresholds from those scores."""
+        """Score the sampled normal images against the bank without their own group's patches (``key``: which of
+        the patch keys is the group), and (by default) the sampled images with simulated defects put in;
+        thresholds from those scores."""
         assert self.model_ is not None
         model = self.model_
-        unique_groups = torch.unique(groups)
-        if len(unique_groups) > self.calibration_images:
-            pick = np.linspace(0, len(unique_groups) - 1, self.calibration_images).round().astype(int)
-            unique_groups = unique_groups[pick]
         # a group whose patches fill the whole bank (one view, no coreset) has nothing left to compare with
-        units = [int(g) for g in unique_groups if not bool((bank_groups == g).all())]
-        members = {g: torch.nonzero((groups == g).flatten(1).any(dim=1)).flatten() for g in units}
+        in_bank = torch.unique(bank_groups).tolist()
+        alone = in_bank[0] if len(in_bank) == 1 else None
+        members = {group: (image, views) for image in normals for group, views in image.groups(key) if group != alone}
+        units = spread_evenly(sorted(members), self.calibration_images)
+        simulated_units = spread_evenly(
+            [
+                (group, [image.pixels[v] for v in views.tolist()])
+                for image in sorted(simulated, key=lambda image: image.index)
+                for group, views in image.groups(key)
+                if group != alone
+            ],
+            self.simulated_images,
+        )
 
         def normal_maps(group: int) -> torch.Tensor:
-            return model.smoother(model.patch_scores(embeddings[members[group]], bank_groups == group))
+            image, views = members[group]
+            assert image.features is not None
+            embeddings = image.features[views].permute(0, 3, 1, 2)
+            return model.smoother(model.patch_scores(embeddings, bank_groups == group))
 
         def anomaly_map(group: int, pixels: np.ndarray) -> torch.Tensor:
             batch = self._to_tensor([pixels]).to(self.torch_device)
@@ -248,16 +306,14 @@ class PatchCore(BaseDetector):
 
         return calibrate(
             units,
-            lambda g: [int(i) for i in members[g]],
-            [v.pixels for v in views],
             normal_maps,
+            simulated_units,
             anomaly_map,
             self.view_scores,
             self.calibration,
             self.simulated_per_image,
             self.max_false_alarm_rate,
             self.seed,
-            simulated_units=self.simulated_images,
         )
 
     # -- learning from operators ----------------------------------------------------------------------------
