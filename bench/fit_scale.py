@@ -1,0 +1,188 @@
+"""PatchCore fit time and peak memory, from 300 images to thousands of tiles, beside anomalib's PatchCore.
+
+Each case fits in a fresh Python process of its own (``--child``), so its peak memory (VmHWM) is its own; the
+memory after importing torch and anomalens only is given beside it. Cases:
+
+- ``magnetic_tile@256``: the suite's 300 magnetic tile training images at a 256x256 network input;
+- one per suite category at the defaults a new user gets (working scale chosen from the images);
+- ``ball_screw_drive tiles``: every ball screw drive frame cut into tiles of ``--tile`` pixels, each tile fed to
+  the fit as an image of its own at 256x256 (thousands of training images, where a fit that holds every patch
+  runs out of memory).
+
+``--code DIR`` imports anomalens from another checkout (e.g. ``git archive bd5ab23 | tar -x -C /tmp/before``),
+so that before and after run the same cases. ``--peer`` fits anomalib 2.7's PatchCore (``../shared/peer``,
+its environment from ``make peer``) on magnetic tile in the same run.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/fit_scale.py --peer \\
+        --json bench/results/fit_scale.json --md bench/results/fit_scale.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = "../shared/data"
+CASES = {
+    "magnetic_tile@256": ("magnetic_tile", {"image_size": 256}),
+    "magnetic_tile": ("magnetic_tile", {}),
+    "ball_screw_drive": ("ball_screw_drive", {}),
+    "solar_cell_mono": ("solar_cell_mono", {}),
+    "solar_cell_poly": ("solar_cell_poly", {}),
+    "ball_screw_drive tiles": ("ball_screw_drive", {"image_size": 256}),
+}
+
+
+def memory_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(case: str, data: str, tile: int) -> dict:
+    """Fit one case in this process; what it took."""
+    import torch
+
+    from anomalens.data import read_image
+    from anomalens.data.io import is_image_file
+    from anomalens.data.tiling import tile_grid
+    from anomalens.models import PatchCore
+
+    category, params = CASES[case]
+    paths = sorted(p for p in (Path(data) / category / "train" / "good").iterdir() if is_image_file(p))
+    counted = {"images": 0}
+
+    def images():
+        for path in paths:
+            image = read_image(path)
+            pieces = (
+                [image[t.y0 : t.y1, t.x0 : t.x1] for t in tile_grid(*image.shape[:2], tile, 32)]
+                if case.endswith("tiles")
+                else [image]
+            )
+            for piece in pieces:
+                counted["images"] += 1
+                yield piece
+
+    baseline = memory_mb("VmRSS")
+    detector = PatchCore(**params)
+    tic = time.perf_counter()
+    detector.fit(images())
+    seconds = time.perf_counter() - tic
+    info = detector.info_
+    return {
+        "case": case,
+        "images": counted["images"],
+        "views": info.get("n_views"),
+        "patches": info.get("n_patches"),
+        "candidates": info.get("n_coreset_candidates", min(info.get("n_patches", 0), detector.coreset_candidates)),
+        "bank": info.get("bank_size"),
+        "network_input": detector.input_size,
+        "fit_s": round(seconds, 1),
+        "phases_s": info.get("fit_seconds"),
+        "peak_mb": round(memory_mb("VmHWM")),
+        "after_imports_mb": round(baseline),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def run_case(case: str, code: str | None, data: str, tile: int) -> dict:
+    command = [sys.executable, __file__, "--child", case, "--data", data, "--tile", str(tile)]
+    if code:
+        command += ["--code", code]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"case": case, "error": done.stderr[-2000:]}
+    return {**json.loads(lines[-1]), "code": code or "this checkout"}
+
+
+def run_peer(data: str) -> dict | None:
+    spec = importlib.util.spec_from_file_location("suite", Path(__file__).with_name("suite.py"))
+    assert spec is not None and spec.loader is not None
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    return suite.run_peer(data, "magnetic_tile", "anomalib patchcore")
+
+
+def markdown(rows: list[dict], peer: dict | None, header: str) -> str:
+    lines = [
+        "# PatchCore fit: time and peak memory",
+        "",
+        header,
+        "",
+        "| case | code | images | views | patches | coreset candidates | bank | features s | coreset s "
+        "| calibration s | fit s | peak MB | after imports MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['case']} | {row.get('code', '')} | error: see JSON |" + " |" * 10)
+            continue
+        phases = row.get("phases_s") or {}
+        lines.append(
+            f"| {row['case']} | {row['code']} | {row['images']} | {row['views']} | {row['patches']} "
+            f"| {row['candidates']} | {row['bank']} | {phases.get('features', '-')} | {phases.get('coreset', '-')} "
+            f"| {phases.get('calibration', '-')} | {row['fit_s']} | {row['peak_mb']} | {row['after_imports_mb']} |"
+        )
+    if peer:
+        lines += [
+            "",
+            "anomalib 2.7 PatchCore (Lite0 blocks.2+4, coreset 1 %, 256x256) on the same 300 magnetic tile "
+            "training images, in the same run (`../shared/peer`; its peak includes its test pass):",
+            "",
+            "| peer | fit s | ms / image (batch 1) | peak MB |",
+            "|---|---|---|---|",
+            f"| {peer.get('detector')} | {peer.get('fit_seconds')} | {peer.get('predict_ms_median')} "
+            f"| {peer.get('peak_rss_mb')} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--code", help="import anomalens from this checkout instead")
+    parser.add_argument("--before", help="also run every case with anomalens from this checkout, beside")
+    parser.add_argument("--data", default=DATA)
+    parser.add_argument("--tile", type=int, default=320, help="tile side for the 'tiles' case, in pixels")
+    parser.add_argument("--peer", action="store_true")
+    parser.add_argument("--child", choices=list(CASES))
+    parser.add_argument("--json")
+    parser.add_argument("--md")
+    args = parser.parse_args()
+    if args.code:
+        sys.path.insert(0, str(Path(args.code).resolve()))
+    if args.child:
+        print(json.dumps(child(args.child, args.data, args.tile)))
+        return
+
+    rows = []
+    for case in args.cases:
+        for code in ([args.before] if args.before else []) + [args.code]:
+            rows.append(run_case(case, code, args.data, args.tile))
+            print(json.dumps(rows[-1]), flush=True)
+    peer = run_peer(args.data) if args.peer else None
+    header = (
+        f"`python {' '.join(sys.argv)}` on {time.strftime('%Y-%m-%d %H:%M')} ({platform.machine()}, "
+        f"{len(os.sched_getaffinity(0))} CPUs, load before the run {os.getloadavg()[0]:.2f}). Each case is a "
+        f"fresh process; peak MB is its VmHWM."
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": header, "rows": rows, "peer": peer}, indent=2))
+    report = markdown(rows, peer, header)
+    if args.md:
+        Path(args.md).write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
