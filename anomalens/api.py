@@ -26,7 +26,7 @@ from anomalens.data import (
 from anomalens.data.datasets import Sample
 from anomalens.explanation import explain
 from anomalens.learning import DEFAULT_MAX_MARK_RATIO, DEFAULT_MAX_THRESHOLD_RISE, LearnReport, QueuedImage
-from anomalens.models import BaseDetector, create_detector, load_detector
+from anomalens.models import CHANGING_RUNTIME, BaseDetector, create_detector, load_detector
 from anomalens.models.efficientad.detector import FINE_TUNE_SECONDS, FINE_TUNE_STEPS
 from anomalens.models.versions import ModelVersions
 from anomalens.postprocessing.findings import extract_findings
@@ -201,7 +201,9 @@ def inspect(
             directory.append(record)
         results.append(record)
     errors = [{"path": str(path_of(p)), "error": m} for p, m in failures]
-    run = InspectionRun.in_input_order(results, errors, items, time.perf_counter() - start)
+    run = InspectionRun.in_input_order(
+        results, errors, items, time.perf_counter() - start, detector.runtime if todo else None
+    )
     if directory is not None:
         directory.finish(run)
     return run
@@ -223,7 +225,7 @@ def learn(
     from anomalens.learning import learn_normal_images
     from anomalens.learning.finetune import FineTuneQueue, FineTuner, queue_normal_images
 
-    detector = load_detector(model_dir)
+    detector = load_detector(model_dir, runtime=CHANGING_RUNTIME)
     named = [(Path(path).name, read_image(path)) for path in collect_images(images)]
     if isinstance(detector, FineTuner):
         version = ModelVersions(model_dir).current
@@ -246,7 +248,7 @@ def apply_fine_tuning(
     from anomalens.learning.finetune import FineTuneQueue
     from anomalens.learning.finetune import apply_fine_tuning as fine_tune
 
-    detector = load_detector(model_dir)
+    detector = load_detector(model_dir, runtime=CHANGING_RUNTIME)
     queue = FineTuneQueue(model_dir)
     queued = queue.images()
     normal_images = (image for _, image in iter_images(training_paths(normals_folder)))
@@ -266,7 +268,7 @@ def forget(model_dir: str | Path, marks: Sequence[int], by: str, **guards: float
     """Undo learned marks of the model in ``model_dir``, saved as a new version (cause "undo")."""
     from anomalens.learning import forget_marks
 
-    detector = load_detector(model_dir)
+    detector = load_detector(model_dir, runtime=CHANGING_RUNTIME)
     return save_change(model_dir, detector, forget_marks(detector, marks, **guards), by)
 
 

@@ -17,6 +17,8 @@ import pytest
 import torch
 
 import anomalens
+from anomalens.data import read_image
+from anomalens.models import PatchCore
 from anomalens.postprocessing.findings import SEVERITY_ORDER
 from anomalens.results.record import InspectionRecord
 
@@ -178,6 +180,16 @@ def demo_data() -> Path:
     """Root of the shipped demo data (MVTec layout, category ``magnetic_tile``)."""
     assert (DEMO_DATA / "magnetic_tile" / "train" / "good").is_dir()
     return DEMO_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_patchcores(demo_data) -> tuple[PatchCore, PatchCore]:
+    """Two PatchCore fits on different demo tiles, so that their thresholds and memory banks differ."""
+    train = sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))
+    first = PatchCore(image_size=96, seed=0).fit([read_image(path) for path in train[:8]])
+    second = PatchCore(image_size=96, seed=0).fit([read_image(path) for path in train[8:16]])
+    assert first.thresholds_.image != second.thresholds_.image
+    return first, second
 
 
 REGION_DEFAULTS = {

@@ -19,7 +19,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from anomalens import api
 from anomalens.cli.main import main
@@ -28,7 +27,7 @@ from anomalens.explanation.llm.local_server import free_port
 from anomalens.extras import EXTRA_OF_MODULE, MissingExtraError, requires_extra
 from anomalens.models import PatchCore, load_detector
 from anomalens.models.base import BaseDetector
-from anomalens.models.onnx_runtime import export_onnx
+from anomalens.models.onnx_runtime import onnx_available
 from conftest import wait_for_service
 
 FAST = {"image_size": 64, "min_bank_size": 256, "augment_below": 4}
@@ -262,6 +261,9 @@ def test_cli_predict(cli_model, tmp_path, capsys):
     assert code == 0
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())["summary"]
     assert summary["n_images"] == 6 and summary["n_errors"] == 0
+    # the default runtime, auto: ONNX Runtime where it is installed (this CPU), said where the user looks
+    assert summary["runtime"] == ("onnx" if onnx_available() else "torch")
+    assert f"network run by {summary['runtime']}" in out
     saved = json.loads((tmp_path / "pred" / "results.json").read_text())
     assert [r["image"] for r in saved] == [str(p) for p in data.test_good + data.test_spot]
     # both folders hold 000.png ... : every image still gets its own overlay and mask
@@ -385,9 +387,8 @@ def test_a_missing_extra_is_one_line_naming_it(argv, missing, said, cli_model, t
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
 def test_onnx_runtime_without_its_extra_names_it(missing, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, missing, None)
-    detector = types.SimpleNamespace(export_onnx=lambda path: export_onnx(torch.nn.Identity(), 8, path))
     with pytest.raises(MissingExtraError, match=r"^the ONNX runtime \(--runtime onnx\) " + re.escape(_pip("onnx"))):
-        BaseDetector.use_onnx(detector, tmp_path)  # what load_detector(..., runtime="onnx") calls
+        BaseDetector.use_onnx(types.SimpleNamespace(), tmp_path)  # what load_detector(..., runtime="onnx") calls
 
 
 def test_requires_extra_leaves_other_import_errors_alone(monkeypatch):

@@ -112,7 +112,9 @@ def test_applying_the_queue_fine_tunes_a_new_version_that_accepts_the_queued_ima
     after = load_detector(model)
     [mark] = active_marks(after)
     assert (mark.mark, mark.image, mark.by, mark.patches) == (1, "false_alarm.png", "ann", 0)
-    assert mark.score_after == pytest.approx(after.score_and_map(read_image(station.false_alarm))[0])
+    # score_after was scored in PyTorch as the model changed; the loaded model runs in the default runtime (ONNX
+    # Runtime where installed): the same score up to float32 rounding
+    assert mark.score_after == pytest.approx(after.score_and_map(read_image(station.false_alarm))[0], rel=1e-5)
     assert after.thresholds_.image == report.threshold_after != before.thresholds_.image  # recalibrated
     # the queued image fell relative to the threshold, and by more than a look-alike that was not queued: the
     # student learned that image, not merely a new normalisation

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from anomalens.cli.main import main
-from anomalens.data import read_image
-from anomalens.models import PatchCore, load_detector
+from anomalens.models import load_detector
 from anomalens.models.versions import MANIFEST_FILE, ModelVersions, UnknownVersion
 
 pytest.importorskip("fastapi")
@@ -22,18 +21,8 @@ from anomalens.service import ServiceSettings, create_app  # noqa: E402
 GOOD = "test/good/exp4_num_332730.jpg"
 
 
-@pytest.fixture(scope="module")
-def detectors(demo_data) -> tuple[PatchCore, PatchCore]:
-    """Two fits on different demo tiles, so that their thresholds differ."""
-    train = sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))
-    first = PatchCore(image_size=96, seed=0).fit([read_image(path) for path in train[:8]])
-    second = PatchCore(image_size=96, seed=0).fit([read_image(path) for path in train[8:16]])
-    assert first.thresholds_.image != second.thresholds_.image
-    return first, second
-
-
-def test_a_plain_model_directory_is_version_1(detectors, tmp_path):
-    first, _ = detectors
+def test_a_plain_model_directory_is_version_1(demo_patchcores, tmp_path):
+    first, _ = demo_patchcores
     first.save(tmp_path / "model")
     assert not (tmp_path / "model" / MANIFEST_FILE).exists()  # the first save writes what it always wrote
     versions = ModelVersions(tmp_path / "model")
@@ -43,8 +32,8 @@ def test_a_plain_model_directory_is_version_1(detectors, tmp_path):
     assert load_detector(versions.path_of(1)).thresholds_ == first.thresholds_
 
 
-def test_saving_twice_keeps_two_linked_versions_and_loads_the_current(detectors, tmp_path):
-    first, second = detectors
+def test_saving_twice_keeps_two_linked_versions_and_loads_the_current(demo_patchcores, tmp_path):
+    first, second = demo_patchcores
     folder = tmp_path / "model"
     first.save(folder)
     second.save(folder, cause="learn", by="operator ann")
@@ -60,8 +49,8 @@ def test_saving_twice_keeps_two_linked_versions_and_loads_the_current(detectors,
     assert load_detector(versions.path_of(2)).thresholds_ == second.thresholds_
 
 
-def test_rollback_makes_an_old_version_current_as_a_new_version(detectors, tmp_path):
-    first, second = detectors
+def test_rollback_makes_an_old_version_current_as_a_new_version(demo_patchcores, tmp_path):
+    first, second = demo_patchcores
     folder = tmp_path / "model"
     first.save(folder)
     second.save(folder)
@@ -78,8 +67,8 @@ def test_rollback_makes_an_old_version_current_as_a_new_version(detectors, tmp_p
     assert versions.current == 3
 
 
-def test_the_service_records_the_judging_version_and_rolls_back(detectors, demo_data, tmp_path):
-    first, second = detectors
+def test_the_service_records_the_judging_version_and_rolls_back(demo_patchcores, demo_data, tmp_path):
+    first, second = demo_patchcores
     folder = tmp_path / "models" / "tiles"
     first.save(folder)
     second.save(folder, cause="recalibrate", by="test")

@@ -33,6 +33,7 @@ from anomalens.explanation.history import DefectHistory  # noqa: E402
 from anomalens.explanation.llm import LLMClient, LLMConfig, LLMExplainer  # noqa: E402
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
 from anomalens.models import PatchCore, load_detector  # noqa: E402
+from anomalens.models.onnx_runtime import onnx_available  # noqa: E402
 from anomalens.results.record import LLMExplanationResult  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
 from anomalens.service.dependencies import get_explainer  # noqa: E402
@@ -348,6 +349,8 @@ def test_models_are_listed_and_switched_by_name(model_dir, tmp_path, images):
     with TestClient(create_app(settings_for(root, tmp_path / "d"))) as client:
         listed = client.get("/models").json()
         assert [(m["name"], m["active"]) for m in listed] == [("line1", True), ("line2", False)]
+        runtime = "onnx" if onnx_available() else "torch"  # auto, the default, on this CPU
+        assert [m["runtime"] for m in listed] == [runtime, None]
         expected = load_detector(model_dir).thresholds_.expected
         for model in listed:  # what the calibration promises, and the scale the model works at
             assert model["expected_false_alarm_rate"] == pytest.approx(expected["false_alarm_rate"])
@@ -355,7 +358,7 @@ def test_models_are_listed_and_switched_by_name(model_dir, tmp_path, images):
             assert model["expected_simulated_detection_rate"] == expected.get("simulated_detection_rate")
             assert "network input" in model["working_scale"] or "images at" in model["working_scale"]
         switched = client.post("/models/line2/load").json()
-        assert (switched["name"], switched["active"]) == ("line2", True)
+        assert (switched["name"], switched["active"], switched["runtime"]) == ("line2", True, runtime)
         assert upload(client, images["normal"]).json()["model"] == "line2"
         assert client.post("/models/..%2Fline1/load").status_code == 404
         assert client.post("/models/line9/load").status_code == 404

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from anomalens import api, engine
-from anomalens.models import DETECTORS, RUNTIMES
+from anomalens.models import DEFAULT_RUNTIME, DETECTORS, RUNTIMES
 from anomalens.models.device import DEVICE_CHOICES
 from anomalens.models.efficientad.pdn import PDN_WIDTHS
 
@@ -160,9 +160,10 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        default="torch",
-        help="onnx: run the network through ONNX Runtime on the CPU (exported to "
-        "MODEL_DIR/model.onnx on first use); fp16: float16 autocast on a CUDA GPU",
+        default=DEFAULT_RUNTIME,
+        help="auto (default): onnx where the onnx extra is installed and the network runs on the CPU, else torch; "
+        "onnx: ONNX Runtime on the CPU (exported to MODEL_DIR/model.onnx, again whenever the model changed); "
+        "torch: PyTorch; fp16: float16 autocast on a CUDA GPU",
     )
 
 

@@ -17,7 +17,7 @@ from anomalens.cli.output import console
 from anomalens.learning import LearnReport, Mark, QueuedImage, active_marks
 from anomalens.learning.finetune import FineTuneQueue
 from anomalens.learning.marks import Declared
-from anomalens.models import load_detector
+from anomalens.models import CHANGING_RUNTIME, load_detector
 from anomalens.models.efficientad.detector import FINE_TUNE_SECONDS, FINE_TUNE_STEPS
 
 
@@ -86,7 +86,7 @@ def print_report(report: LearnReport, model_dir: str) -> None:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     if args.list:
-        console.print(marks_table(active_marks(load_detector(args.model_dir))))
+        console.print(marks_table(active_marks(load_detector(args.model_dir, runtime=CHANGING_RUNTIME))))
         queued = FineTuneQueue(args.model_dir).entries()
         if queued:
             console.print(queue_table(queued))

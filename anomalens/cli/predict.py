@@ -40,8 +40,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     console.print(results_table(run.results))
     for error in run.errors:
         console.print(f"[yellow]skipped[/] {error['path']}: {error['error']}")
+    runtime = f" (network run by {run.runtime})" if run.runtime else ""
     console.print(
-        f"{run.n_anomalous} of {len(run.results)} images anomalous; "
+        f"{run.n_anomalous} of {len(run.results)} images anomalous{runtime}; "
         f"results in {args.output}/results.json, counts in summary.json"
     )
     return 0

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from anomalens import api
 from anomalens.engine.common import FitManyRun
 from anomalens.extras import requires_extra
-from anomalens.models import load_detector
+from anomalens.models import DEFAULT_RUNTIME, load_detector
 from anomalens.results.run import InspectionRun
 
 Engine = Literal["local", "ray"]
@@ -40,7 +40,7 @@ def predict(
     address: str | None = None,
     workers: int | None = None,
     device: str | None = None,
-    runtime: str = "torch",
+    runtime: str = DEFAULT_RUNTIME,
     batch_size: int | None = None,
     on_error: api.OnError = "skip",
     progress: bool = False,
@@ -50,12 +50,13 @@ def predict(
 
     ``engine="ray"`` runs on the Ray cluster at ``address`` (default: a new local one with ``workers`` CPUs),
     ``batch_size`` images through the network together (default: 1 on CPU, 16 on a GPU); ``device``
-    overrides the model's own setting; ``runtime="onnx"`` runs the network through ONNX Runtime.
+    overrides the model's own setting; ``runtime`` says what runs the network (see
+    :func:`anomalens.models.load_detector`; ``run.runtime`` says what did).
     """
     if engine == "ray" and taxonomy is not None:
         raise ValueError("--taxonomy works with the local engine only")
-    if runtime == "onnx":  # exported once here, not by every worker at the same time
-        load_detector(model_dir, "cpu", runtime)
+    if engine == "ray" and runtime in ("auto", "onnx"):  # the graph exported once here, not by every replica
+        load_detector(model_dir, device, runtime)
     return _engine(engine).predict(
         model_dir,
         inputs,

@@ -22,7 +22,7 @@ import ray.data
 from anomalens import api
 from anomalens.data import ImageReadError, collect_images, read_image
 from anomalens.engine.common import FitManyLog, FitManyRun, fit_category
-from anomalens.models import load_detector
+from anomalens.models import DEFAULT_RUNTIME, load_detector
 from anomalens.models.base import read_config
 from anomalens.progress import track
 from anomalens.results.record import InspectionRecord
@@ -63,13 +63,13 @@ def ray_cluster(address: str | None, workers: int | None) -> Iterator[None]:
 class ImagePredictor:
     """A Ray Data actor: loads the model once, then predicts batches of image paths and writes their images."""
 
-    def __init__(self, model_dir: str, out_dir: str | None, device: str | None, runtime: str = "torch"):
+    def __init__(self, model_dir: str, out_dir: str | None, device: str | None, runtime: str = DEFAULT_RUNTIME):
         self.detector = load_detector(model_dir, device, runtime)
         self.directory = RunDirectory(out_dir) if out_dir is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         """Rows of ``path`` (as the user gave it), ``file`` (absolute) and ``stem`` in; out ``path``, ``record``
-        (its JSON, or "") and ``error`` (why there is no record, or "").
+        (its JSON, or ""), ``error`` (why there is no record, or "") and ``runtime`` (the detector's).
 
         An image that cannot be read or predicted fails alone; an error escaping here (say, the output folder
         not writable) fails the batch, which Ray Data retries.
@@ -96,6 +96,7 @@ class ImagePredictor:
             "path": list(batch["path"]),
             "record": [records.get(p, "") for p in batch["path"]],
             "error": [errors.get(p, "") for p in batch["path"]],
+            "runtime": [self.detector.runtime] * len(batch["path"]),
         }
 
     def _predictions(self, images: list[np.ndarray]) -> list[Prediction | str]:
@@ -151,6 +152,7 @@ def predict(
         {"path": str(path), "file": str(Path(path).resolve()), "stem": stem} for path, stem in pending(items, results)
     ]
     errors: list[dict[str, str]] = []
+    runtimes: set[str] = set()
     start = time.perf_counter()
     if todo:
         with ray_cluster(address, workers):
@@ -158,6 +160,7 @@ def predict(
             answered = set()
             for row in track(rows, "inspecting", total=len(todo), enabled=progress):
                 answered.add(row["path"])
+                runtimes.add(row["runtime"])
                 if row["error"]:
                     if on_error == "raise":
                         raise RuntimeError(row["error"])
@@ -172,7 +175,9 @@ def predict(
             for row in todo
             if row["path"] not in answered
         ]
-    run = InspectionRun.in_input_order(results, errors, items, time.perf_counter() - start)
+    # every replica chooses alike, unless one could not use ONNX Runtime (it says why in its log)
+    runtime = ", ".join(sorted(runtimes)) or None
+    run = InspectionRun.in_input_order(results, errors, items, time.perf_counter() - start, runtime)
     if directory is not None:
         directory.finish(run)
     return run

@@ -8,8 +8,10 @@ and loading without pickle (settings in JSON, tensors in safetensors).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +27,15 @@ from anomalens.data.scale import DEFAULT_PIXEL_BUDGET, WorkingScale, choose_work
 from anomalens.data.tiling import Tile, stitch_maps, tile_grid
 from anomalens.extras import requires_extra
 from anomalens.models.device import select_device
-from anomalens.models.onnx_runtime import ONNX_FILE, OnnxScorer, export_onnx
+from anomalens.models.onnx_runtime import (
+    ONNX_FILE,
+    OPSET,
+    OnnxScorer,
+    matching_scorer,
+    onnx_available,
+    onnx_graph,
+    write_whole,
+)
 from anomalens.postprocessing.outline import OUTLINE_LEVEL, outline_mask
 from anomalens.types import Prediction, Thresholds
 
@@ -37,6 +47,10 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "state.safetensors"
 # how many of the first training images set the working scale (their median shape)
 SCALE_SAMPLE = 32
+# settings that say where a model runs, not what it computes: the same files loaded elsewhere export the same graph
+RUN_ONLY_PARAMS = ("device", "progress", "batch_size")
+
+logger = logging.getLogger(__name__)
 
 
 def flush_denormals() -> None:
@@ -160,6 +174,7 @@ class BaseDetector(ABC):
     def _start_fit(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Set the working scale from the first training images; the images again, none lost."""
         flush_denormals()
+        self.onnx_scorer_ = None  # a graph exported before this fit computes the old model
         iterator = iter(images)
         if self.image_size is not None:
             self.working_scale_ = WorkingScale(self.image_size, self.tile_size, (0, 0), "settings")
@@ -266,23 +281,74 @@ class BaseDetector(ABC):
         )
         return Prediction(score, amap, anomalous, mask, self.thresholds_)
 
-    # -- ONNX ------------------------------------------------------------------------------------------------
+    # -- runtimes -------------------------------------------------------------------------------------------
     @abstractmethod
     def inference_module(self) -> torch.nn.Module:
         """The network behind ``_score_views`` as one module ([B,3,S,S] -> [B,S,S]), for export."""
 
-    def export_onnx(self, path: str | Path) -> Path:
+    @property
+    def runtime(self) -> str:
+        """What computes the maps now: "onnx" (ONNX Runtime), "fp16" (PyTorch in float16) or "torch"."""
+        if self.onnx_scorer_ is not None and self._graph_scores():
+            return "onnx"
+        return "fp16" if self.half_precision_ else "torch"
+
+    def _graph_scores(self) -> bool:
+        """Whether the exported graph computes this model's maps; a detector whose maps also need what the graph
+        does not know (where each view lies, for PatchCore's learned patches) says no while that is so."""
+        return True
+
+    def state_fingerprint(self) -> str:
+        """A digest of everything the exported graph is made from: the settings, the working scale and the learned
+        tensors, with the package version and ONNX opset that export it. Equal fingerprints, equal graphs."""
+        import anomalens  # the package, complete by the time a detector exists
+
         self._check_fitted()
-        return export_onnx(self.inference_module(), self.input_size, path)
+        params = {k: v for k, v in self.get_params().items() if k not in RUN_ONLY_PARAMS}
+        settings = [anomalens.__version__, OPSET, self.name, params, self._fitted_scale().to_dict()]
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+        for name, tensor in sorted(self._state_tensors().items()):
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name} {flat.dtype} {tuple(tensor.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def use_onnx(self, model_dir: str | Path, threads: int | None = None) -> BaseDetector:
-        """Predict through ONNX Runtime from ``model_dir/model.onnx`` (exported there first if missing)."""
+        """Predict through ONNX Runtime from ``model_dir/model.onnx``. The graph there is used only when it reads
+        and was exported from this detector's state (:meth:`state_fingerprint`); else it is exported again and
+        replaced whole, so that two processes exporting at once leave one complete graph. A folder that cannot
+        be written to only costs the saved copy: the new graph then runs from memory."""
         path = Path(model_dir) / ONNX_FILE
         with requires_extra("the ONNX runtime (--runtime onnx)"):
-            if not path.is_file():
-                self.export_onnx(path)
-            self.onnx_scorer_ = OnnxScorer(path, threads)
+            # both packages: one runs the graph, the other exports it again when it is stale
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+
+            fingerprint = self.state_fingerprint()
+            scorer = matching_scorer(path, fingerprint, threads)
+            if scorer is None:
+                graph = onnx_graph(self.inference_module(), self.input_size, fingerprint)
+                try:
+                    write_whole(graph, path)
+                except OSError as error:
+                    logger.warning("the ONNX graph runs from memory: it cannot be saved as %s (%s)", path, error)
+                scorer = OnnxScorer(graph, threads)
+        self.onnx_scorer_ = scorer
         return self
+
+    def use_fast_runtime(self, model_dir: str | Path) -> BaseDetector:
+        """The runtime "auto": ONNX Runtime where its extra is installed and the network runs on the CPU, where it
+        was measured faster than PyTorch for both detectors (bench/results/runtime_choice.md); PyTorch otherwise,
+        and also when the graph cannot be exported or run, with a warning that says why."""
+        if self.torch_device.type != "cpu" or not self._graph_scores() or not onnx_available():
+            return self
+        try:
+            return self.use_onnx(model_dir)
+        except Exception as error:  # whatever the exporter or the runtime raise, PyTorch still predicts
+            logger.warning(
+                "%s runs in PyTorch: ONNX Runtime cannot run it (%s: %s)", model_dir, type(error).__name__, error
+            )
+            return self
 
     def use_half_precision(self) -> BaseDetector:
         """Run the network in float16 autocast (CUDA only), for throughput on GPUs with fast half precision

@@ -42,15 +42,22 @@ def pending(items: Sequence[InputItem], done: Iterable[InspectionRecord]) -> lis
 
 @dataclass
 class InspectionRun:
-    """The records and the unreadable inputs (``path``, ``error``) of a batch, in input order."""
+    """The records and the unreadable inputs (``path``, ``error``) of a batch, in input order, and the runtime
+    that computed the maps (``onnx``, ``torch``, ``fp16``; ``None`` when nothing was predicted)."""
 
     results: list[InspectionRecord]
     errors: list[dict[str, str]]
     seconds: float
+    runtime: str | None = None
 
     @classmethod
     def in_input_order(
-        cls, results: list[InspectionRecord], errors: list[dict[str, str]], items: Sequence[InputItem], seconds: float
+        cls,
+        results: list[InspectionRecord],
+        errors: list[dict[str, str]],
+        items: Sequence[InputItem],
+        seconds: float,
+        runtime: str | None = None,
     ) -> InspectionRun:
         """The run with ``results`` and ``errors``, gathered in any order, sorted as their images are in ``items``."""
         position: dict[str, int] = {}
@@ -61,6 +68,7 @@ class InspectionRun:
             sorted(results, key=lambda record: position.get(record.image, last)),
             sorted(errors, key=lambda error: position.get(error["path"], last)),
             seconds,
+            runtime,
         )
 
     @property
@@ -68,13 +76,14 @@ class InspectionRun:
         return sum(record.anomalous for record in self.results)
 
     def summary(self) -> dict[str, Any]:
-        """Counts, time and unreadable inputs (``summary.json``)."""
+        """Counts, time, runtime and unreadable inputs (``summary.json``)."""
         return {
             "summary": {
                 "n_images": len(self.results),
                 "n_anomalous": self.n_anomalous,
                 "n_errors": len(self.errors),
                 "seconds": round(self.seconds, 3),
+                "runtime": self.runtime,
             },
             "errors": self.errors,
         }

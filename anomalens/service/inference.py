@@ -24,7 +24,7 @@ from anomalens.data import ImageReadError, decode_image, encode_png, to_uint8_rg
 from anomalens.data.scale import WorkingScale
 from anomalens.learning import LearnReport, Mark, active_marks
 from anomalens.learning.learn import CannotLearn
-from anomalens.models import BaseDetector, load_detector
+from anomalens.models import CHANGING_RUNTIME, BaseDetector, load_detector
 from anomalens.models.base import read_config
 from anomalens.models.versions import ModelVersion, ModelVersions
 from anomalens.reports.visualize import mask_png, overlay
@@ -99,14 +99,15 @@ class Inspector:
             self.taxonomy = load_taxonomy(settings.taxonomy_dir, detector=self.detector)
 
     def model_info(self, name: str) -> dict[str, Any]:
-        """Name, whether it inspects now, its current version, its working scale and what its calibration says to
-        expect."""
+        """Name, whether it inspects now (and then through which runtime), its current version, its working scale and
+        what its calibration says to expect."""
         config = read_config(self.available[name])
         expected = Thresholds.from_dict(config["thresholds"]).expected
         scale = config.get("working_scale")
         return {
             "name": name,
             "active": name == self.model_name,
+            "runtime": self.detector.runtime if name == self.model_name else None,
             "version": ModelVersions(self.available[name]).current,
             "working_scale": WorkingScale.from_dict(scale).describe() if scale else None,
             **{f"expected_{key}": value for key, value in expected.items() if key != "n_normal"},
@@ -158,7 +159,11 @@ class Inspector:
         versions = ModelVersions(self.available[name])
         current = versions.current
         loaded = name == self.model_name and self.model_version == current
-        return versions, current, self.detector if loaded else load_detector(versions.path_of(current))
+        return (
+            versions,
+            current,
+            self.detector if loaded else load_detector(versions.path_of(current), runtime=CHANGING_RUNTIME),
+        )
 
     def change_model(
         self, name: str, change: Callable[[BaseDetector], LearnReport], by: str, judged_by: int | None = None
@@ -179,7 +184,7 @@ class Inspector:
                     f"the result was judged by version {judged_by} of {name!r}, which is at version {current} now"
                 )
             if name != self.model_name:
-                detector = load_detector(versions.path_of(current))
+                detector = load_detector(versions.path_of(current), runtime=CHANGING_RUNTIME)
                 return api.save_change(versions.directory, detector, change(detector), by)
             if self.model_version != current:  # a new version made beside the service (anomalens learn)
                 self.switch(name)

@@ -97,6 +97,9 @@ class ModelInfo(BaseModel):
     name: str
     active: bool
     version: int = Field(description="the current version (GET /models/{name}/versions lists them)")
+    runtime: str | None = Field(
+        default=None, description="what computes the maps of the model that inspects: onnx (ONNX Runtime) or torch"
+    )
     working_scale: str | None = None
     expected_false_alarm_rate: float | None = None
     expected_false_alarm_rate_bound: float | None = None

@@ -175,6 +175,7 @@ class EfficientAD(BaseDetector):
         self._check_fitted()
         assert self.model_ is not None
         flush_denormals()
+        self.onnx_scorer_ = None  # a graph exported before this training computes the old student
         torch.manual_seed(self.seed)
         per_image = [[view.pixels for view in self._views(image)] for image in normal_images]
         if not per_image:
