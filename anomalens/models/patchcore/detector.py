@@ -374,11 +374,14 @@ class PatchCore(BaseDetector):
         assert self.model_ is not None
         return self.model_(batch)
 
+    def _graph_scores(self) -> bool:
+        # learned patches count by place, which the exported graph does not know: PyTorch scores those models
+        return self.model_ is None or not len(self.model_.learned_bank)
+
     def _score_view_batch(self, pixels: torch.Tensor, views: Sequence[View]) -> torch.Tensor:
         assert self.model_ is not None
-        if not len(self.model_.learned_bank):
+        if self._graph_scores():
             return super()._score_view_batch(pixels, views)
-        # learned patches count by place, which the exported graph does not know: PyTorch scores these models
         with torch.inference_mode():
             embeddings = self.model_.embed(pixels.to(self.torch_device))
             positions = torch.cat([view.patch_positions(*embeddings.shape[-2:]) for view in views])
