@@ -130,14 +130,16 @@ def markdown(report: dict) -> str:
         "",
         f"`{report['command']}` on {report['date']} ({report['machine']}, {report['threads']} torch threads). "
         f"Load average (1, 5, 15 min) at the start: {report['load_start']}; `uptime` then: `{report['uptime']}`. "
-        "Other jobs were running on the machine; wall and process CPU times are both given.",
+        "The machine is shared with other jobs: the load average before each run is in the table, and process CPU "
+        "time beside wall time.",
         "",
         "| case | candidates | kept | run | old ms | new ms | speed-up | old CPU ms | new CPU ms | CPU speed-up "
         "| same picks | load before |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in report["cases"]:
-        name = f"{case['category']} {case['settings'] or 'default scale'}"
+        scale = ", ".join(f"{key}={value}" for key, value in case["settings"].items()) or "default scale"
+        name = f"{case['category']} ({scale})"
         for index, run in enumerate(case["runs"], 1):
             lines.append(
                 f"| {name} | {case['candidates']} | {case['kept']} | {index} | {run['old_ms']} | {run['new_ms']} | "

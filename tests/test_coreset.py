@@ -7,7 +7,7 @@ import torch
 
 from anomalens.data import read_image
 from anomalens.models import PatchCore
-from anomalens.models.patchcore.coreset import greedy_coreset
+from anomalens.models.patchcore.coreset import greedy_coreset, plain_greedy, projected
 
 
 def plain_greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
@@ -80,6 +80,13 @@ def test_same_picks_as_the_plain_loop(case):
     for seed in (0, 1):
         expected = plain_greedy_coreset(features, size, projection_dim, seed)
         assert torch.equal(greedy_coreset(features, size, projection_dim, seed), expected)
+
+
+def test_plain_loop_kept_for_accelerators_picks_the_same():
+    make, size, projection_dim = CASES["duplicates, fewer picks than distinct rows"]
+    features = make()
+    expected = plain_greedy_coreset(features, size, projection_dim)
+    assert torch.equal(plain_greedy(*projected(features, projection_dim, 0), size), expected)
 
 
 @pytest.mark.parametrize("size", [37, 38, 500])
