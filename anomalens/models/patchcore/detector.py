@@ -265,7 +265,8 @@ class PatchCore(BaseDetector):
         generator = torch.Generator().manual_seed(self.seed)
         projection = random_projection(pool.dim, self.coreset_projection, generator)
         points = pool.projected(projection) if projection is not None else pool.rows(torch.arange(len(pool)))
-        return k_center_greedy(points, min(wanted, len(pool)), generator)
+        first = int(torch.randint(len(points), (1,), generator=generator))
+        return k_center_greedy(points, first, min(wanted, len(pool)))
 
     def _embed_all(self, pixels: list[np.ndarray]) -> torch.Tensor:
         """Patch features of all views as [V, h, w, D], written batch by batch into one array."""
