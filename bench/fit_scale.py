@@ -151,7 +151,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--code", help="import anomalens from this checkout instead")
-    parser.add_argument("--before", help="also run every case with anomalens from this checkout, beside")
+    parser.add_argument("--before", help="also run the cases with anomalens from this checkout, beside")
+    parser.add_argument(
+        "--before-cases",
+        nargs="*",
+        choices=list(CASES),
+        default=[case for case in CASES if not case.endswith("tiles")],
+        help="the cases run with --before too (not the tiles by default: the code before streaming holds them all)",
+    )
     parser.add_argument("--data", default=DATA)
     parser.add_argument("--tile", type=int, default=320, help="tile side for the 'tiles' case, in pixels")
     parser.add_argument("--peer", action="store_true")
@@ -167,7 +174,8 @@ def main() -> None:
 
     rows = []
     for case in args.cases:
-        for code in ([args.before] if args.before else []) + [args.code]:
+        before = [args.before] if args.before and case in args.before_cases else []
+        for code in before + [args.code]:
             rows.append(run_case(case, code, args.data, args.tile))
             print(json.dumps(rows[-1]), flush=True)
     peer = run_peer(args.data) if args.peer else None

@@ -154,9 +154,10 @@ def test_fit_many_on_ray_fits_the_local_models_and_reports_a_failed_category(ray
         assert [f["category"] for f in run.failed] == ["missing"] and "missing" in run.failed[0]["error"]
     for category in ("tex", "tex2"):
         local_model, ray_model = tmp_path / "local" / category, tmp_path / "ray" / category
-        assert json.loads((ray_model / "config.json").read_text()) == json.loads(
-            (local_model / "config.json").read_text()
-        )
+        configs = [json.loads((model / "config.json").read_text()) for model in (ray_model, local_model)]
+        for config in configs:
+            del config["info"]["fit_seconds"]  # how long each fit took, the one thing that may differ
+        assert configs[0] == configs[1]
         local_bank = load_file(str(local_model / "state.safetensors"))["memory_bank"]
         assert (load_file(str(ray_model / "state.safetensors"))["memory_bank"] == local_bank).all()
     log = [json.loads(line) for line in (tmp_path / "ray" / "fit_many.jsonl").read_text().splitlines()]
