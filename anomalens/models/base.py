@@ -8,7 +8,6 @@ and loading without pickle (settings in JSON, tensors in safetensors).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import itertools
 import json
@@ -51,10 +50,6 @@ SCALE_SAMPLE = 32
 # settings that say where a model runs, not what it computes: the same files loaded elsewhere export the same graph
 RUN_ONLY_PARAMS = ("device", "progress", "batch_size")
 
-# glibc's mallopt parameter, and the size from which an allocation gets pages of its own (glibc's default)
-M_MMAP_THRESHOLD = -3
-LARGE_ARRAY_BYTES = 128 * 1024
-
 logger = logging.getLogger(__name__)
 
 
@@ -68,17 +63,6 @@ def flush_denormals() -> None:
     torch work (fit, load, scoring; the taxonomy's region embeddings) calls this first, in the calling thread:
     nothing changes at import, and the workers of a thread that runs a detector inherit it."""
     torch.set_flush_denormal(True)
-
-
-def release_large_frees() -> None:
-    """Give large arrays (features, views) pages of their own, returned to the system when freed. glibc raises
-    its mmap threshold after the first large free, and from then on serves such arrays from the heap; a fit that
-    keeps replacing sampled arrays then fragments the heap, and the process holds memory it no longer uses
-    (``bench/results/fit_scale.md``). The setting is the process's; elsewhere than glibc this does nothing."""
-    try:
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, LARGE_ARRAY_BYTES)
-    except (OSError, AttributeError):
-        pass
 
 
 @runtime_checkable
@@ -190,7 +174,6 @@ class BaseDetector(ABC):
     def _start_fit(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Set the working scale from the first training images; the images again, none lost."""
         flush_denormals()
-        release_large_frees()
         self.onnx_scorer_ = None  # a graph exported before this fit computes the old model
         iterator = iter(images)
         if self.image_size is not None:
