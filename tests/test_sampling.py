@@ -61,9 +61,12 @@ def test_of_several_new_items_drawn_to_one_slot_only_the_last_is_kept():
 def test_the_image_reservoir_keeps_at_most_its_capacity():
     sample: Reservoir[int] = Reservoir(capacity=5, seed=0)
     for item in range(3):
-        sample.offer(item)
+        sample.offer(lambda item=item: item)
     assert list(sample) == [0, 1, 2]
     for item in range(3, 100):
-        sample.offer(item)
+        sample.offer(lambda item=item: item)
     assert len(sample) == 5 and len(set(sample)) == 5 and sample.seen == 100
     assert max(sample) >= 5  # later items get in
+    made = []
+    sample.offer(lambda: made.append(1) or 100)
+    assert len(made) == (100 in list(sample))  # an item passed over is never made

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -193,11 +193,11 @@ class PatchCore(BaseDetector):
         for views, grid in track(self._embed_stream(stream), "extracting features", enabled=self.progress):
             keys = patch_keys(n_images, n_views, grid.shape[:3])
             pool.add(grid.flatten(0, 2), keys.flatten(0, 2))
-            image = FitImage(keys, grid.clone(), [view.pixels for view in views])
-            normals.offer(replace(image, pixels=[]))
-            simulated.offer(replace(image, features=None))
+            pixels = [view.pixels for view in views]
+            normals.offer(lambda keys=keys, grid=grid: FitImage(keys, grid.clone(), []))
+            simulated.offer(lambda keys=keys, pixels=pixels: FitImage(keys, None, pixels))
             if n_images < self.augment_below:
-                first.append(image)
+                first.append(FitImage(keys, grid.clone(), pixels))
             n_images, n_views = n_images + 1, n_views + len(views)
         if n_images == 0:
             raise ValueError("fit needs at least one normal image")

@@ -7,7 +7,7 @@ is kept with the same probability, so a sample of a long stream is as fair as on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 import torch
@@ -45,13 +45,15 @@ class Reservoir(Generic[T]):
         self._items: list[T] = []
         self._generator = torch.Generator().manual_seed(seed)
 
-    def offer(self, item: T) -> None:
+    def offer(self, make: Callable[[], T]) -> None:
+        """Offer the next item of the stream; ``make()`` builds it only if it is kept, so that the items passed
+        over (most of a long stream) cost nothing."""
         slot = int(reservoir_slots(self.seen, 1, self.capacity, self._generator)[0])
         self.seen += 1
         if slot == len(self._items):
-            self._items.append(item)
+            self._items.append(make())
         elif slot >= 0:
-            self._items[slot] = item
+            self._items[slot] = make()
 
     def __iter__(self) -> Iterator[T]:
         return iter(self._items)
