@@ -172,6 +172,7 @@ def main() -> None:
         print(json.dumps(child(args.child, args.data, args.tile)))
         return
 
+    started, load = time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0]
     rows = []
     for case in args.cases:
         before = [args.before] if args.before and case in args.before_cases else []
@@ -180,9 +181,9 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     peer = run_peer(args.data) if args.peer else None
     header = (
-        f"`python {' '.join(sys.argv)}` on {time.strftime('%Y-%m-%d %H:%M')} ({platform.machine()}, "
-        f"{len(os.sched_getaffinity(0))} CPUs, load before the run {os.getloadavg()[0]:.2f}). Each case is a "
-        f"fresh process; peak MB is its VmHWM."
+        f"`python {' '.join(sys.argv)}` from {started} to {time.strftime('%H:%M')} ({platform.machine()}, "
+        f"{len(os.sched_getaffinity(0))} CPUs, load average before the run {load:.2f}). Each case is a fresh "
+        f"process; peak MB is its VmHWM."
     )
     if args.json:
         Path(args.json).write_text(json.dumps({"header": header, "rows": rows, "peer": peer}, indent=2))
