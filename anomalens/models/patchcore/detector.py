@@ -72,6 +72,11 @@ class FitImage:
         ]
 
 
+# on a CPU the backbone runs fastest per view in batches of 2; larger batches leave the cache
+# (bench/results/embed_batch.md), so a fit there embeds in batches of at most this many views
+CPU_EMBED_BATCH = 2
+
+
 class PatchCore(BaseDetector):
     """Memory-bank anomaly detector (PatchCore) on a frozen ImageNet backbone.
 
@@ -236,7 +241,7 @@ class PatchCore(BaseDetector):
         pending: list[list[View]] = []
         for image in images:
             pending.append(self._views(image))
-            if sum(map(len, pending)) >= self.batch_size:
+            if sum(map(len, pending)) >= self._embed_batch_size():
                 yield from self._embed_images(pending)
                 pending = []
         yield from self._embed_images(pending)
@@ -268,13 +273,17 @@ class PatchCore(BaseDetector):
         first = int(torch.randint(len(points), (1,), generator=generator))
         return k_center_greedy(points, first, min(wanted, len(pool)))
 
+    def _embed_batch_size(self) -> int:
+        return min(self.batch_size, CPU_EMBED_BATCH) if self.torch_device.type == "cpu" else self.batch_size
+
     def _embed_all(self, pixels: list[np.ndarray]) -> torch.Tensor:
         """Patch features of all views as [V, h, w, D], written batch by batch into one array."""
         assert self.model_ is not None
         out: torch.Tensor | None = None
+        size = self._embed_batch_size()
         with torch.inference_mode():
-            for start in range(0, len(pixels), self.batch_size):
-                batch = self._to_tensor(pixels[start : start + self.batch_size]).to(self.torch_device)
+            for start in range(0, len(pixels), size):
+                batch = self._to_tensor(pixels[start : start + size]).to(self.torch_device)
                 features = self.model_.embed(batch).permute(0, 2, 3, 1)
                 if out is None:
                     out = torch.empty((len(pixels), *features.shape[1:]), device=features.device)
