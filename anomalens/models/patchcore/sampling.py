@@ -86,10 +86,8 @@ class PatchPool:
         slots = slots[taken]
         self._grow(len(self), rows.shape[1], keys.shape[1])
         self._keys[slots] = keys[taken].to(torch.int32)
-        block_of = slots // BLOCK_ROWS
-        for block in torch.unique(block_of).tolist():
-            inside = torch.nonzero(block_of == block).flatten()
-            self._blocks[block][slots[inside] - block * BLOCK_ROWS] = rows[taken[inside]]
+        for block, inside, offsets in self._by_block(slots):
+            block[offsets] = rows[taken[inside]]
 
     def _grow(self, size: int, dim: int, n_keys: int) -> None:
         while len(self._blocks) * BLOCK_ROWS < size:
@@ -112,11 +110,17 @@ class PatchPool:
     def rows(self, slots: torch.Tensor) -> torch.Tensor:
         """The kept rows at ``slots`` [m], as one [m, D] array."""
         out = torch.empty(len(slots), self.dim)
+        for block, inside, offsets in self._by_block(slots):
+            out[inside] = block[offsets]
+        return out
+
+    def _by_block(self, slots: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """For each storage block that ``slots`` reach: the block, which of ``slots`` lie in it, and their rows
+        there."""
         block_of = slots // BLOCK_ROWS
         for block in torch.unique(block_of).tolist():
             inside = torch.nonzero(block_of == block).flatten()
-            out[inside] = self._blocks[block][slots[inside] - block * BLOCK_ROWS]
-        return out
+            yield self._blocks[block], inside, slots[inside] - block * BLOCK_ROWS
 
     def projected(self, projection: torch.Tensor) -> torch.Tensor:
         """All kept rows times ``projection`` [D, d], as one [len, d] array."""
