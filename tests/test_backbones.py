@@ -100,10 +100,14 @@ def test_forward_features_stops_after_deepest_requested_block(lite0):
 
 
 def test_extractor_matches_classifier_features(lite0, extractor):
+    # the extractor's BatchNorms are folded into its convolutions: the same features up to float rounding
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
         expected = lite0.forward_features((x - 0.5) / 0.5, ["blocks.10"])["blocks.10"]
-        assert torch.allclose(extractor(x)["blocks.10"], expected, atol=1e-5)
+        got = extractor(x)["blocks.10"]
+        assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
 def test_extractor_is_frozen(extractor):

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
@@ -172,6 +173,20 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.forward_features(x, ["head"])["head"]
         return self._fc(self._dropout(x.mean(dim=(2, 3))))
+
+
+def fold_batch_norms(model: EfficientNetLite) -> EfficientNetLite:
+    """Fold each frozen BatchNorm into the convolution before it (same outputs up to float rounding, one layer
+    fewer to run per convolution); the model must stay in eval mode, its statistics no longer exist apart."""
+    pairs = [(model, "_conv_stem", "_bn0"), (model, "_conv_head", "_bn1")]
+    for block in model._blocks:
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+    for owner, conv_name, bn_name in pairs:
+        setattr(owner, conv_name, fuse_conv_bn_eval(getattr(owner, conv_name), getattr(owner, bn_name)))
+        setattr(owner, bn_name, nn.Identity())
+    return model
 
 
 def weights_package(name: str) -> str:

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from anomalens.models.backbones.efficientnet_lite import MEAN, STD, efficientnet_lite
+from anomalens.models.backbones.efficientnet_lite import MEAN, STD, efficientnet_lite, fold_batch_norms
 
 LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -77,7 +77,8 @@ class _ListBody(nn.Module):
 
 
 def _lite(name: str, layers: Sequence[str]) -> tuple[nn.Module, tuple, tuple]:
-    return _LiteBody(efficientnet_lite(name), layers), MEAN, STD  # layer names are checked by the probe
+    # frozen: its BatchNorms fold into the convolutions
+    return _LiteBody(fold_batch_norms(efficientnet_lite(name)), layers), MEAN, STD  # names checked by the probe
 
 
 def _timm(model_name: str, layers: Sequence[str]) -> tuple[nn.Module, tuple, tuple]:
