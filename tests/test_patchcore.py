@@ -9,9 +9,10 @@ import torch
 from anomalens.data import mvtec_samples, read_image
 from anomalens.evaluation.metrics import image_auroc
 from anomalens.models import PatchCore
+from anomalens.models.backbones.registry import build_feature_extractor
 from anomalens.models.patchcore.coreset import greedy_coreset
 from anomalens.models.patchcore.detector import dihedral, dihedral_grid
-from anomalens.models.patchcore.torch_model import QUERY_CHUNK, nearest_distances
+from anomalens.models.patchcore.torch_model import QUERY_CHUNK, PatchCoreModel, nearest_distances
 
 # image_size 64: blocks.4 (stride 8) gives an 8x8 grid, i.e. 64 patches per view
 PATCHES_PER_VIEW_64 = 64
@@ -257,12 +258,27 @@ def test_single_shot_at_the_defaults_passes_good_demo_tiles_and_finds_defects(de
     assert len(found) >= 5, found  # one good image is enough to find most of the shipped defects
 
 
-def test_onnx_runtime_gives_the_pytorch_maps_and_learned_marks_keep_pytorch(textures, tmp_path):
+@pytest.mark.parametrize("padding", ["zero", "replicate"])
+def test_neighbourhood_padding_at_the_edge(padding):
+    model = PatchCoreModel(build_feature_extractor(), ("blocks.4",), 64, padding=padding)
+    averaged = model._neighbourhood_average(torch.ones(1, 2, 5, 5))
+    assert torch.allclose(averaged[..., 1:-1, 1:-1], torch.ones(1, 2, 3, 3))
+    # a corner cell sees 4 of its 9 neighbourhood cells inside the map
+    corner = 1.0 if padding == "replicate" else 4 / 9
+    assert averaged[0, 0, 0, 0].item() == pytest.approx(corner)
+    with pytest.raises(ValueError, match="padding"):
+        PatchCoreModel(build_feature_extractor(), ("blocks.4",), 64, padding="reflect")
+
+
+@pytest.mark.parametrize("padding", ["zero", "replicate"])
+def test_onnx_runtime_gives_the_pytorch_maps_and_learned_marks_keep_pytorch(textures, tmp_path, padding):
     pytest.importorskip("onnxruntime")
     from anomalens.learning import learn_normal_images
     from anomalens.models import load_detector
 
-    detector = PatchCore(image_size=96, seed=0).fit(textures.normals([(96, 112)] * 6, first_seed=0))
+    detector = PatchCore(image_size=96, seed=0, neighbourhood_padding=padding).fit(
+        textures.normals([(96, 112)] * 6, first_seed=0)
+    )
     detector.save(tmp_path / "model")
     through_onnx = load_detector(tmp_path / "model", runtime="onnx")
     assert (tmp_path / "model" / "model.onnx").is_file()

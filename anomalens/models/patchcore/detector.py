@@ -92,6 +92,9 @@ class PatchCore(BaseDetector):
         ``max_bank_size`` patches; with more than ``coreset_candidates`` patches the coreset is chosen from a
         random subset of that many, so that fit time stays bounded at high resolutions.
     coreset_projection: random projection size used only to measure distances during coreset selection.
+    neighbourhood, neighbourhood_padding: each patch feature is averaged over ``neighbourhood`` x
+        ``neighbourhood`` cells; beyond the view's edge the average counts zeros (``"zero"``) or repeats the edge
+        cell (``"replicate"``).
     min_bank_size: the bank keeps at least this many patches (all of them when there are fewer), so that
         few-shot banks are not thinned out.
     augment_below: with fewer normal images than this, flips and rotations of each are added to the bank.
@@ -120,6 +123,7 @@ class PatchCore(BaseDetector):
         coreset_candidates: int = 400_000,
         coreset_projection: int = 32,
         neighbourhood: int = 3,
+        neighbourhood_padding: str = "zero",
         smoothing_sigma: float = 4.0,
         augment_below: int = 8,
         max_false_alarm_rate: float = 0.05,
@@ -157,6 +161,7 @@ class PatchCore(BaseDetector):
         self.coreset_candidates = coreset_candidates
         self.coreset_projection = coreset_projection
         self.neighbourhood = neighbourhood
+        self.neighbourhood_padding = neighbourhood_padding
         self.smoothing_sigma = smoothing_sigma
         self.augment_below = augment_below
         self.max_false_alarm_rate = max_false_alarm_rate
@@ -175,7 +180,13 @@ class PatchCore(BaseDetector):
         extractor = build_feature_extractor(self.backbone, self.layers)
         return (
             PatchCoreModel(
-                extractor, self.layers, self.input_size, self.neighbourhood, self.smoothing_sigma, self.learned_reach
+                extractor,
+                self.layers,
+                self.input_size,
+                self.neighbourhood,
+                self.smoothing_sigma,
+                self.learned_reach,
+                self.neighbourhood_padding,
             )
             .eval()
             .to(self.torch_device)
