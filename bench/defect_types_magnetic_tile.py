@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from anomalens.data import mvtec_samples, read_image, read_mask
+from anomalens.data.splits import select_half
 from anomalens.explanation.taxonomy import UNKNOWN, Taxonomy, region_masks
 from anomalens.postprocessing.findings import extract_findings
 
@@ -96,12 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", action="store_true", help="also classify the detector's own regions")
     parser.add_argument("--model", help="with --detector: a fitted model directory (default: fit PatchCore now)")
     parser.add_argument("--json", help="write the results as JSON here")
+    parser.add_argument(
+        "--half", choices=("validation", "report"), help="only this half of the test set (both by default)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
     print("command:", " ".join(sys.argv))
 
-    samples = [s for s in mvtec_samples(args.data, args.category, "test") if s.defect_type in TYPES]
+    samples = mvtec_samples(args.data, args.category, "test")
+    if args.half:
+        samples = select_half(samples, args.half)
+    samples = [s for s in samples if s.defect_type in TYPES]
     base = Taxonomy(k=args.k)
     images = [read_image(s.path) for s in samples]
     truth = [s.defect_type for s in samples]
