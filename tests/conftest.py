@@ -256,3 +256,21 @@ def wait_for_service(url: str, process: subprocess.Popen, seconds: float = 60.0)
         if process.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"the service at {url} did not start")
         time.sleep(0.1)
+
+
+# A service model fitted on 8 of the shipped magnetic-tile images at the default calibration: the good test tile
+# stays below the threshold, and the blowhole tile is flagged where its ground truth is.
+SERVICE_MODEL = {"image_size": 128, "min_bank_size": 256, "coreset_ratio": 0.1, "augment_below": 4}
+SPOT, GOOD = "test/blowhole/exp4_num_4995.jpg", "test/good/exp4_num_332730.jpg"
+
+
+def fit_service_model(demo_data: Path, folder: Path) -> Path:
+    train = sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))[:8]
+    PatchCore(**SERVICE_MODEL).fit([read_image(path) for path in train]).save(folder)
+    return folder
+
+
+def service_uploads(demo_data: Path) -> dict[str, bytes]:
+    """The blowhole tile ("spot") and the good tile ("normal") as uploaded files."""
+    tiles = demo_data / "magnetic_tile"
+    return {"spot": (tiles / SPOT).read_bytes(), "normal": (tiles / GOOD).read_bytes()}

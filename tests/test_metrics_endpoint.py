@@ -13,28 +13,20 @@ pytest.importorskip("prometheus_client")
 from fastapi.testclient import TestClient  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from anomalens.data import read_image  # noqa: E402
-from anomalens.models import PatchCore  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
+from conftest import fit_service_model, service_uploads  # noqa: E402
 
-# the settings of tests/test_service.py: the blowhole tile is flagged, the good tile passes
-FAST = {"image_size": 128, "min_bank_size": 256, "coreset_ratio": 0.1, "augment_below": 4}
-SPOT, GOOD = "test/blowhole/exp4_num_4995.jpg", "test/good/exp4_num_332730.jpg"
 KEY = "metrics-key"
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, demo_data) -> Path:
-    folder = tmp_path_factory.mktemp("metrics") / "tiles"
-    train = sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))[:8]
-    PatchCore(**FAST).fit([read_image(path) for path in train]).save(folder)
-    return folder
+    return fit_service_model(demo_data, tmp_path_factory.mktemp("metrics") / "tiles")
 
 
 @pytest.fixture(scope="module")
 def images(demo_data) -> dict[str, bytes]:
-    tiles = demo_data / "magnetic_tile"
-    return {"spot": (tiles / SPOT).read_bytes(), "normal": (tiles / GOOD).read_bytes()}
+    return service_uploads(demo_data)
 
 
 def service(model_dir: Path, data_dir: Path, **options) -> TestClient:

@@ -27,27 +27,23 @@ import tifffile
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from anomalens.data import read_image, read_mask  # noqa: E402
+from anomalens.data import read_mask  # noqa: E402
 from anomalens.explanation.chat import ChatAnswer  # noqa: E402
 from anomalens.explanation.history import DefectHistory  # noqa: E402
 from anomalens.explanation.llm import LLMClient, LLMConfig, LLMExplainer  # noqa: E402
 from anomalens.explanation.llm.local_server import free_port  # noqa: E402
-from anomalens.models import PatchCore, load_detector  # noqa: E402
+from anomalens.models import load_detector  # noqa: E402
 from anomalens.models.onnx_runtime import onnx_available  # noqa: E402
 from anomalens.results.record import LLMExplanationResult  # noqa: E402
 from anomalens.service import ServiceSettings, create_app  # noqa: E402
 from anomalens.service.dependencies import get_explainer  # noqa: E402
 from anomalens.service.export import to_csv  # noqa: E402
 from anomalens.service.schemas import StoredResult  # noqa: E402
-from conftest import build_record, wait_for_service  # noqa: E402
+from conftest import build_record, fit_service_model, service_uploads, wait_for_service  # noqa: E402
 from image_bombs import zero_png  # noqa: E402
 
-# Fitted on 8 of the shipped magnetic-tile images at the default calibration: the good test tile stays below the
-# threshold, and the blowhole tile is flagged where its ground truth is.
-FAST = {"image_size": 128, "min_bank_size": 256, "coreset_ratio": 0.1, "augment_below": 4}
 KEY = "s3cret-key"
 CONTRACT = {"id", "image", "anomalous", "score", "regions", "explanation", "urls"}
-SPOT, GOOD = "test/blowhole/exp4_num_4995.jpg", "test/good/exp4_num_332730.jpg"
 SPOT_SHAPE = (288, 120)
 
 
@@ -58,16 +54,12 @@ def png(image: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, demo_data) -> Path:
-    folder = tmp_path_factory.mktemp("service") / "tiles"
-    train = sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))[:8]
-    PatchCore(**FAST).fit([read_image(path) for path in train]).save(folder)
-    return folder
+    return fit_service_model(demo_data, tmp_path_factory.mktemp("service") / "tiles")
 
 
 @pytest.fixture(scope="module")
 def images(demo_data) -> dict[str, bytes]:
-    tiles = demo_data / "magnetic_tile"
-    return {"spot": (tiles / SPOT).read_bytes(), "normal": (tiles / GOOD).read_bytes()}
+    return service_uploads(demo_data)
 
 
 @pytest.fixture(scope="module")
