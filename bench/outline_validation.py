@@ -1,4 +1,5 @@
-"""Outline level and merge distance, re-examined on the validation halves of the categories with masks.
+"""Outline level, merge distance and pixel threshold, re-examined on the validation halves of the categories with
+masks.
 
 For each fitted model (one per category), the validation half's defective images are predicted once; then for
 each (outline level, merge distance) the outline is drawn as if the verdict were anomalous (so the figures do
@@ -35,16 +36,16 @@ LEVELS = (0.0, 0.25, 0.5, 0.75)
 MERGES = (0.0, 0.08, 0.16)
 
 
-def figures(detector, samples) -> dict[tuple[float, float], dict[str, float]]:
+def figures(detector, samples, pixel_scales) -> dict[tuple[float, float, float], dict[str, float]]:
     predictions = [
         (detector.predict(image), image, read_mask(s.mask_path, image.shape[:2]))
         for s, image in iter_images([s for s in samples if s.label == 1 and s.mask_path])
     ]
     out = {}
-    for level, merge in itertools.product(LEVELS, MERGES):
+    for level, merge, scale in itertools.product(LEVELS, MERGES, pixel_scales):
         rows = []
         for prediction, image, truth in predictions:
-            mask = outline_mask(prediction.anomaly_map, detector.thresholds_.pixel, level)
+            mask = outline_mask(prediction.anomaly_map, scale * detector.thresholds_.pixel, level)
             outlined = replace(prediction, is_anomalous=True, mask=mask)
             findings = extract_findings(outlined, image, merge_distance=merge)
             cell, count = truth_of(truth)
@@ -61,7 +62,7 @@ def figures(detector, samples) -> dict[tuple[float, float], dict[str, float]]:
                 )
             )
         rows = np.array(rows, dtype=float)
-        out[(level, merge)] = {
+        out[(level, merge, scale)] = {
             "count_equal": rows[:, 0].mean(),
             "position_hit": rows[:, 1].mean(),
             "words_per_image": rows[:, 2].mean(),
@@ -77,26 +78,28 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", required=True, help="CATEGORY=MODEL_DIR pairs")
     parser.add_argument("--md", help="write the table here")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--pixel-scales", nargs="+", type=float, default=[1.0], help="factors on the pixel threshold")
     args = parser.parse_args()
     results = {}
     for pair in args.models:
         category, model = pair.split("=", 1)
         detector = load_detector(model)
-        results[category] = figures(detector, select_half(mvtec_samples(args.data, category, "test"), "validation"))
+        samples = select_half(mvtec_samples(args.data, category, "test"), "validation")
+        results[category] = figures(detector, samples, args.pixel_scales)
     lines = [
-        "# Outline level and merge distance on the validation halves",
+        "# Outline level, merge distance and pixel threshold on the validation halves",
         "",
         f"`python {' '.join(sys.argv)}`",
         "",
-        "| outline level | merge distance | "
+        "| outline level | merge distance | pixel threshold x | "
         + " | ".join(f"{c}: count equal / position hit / words / IoU" for c in results)
         + " | mean count equal | mean IoU |",
-        "|---|---|" + "---|" * (len(results) + 2),
+        "|---|---|---|" + "---|" * (len(results) + 2),
     ]
-    for key in itertools.product(LEVELS, MERGES):
+    for key in itertools.product(LEVELS, MERGES, args.pixel_scales):
         cells = [results[c][key] for c in results]
         lines.append(
-            f"| {key[0]} | {key[1]} | "
+            f"| {key[0]} | {key[1]} | {key[2]} | "
             + " | ".join(
                 f"{x['count_equal']:.3f} / {x['position_hit']:.3f} / {x['words_per_image']:.1f} / {x['iou']:.3f}"
                 for x in cells
@@ -110,7 +113,7 @@ def main() -> None:
         Path(args.md).write_text(text)
     if args.json:
         Path(args.json).write_text(
-            json.dumps({c: {f"{k[0]},{k[1]}": v for k, v in r.items()} for c, r in results.items()}, indent=1)
+            json.dumps({c: {",".join(map(str, k)): v for k, v in r.items()} for c, r in results.items()}, indent=1)
         )
 
 
