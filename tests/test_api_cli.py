@@ -192,6 +192,11 @@ def test_cli_fit(tiny_mvtec, tmp_path, capsys, monkeypatch):
             "64",
             "--seed",
             "3",
+            "--layers",
+            "blocks.4",
+            "blocks.7",
+            "--neighbourhood-padding",
+            "replicate",
         ]
     )
     out = capsys.readouterr().out
@@ -199,7 +204,9 @@ def test_cli_fit(tiny_mvtec, tmp_path, capsys, monkeypatch):
     assert "fitted patchcore on 8 images" in out
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["params"]["image_size"] == 64 and config["params"]["seed"] == 3
-    assert config["info"]["n_images"] == 8
+    assert config["params"]["layers"] == ["blocks.4", "blocks.7"]
+    assert config["params"]["neighbourhood_padding"] == "replicate"
+    assert config["info"]["n_images"] == 8 and config["info"]["feature_dim"] == 40 + 80
     assert load_detector(tmp_path / "model").thresholds_.image == config["thresholds"]["image"]
 
 

@@ -10,9 +10,12 @@ from anomalens import api, engine
 from anomalens.models import DEFAULT_RUNTIME, DETECTORS, RUNTIMES
 from anomalens.models.device import DEVICE_CHOICES
 from anomalens.models.efficientad.pdn import PDN_WIDTHS
+from anomalens.models.patchcore.torch_model import PADDINGS
 
 MODEL_PARAMS = (
     "backbone",
+    "layers",
+    "neighbourhood_padding",
     "image_size",
     "tile_size",
     "pixel_budget",
@@ -76,6 +79,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="patchcore", choices=sorted(DETECTORS))
     parser.add_argument("--shots", type=int, help="fit on this many normal images only (few-shot)")
     parser.add_argument("--backbone", help="feature backbone (default efficientnet_lite0)")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        help="PatchCore: the backbone's feature layers (default blocks.4 blocks.10 of Lite0; "
+        "for efficientnet_lite2 the same stages are blocks.6 blocks.14)",
+    )
+    parser.add_argument(
+        "--neighbourhood-padding",
+        choices=PADDINGS,
+        help="PatchCore: how the 3x3 feature average sees past the view's edge (default zero)",
+    )
     parser.add_argument(
         "--image-size",
         type=int,
