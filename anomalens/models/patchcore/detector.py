@@ -93,8 +93,8 @@ class PatchCore(BaseDetector):
         random subset of that many, so that fit time stays bounded at high resolutions.
     coreset_projection: random projection size used only to measure distances during coreset selection.
     feature_dims: if set, patch features are reduced to this many dimensions by a PCA of the coreset candidates
-        (applied inside the network, so bank, thresholds, learned patches and exports all use it), which makes
-        the nearest-neighbour search proportionally cheaper; None keeps the backbone's full width.
+        (applied inside the network, so bank, thresholds, learned patches and exports all use it); the search's
+        matrix product shrinks with the width, its minimum over the bank does not. None keeps the full width.
     min_bank_size: the bank keeps at least this many patches (all of them when there are fewer), so that
         few-shot banks are not thinned out.
     augment_below: with fewer normal images than this, flips and rotations of each are added to the bank.
