@@ -8,7 +8,7 @@ import torch
 
 from anomalens.data import mvtec_samples, read_image
 from anomalens.evaluation.metrics import image_auroc
-from anomalens.models import PatchCore
+from anomalens.models import PatchCore, load_detector
 from anomalens.models.backbones.registry import build_feature_extractor
 from anomalens.models.patchcore.coreset import greedy_coreset
 from anomalens.models.patchcore.detector import dihedral, dihedral_grid
@@ -274,7 +274,6 @@ def test_neighbourhood_padding_at_the_edge(padding):
 def test_onnx_runtime_gives_the_pytorch_maps_and_learned_marks_keep_pytorch(textures, tmp_path, padding):
     pytest.importorskip("onnxruntime")
     from anomalens.learning import learn_normal_images
-    from anomalens.models import load_detector
 
     detector = PatchCore(image_size=96, seed=0, neighbourhood_padding=padding).fit(
         textures.normals([(96, 112)] * 6, first_seed=0)
@@ -293,3 +292,49 @@ def test_onnx_runtime_gives_the_pytorch_maps_and_learned_marks_keep_pytorch(text
     # a model with learned marks scores their places in PyTorch, whichever runtime was asked for
     learn_normal_images(through_onnx, [("defect.png", images[1])], "ann", force=True)
     assert through_onnx.predict(images[1]).is_anomalous is False
+
+
+# -- reduced features (feature_dims) ----------------------------------------------------------------------------
+def test_feature_dims_reduce_the_bank_and_all_of_them_keep_the_unreduced_maps(textures):
+    train = textures.normals([(96, 112)] * 6, first_seed=0)
+    image = textures.defect(textures.normal(96, 112, seed=50), "blob")[0]
+    plain = PatchCore(image_size=96).fit(train)
+    width = plain.model_.embedding_dim
+    rotated = PatchCore(image_size=96, feature_dims=width).fit(train)
+    reduced = PatchCore(image_size=96, feature_dims=16).fit(train)
+
+    components = reduced.model_.reduction
+    assert components.shape == (width, 16) and reduced.model_.memory_bank.shape[1] == 16
+    assert torch.allclose(components.T @ components, torch.eye(16), atol=1e-5)  # orthonormal
+    assert reduced.info_["feature_dim"] == 16 and plain.info_["feature_dim"] == width
+    # the bank's spread along each component falls from the first to the last, as principal components do
+    spread = (reduced.model_.memory_bank - reduced.model_.memory_bank.mean(dim=0)).pow(2).mean(dim=0)
+    assert spread[0] > spread[-1] and torch.all(spread[:4] > spread[12:].max())
+
+    # all dimensions are a rotation: distances, and so the bank chosen and the maps, stay the same
+    expected, got = plain.predict(image), rotated.predict(image)
+    assert np.abs(got.anomaly_map - expected.anomaly_map).max() < 1e-5 * expected.anomaly_map.max()
+    assert rotated.thresholds_.image == pytest.approx(plain.thresholds_.image, rel=1e-5)
+    assert reduced.predict(image).is_anomalous
+
+
+def test_a_reduced_model_saves_loads_and_exports_the_same_maps(textures, tmp_path):
+    pytest.importorskip("onnxruntime")
+    detector = PatchCore(image_size=96, feature_dims=24).fit(textures.normals([(96, 112)] * 6, first_seed=0))
+    detector.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model", runtime="torch")
+    through_onnx = load_detector(tmp_path / "model", runtime="onnx")
+    assert loaded.feature_dims == 24 and loaded.model_.memory_bank.shape[1] == 24
+    images = [textures.normal(96, 112, seed=50), textures.defect(textures.normal(96, 112, seed=51), "blob")[0]]
+    for image in images:
+        expected = detector.predict(image)
+        assert np.array_equal(loaded.predict(image).anomaly_map, expected.anomaly_map)
+        got = through_onnx.predict(image)
+        assert np.abs(got.anomaly_map - expected.anomaly_map).max() < 1e-5 * expected.anomaly_map.max()
+        assert got.is_anomalous == expected.is_anomalous
+
+    # patches learned after the fit are reduced like the bank's
+    defect = textures.defect(textures.normal(96, 112, seed=52), "blob")[0]
+    assert loaded.learn_normal(defect, mark=1) > 0
+    assert loaded.model_.learned_bank.shape[1] == 24
+    assert not loaded.predict(defect).is_anomalous

@@ -34,6 +34,17 @@ def test_a_long_stream_keeps_capacity_rows_each_with_its_own_key():
     assert torch.allclose(thirds, torch.full((3,), 1 / 3), atol=0.02), thirds
 
 
+def test_the_pools_moments_are_those_of_its_rows_across_blocks():
+    pool = PatchPool(capacity=BLOCK_ROWS + 500, seed=2)  # the last block partly filled
+    generator = torch.Generator().manual_seed(0)
+    rows = 3.0 + torch.randn(BLOCK_ROWS + 500, 6, generator=generator) @ torch.randn(6, 6, generator=generator)
+    pool.add(rows, torch.arange(len(rows)).view(-1, 1))
+    mean, covariance = pool.moments()
+    expected = np.cov(rows.double().numpy(), rowvar=False, bias=True)
+    assert np.allclose(mean.numpy(), rows.double().mean(dim=0).numpy(), atol=1e-9)
+    assert np.allclose(covariance.numpy(), expected, atol=1e-9)
+
+
 def test_reservoir_slots_keep_every_item_with_the_same_probability():
     capacity, n_items, runs = 10, 40, 2000
     kept = np.zeros(n_items)

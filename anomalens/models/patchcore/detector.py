@@ -95,6 +95,9 @@ class PatchCore(BaseDetector):
     neighbourhood, neighbourhood_padding: each patch feature is averaged over ``neighbourhood`` x
         ``neighbourhood`` cells; beyond the view's edge the average counts zeros (``"zero"``) or repeats the edge
         cell (``"replicate"``).
+    feature_dims: if set, patch features are reduced to this many dimensions by a PCA of the coreset candidates
+        (applied inside the network, so bank, thresholds, learned patches and exports all use it); the search's
+        matrix product shrinks with the width, its minimum over the bank does not. None keeps the full width.
     min_bank_size: the bank keeps at least this many patches (all of them when there are fewer), so that
         few-shot banks are not thinned out.
     augment_below: with fewer normal images than this, flips and rotations of each are added to the bank.
@@ -122,6 +125,7 @@ class PatchCore(BaseDetector):
         max_bank_size: int = 16384,
         coreset_candidates: int = 400_000,
         coreset_projection: int = 32,
+        feature_dims: int | None = None,
         neighbourhood: int = 3,
         neighbourhood_padding: str = "zero",
         smoothing_sigma: float = 4.0,
@@ -160,6 +164,7 @@ class PatchCore(BaseDetector):
         self.max_bank_size = max_bank_size
         self.coreset_candidates = coreset_candidates
         self.coreset_projection = coreset_projection
+        self.feature_dims = feature_dims
         self.neighbourhood = neighbourhood
         self.neighbourhood_padding = neighbourhood_padding
         self.smoothing_sigma = smoothing_sigma
@@ -217,17 +222,19 @@ class PatchCore(BaseDetector):
             n_images, n_views = n_images + 1, n_views + len(views)
         if n_images == 0:
             raise ValueError("fit needs at least one normal image")
-        height, width, dim = grid.shape[1:]
+        height, width = grid.shape[1:3]
         key = 0 if n_images > 1 else 1  # leave out a whole image, or with a single shot a quarter of a view
         augmented = n_images < self.augment_below
         if augmented:
             self._add_symmetries(pool, first)
 
         read = time.perf_counter()
+        if self.feature_dims is not None:
+            self._fit_reduction(pool)
         chosen = self._choose_bank(pool)
         chose = time.perf_counter()
         bank_groups = pool.keys[chosen, key].to(self.torch_device)
-        self.model_.set_memory_bank(pool.rows(chosen).to(self.torch_device))
+        self.model_.set_memory_bank(self.model_.reduce(pool.rows(chosen).to(self.torch_device)))
         self.thresholds_ = self._calibrate(list(normals), list(simulated), key, bank_groups)
         self.info_ = {
             "n_images": n_images,
@@ -236,7 +243,7 @@ class PatchCore(BaseDetector):
             "n_patches": int(pool.seen),
             "n_coreset_candidates": len(pool),
             "bank_size": len(chosen),
-            "feature_dim": dim,
+            "feature_dim": self.model_.memory_bank.shape[1],
             "feature_grid": [height, width],
             # where the fit's time went: reading and embedding the images, the coreset, the thresholds
             "fit_seconds": {
@@ -275,11 +282,31 @@ class PatchCore(BaseDetector):
             moved = torch.stack([dihedral_grid(keys[..., k], transform) for k in range(keys.shape[-1])], dim=-1)
             pool.add(grid.flatten(0, 2), moved.flatten(0, 2))
 
+    def _fit_reduction(self, pool: PatchPool) -> None:
+        """Reduce the model's embeddings to the ``feature_dims`` principal components of the pool's patches."""
+        assert self.model_ is not None and self.feature_dims is not None
+        if not 0 < self.feature_dims <= pool.dim:
+            raise ValueError(f"feature_dims must lie between 1 and the features' {pool.dim} dimensions")
+        mean, covariance = pool.moments()
+        _, vectors = torch.linalg.eigh(covariance)  # eigenvalues in ascending order
+        components = vectors[:, -self.feature_dims :].flip(1)
+        self.model_.set_reduction(mean.float().to(self.torch_device), components.float().to(self.torch_device))
+
     def _choose_bank(self, pool: PatchPool) -> torch.Tensor:
-        """Slots of the pool's patches kept as the memory bank."""
+        """Slots of the pool's patches kept as the memory bank, chosen by their distances after the model's
+        reduction, if any (distances ignore its centring, so its components alone map the pool's rows)."""
+        assert self.model_ is not None
         wanted = max(self.min_bank_size, min(self.max_bank_size, int(round(self.coreset_ratio * pool.seen))))
         generator = torch.Generator().manual_seed(self.seed)
         projection = random_projection(pool.dim, self.coreset_projection, generator)
+        if len(self.model_.reduction_mean):
+            components = self.model_.reduction.cpu()
+            # the same draw, seen in the reduced space: a reduction to all dimensions chooses the same bank
+            projection = (
+                components
+                if components.shape[1] <= self.coreset_projection
+                else components @ (components.T @ projection)
+            )
         points = pool.projected(projection) if projection is not None else pool.rows(torch.arange(len(pool)))
         first = int(torch.randint(len(points), (1,), generator=generator))
         return k_center_greedy(points, first, min(wanted, len(pool)))
@@ -328,7 +355,7 @@ class PatchCore(BaseDetector):
         def normal_maps(group: int) -> torch.Tensor:
             image, views = members[group]
             assert image.features is not None
-            embeddings = image.features[views].permute(0, 3, 1, 2)
+            embeddings = model.reduce(image.features[views]).permute(0, 3, 1, 2)
             return model.smoother(model.patch_scores(embeddings, bank_groups == group))
 
         def anomaly_map(group: int, pixels: np.ndarray) -> torch.Tensor:
@@ -420,15 +447,25 @@ class PatchCore(BaseDetector):
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         assert self.model_ is not None
+        reduction = (
+            {"reduction_mean": self.model_.reduction_mean, "reduction": self.model_.reduction}
+            if len(self.model_.reduction_mean)
+            else {}
+        )
         return {
             "memory_bank": self.model_.memory_bank,
             "learned_bank": self.model_.learned_bank,
             "learned_positions": self.model_.learned_positions,
             "learned_marks": self.learned_marks_,
+            **reduction,
         }
 
     def _load_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         self.model_ = self._build_model()
+        if "reduction" in tensors:
+            self.model_.set_reduction(
+                tensors["reduction_mean"].to(self.torch_device), tensors["reduction"].to(self.torch_device)
+            )
         self.model_.set_memory_bank(tensors["memory_bank"].to(self.torch_device))
         if "learned_bank" in tensors:  # absent from models saved before learning existed
             self.model_.set_learned_bank(

@@ -122,6 +122,17 @@ class PatchPool:
             inside = torch.nonzero(block_of == block).flatten()
             yield self._blocks[block], inside, slots[inside] - block * BLOCK_ROWS
 
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean [D] and covariance [D, D] of the kept rows in float64, summed block by block."""
+        total = torch.zeros(self.dim, dtype=torch.float64)
+        products = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+        for start, block in zip(range(0, len(self), BLOCK_ROWS), self._blocks):
+            rows = block[: len(self) - start].double()
+            total += rows.sum(dim=0)
+            products += rows.T @ rows
+        mean = total / len(self)
+        return mean, products / len(self) - torch.outer(mean, mean)
+
     def projected(self, projection: torch.Tensor) -> torch.Tensor:
         """All kept rows times ``projection`` [D, d], as one [len, d] array."""
         return torch.cat([block @ projection for block in self._blocks])[: len(self)]

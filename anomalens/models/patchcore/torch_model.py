@@ -97,6 +97,9 @@ class PatchCoreModel(nn.Module):
         self.register_buffer("learned_bank", torch.empty(0, self.embedding_dim))
         self.register_buffer("learned_norms", torch.empty(0))
         self.register_buffer("learned_positions", torch.empty(0, 2))
+        # a linear map applied to every embedding (a PCA, see set_reduction); empty: none
+        self.register_buffer("reduction_mean", torch.empty(0))
+        self.register_buffer("reduction", torch.empty(0, 0))
 
     @property
     def embedding_dim(self) -> int:
@@ -115,7 +118,22 @@ class PatchCoreModel(nn.Module):
             elif fmap.shape[-2:] != target:
                 fmap = F.interpolate(fmap, size=target, mode="bilinear", align_corners=False)
             pooled.append(fmap)
-        return torch.cat(pooled, dim=1)
+        return self.reduce(torch.cat(pooled, dim=1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def reduce(self, features: torch.Tensor) -> torch.Tensor:
+        """[..., D] features -> [..., d]: centred and projected on the reduction's components where one is set."""
+        if not len(self.reduction_mean):
+            return features
+        return (features - self.reduction_mean) @ self.reduction
+
+    def set_reduction(self, mean: torch.Tensor, components: torch.Tensor) -> None:
+        """From now on embed onto ``components`` [D, d] about ``mean`` [D]; the banks start again, empty, at the
+        new width."""
+        self.reduction_mean = mean.contiguous()
+        self.reduction = components.contiguous()
+        width = components.shape[1]
+        self.set_memory_bank(components.new_empty(0, width))
+        self.set_learned_bank(components.new_empty(0, width), components.new_empty(0, 2))
 
     def _neighbourhood_average(self, fmap: torch.Tensor) -> torch.Tensor:
         """Each cell averaged with its neighbours: context without losing resolution. Zero padding damps border
