@@ -197,6 +197,8 @@ def test_cli_fit(tiny_mvtec, tmp_path, capsys, monkeypatch):
             "blocks.7",
             "--neighbourhood-padding",
             "replicate",
+            "--feature-dims",
+            "24",
         ]
     )
     out = capsys.readouterr().out
@@ -206,7 +208,8 @@ def test_cli_fit(tiny_mvtec, tmp_path, capsys, monkeypatch):
     assert config["params"]["image_size"] == 64 and config["params"]["seed"] == 3
     assert config["params"]["layers"] == ["blocks.4", "blocks.7"]
     assert config["params"]["neighbourhood_padding"] == "replicate"
-    assert config["info"]["n_images"] == 8 and config["info"]["feature_dim"] == 40 + 80
+    assert config["params"]["feature_dims"] == 24
+    assert config["info"]["n_images"] == 8 and load_detector(tmp_path / "model").model_.memory_bank.shape[1] == 24
     assert load_detector(tmp_path / "model").thresholds_.image == config["thresholds"]["image"]
 
 

@@ -16,6 +16,7 @@ MODEL_PARAMS = (
     "backbone",
     "layers",
     "neighbourhood_padding",
+    "feature_dims",
     "image_size",
     "tile_size",
     "pixel_budget",
@@ -84,6 +85,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="PatchCore: the backbone's feature layers (default blocks.4 blocks.10 of Lite0; "
         "for efficientnet_lite2 the same stages are blocks.6 blocks.14)",
+    )
+    parser.add_argument(
+        "--feature-dims",
+        type=positive_int,
+        help="PatchCore: reduce patch features to this many dimensions (a PCA) for a faster search",
     )
     parser.add_argument(
         "--neighbourhood-padding",
