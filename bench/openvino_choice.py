@@ -5,11 +5,12 @@ The network is what a runtime computes for a batch of views: for PatchCore its e
 and the smoothing (``PatchCoreExport``), for EfficientAD the teacher, the student and the map normalisation.
 ONNX Runtime and OpenVINO both run the ``model.onnx`` that ``use_onnx`` exports into the model folder; OpenVINO
 compiles it for the CPU in float32 with a latency hint, once for any batch size ("openvino") and once for each
-batch size met ("openvino_fixed_batch"). The views (decoded and resized beforehand, so that
-reading images is not timed) go through the runtimes batch by batch, the three taking turns on each batch in an
-order that rotates, ``--rounds`` times over the images, so that a neighbour's load on a shared machine falls on
-each alike. Besides the median batch, the table gives each round's median and the median of OpenVINO's time
-over ONNX Runtime's on the same batch, round by round: a difference smaller than those rounds' spread is noise.
+batch size met ("openvino_fixed_batch"). The views (decoded and resized beforehand, so that reading images is
+not timed) go through the runtimes batch by batch, the runtimes taking turns on each batch in an order that rotates,
+after one untimed pass that compares their maps with PyTorch's and compiles what OpenVINO compiles, ``--rounds``
+times over the images, so that a neighbour's load on a shared machine falls on each alike. Besides the median
+batch, the table gives each round's median and the median of each runtime's time over ONNX Runtime's on the same
+batch, round by round: a difference smaller than those rounds' spread is noise.
 
     .venv/bin/python bench/openvino_choice.py PATCHCORE_DIR EFFICIENTAD_DIR ../shared/data/magnetic_tile/test \
         --batch 1 8 --rounds 3 --threads 2 --every 5 \
