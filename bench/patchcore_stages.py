@@ -11,7 +11,9 @@ and blur), decision (stitching views, verdict, outline and findings), PNG (overl
 The machine's rates are measured in the same run: fp32 matrix products (GFLOP/s) and memory copies (GB/s).
 The floor of a compute stage is its FLOPs (counted by ``torch.utils.flop_counter``, or 2*Q*M*D for the search)
 over the matmul rate; of a memory stage, the bytes it must read and write over the copy rate. Whole predictions
-are timed too, with PyTorch and with ONNX Runtime, and at batch 1, 8 and 32.
+are timed too, with PyTorch and with ONNX Runtime, and at batch 1, 8 and 32. With ``--interleave`` the search and
+whole predictions at batch 1 are timed once more with the models taking turns within each repeat, so that a change
+in a shared machine's load falls on all of them alike (to compare settings, e.g. ``feature_dims``).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/patchcore_stages.py --models /tmp/models/magnetic_tile \\
         --json bench/results/patchcore_stages.json --md bench/results/patchcore_stages.md
@@ -163,7 +165,40 @@ def profile(model_dir: Path, images: Path, rates: dict, repeats: int, batches: l
     }
 
 
-def markdown(results: list[dict], meta: dict) -> str:
+PARTS = ("search", "whole, PyTorch", "whole, ONNX Runtime")
+
+
+def interleaved(model_dirs: list[Path], images: Path, repeats: int) -> list[dict]:
+    """Median ms of each model's search and whole prediction (batch 1, PyTorch and ONNX Runtime) of one image,
+    the models taking turns within each repeat."""
+    image = read_image(collect_images([images])[0])
+    works: dict[tuple[str, str], Callable[[], object]] = {}
+    for model_dir in dict.fromkeys(model_dirs):
+        torch_detector = load_detector(model_dir, runtime="torch")
+        model = torch_detector.model_
+        pixels = torch_detector._to_tensor([view.pixels for view in torch_detector._views(image)])
+        with torch.inference_mode():
+            embeddings = model.embed(pixels)
+        onnx_detector = load_detector(model_dir, runtime="onnx")
+        works[str(model_dir), PARTS[0]] = lambda model=model, embeddings=embeddings: model.patch_scores(embeddings)
+        works[str(model_dir), PARTS[1]] = lambda d=torch_detector: d.predict_batch([image])
+        works[str(model_dir), PARTS[2]] = lambda d=onnx_detector: d.predict_batch([image])
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in works}
+    with torch.inference_mode():
+        for work in works.values():
+            work()  # warm-up
+        for _ in range(repeats):
+            for key, work in works.items():
+                tic = time.perf_counter()
+                work()
+                times[key].append(time.perf_counter() - tic)
+    return [
+        {"model": model, **{part: round(1000 * float(np.median(times[model, part])), 2) for part in PARTS}}
+        for model in dict.fromkeys(model for model, _ in works)
+    ]
+
+
+def markdown(results: list[dict], meta: dict, turns: list[dict]) -> str:
     lines = [
         "# PatchCore, stage by stage (batch 1)",
         "",
@@ -195,6 +230,16 @@ def markdown(results: list[dict], meta: dict) -> str:
                 f"| {run['runtime']} | {run['batch']} | {run['ms_per_image']} | {run['images_per_second']} | "
                 f"{run['ms_per_megapixel']} |"
             )
+    if turns:
+        lines += [
+            "",
+            "## The models in turn within each repeat (batch 1, median ms)",
+            "",
+            "| model | " + " | ".join(PARTS) + " |",
+            "|---|" + "---|" * len(PARTS),
+        ]
+        for row in turns:
+            lines.append(f"| {Path(row['model']).name} | " + " | ".join(str(row[part]) for part in PARTS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -207,6 +252,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--interleave", action="store_true", help="also time the models in turn (see above)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
     args = parser.parse_args()
@@ -223,9 +269,14 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "rates": rates,
     }
+    turns = (
+        interleaved(args.models, args.images or args.data / args.models[0].name / "test", args.repeats)
+        if args.interleave
+        else []
+    )
     if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    text = markdown(results, meta)
+        args.json.write_text(json.dumps({"meta": meta, "results": results, "in_turn": turns}, indent=1))
+    text = markdown(results, meta, turns)
     if args.md:
         args.md.write_text(text)
     print(text)
