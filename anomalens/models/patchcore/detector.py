@@ -133,7 +133,7 @@ class PatchCore(BaseDetector):
         max_false_alarm_rate: float = 0.05,
         calibration_images: int = 200,
         calibration: str = "simulated",
-        simulated_images: int = 60,
+        simulated_images: int = 30,
         simulated_per_image: int = 2,
         tile_size: int | None = None,
         tile_overlap: int = 32,
