@@ -46,23 +46,25 @@ def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128,
     return k_center_greedy(*projected(features, projection_dim, seed), size)
 
 
-def random_projection(dim: int, projection_dim: int, generator: torch.Generator) -> torch.Tensor | None:
-    """A [dim, projection_dim] Gaussian projection that keeps distances on average, or None where ``dim`` is
-    already no larger."""
-    if dim <= projection_dim:
-        return None
-    return torch.randn(dim, projection_dim, generator=generator) / projection_dim**0.5
+def coreset_draws(n_points: int, dim: int, projection_dim: int, seed: int) -> tuple[torch.Tensor | None, int]:
+    """What a coreset of ``n_points`` points of ``dim`` dimensions draws from ``seed``: a [dim, projection_dim]
+    Gaussian projection that keeps distances on average (None where ``dim`` is already no larger), then the
+    first pick."""
+    generator = torch.Generator().manual_seed(seed)
+    projection = None
+    if dim > projection_dim:
+        projection = torch.randn(dim, projection_dim, generator=generator) / projection_dim**0.5
+    return projection, int(torch.randint(n_points, (1,), generator=generator))
 
 
 def projected(features: torch.Tensor, projection_dim: int, seed: int) -> tuple[torch.Tensor, int]:
     """The points distances are measured between (``features`` randomly projected to ``projection_dim``
     dimensions when they have more), and the first pick, both drawn from ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
     points = features.float()
-    projection = random_projection(points.shape[1], projection_dim, generator)
+    projection, first = coreset_draws(len(points), points.shape[1], projection_dim, seed)
     if projection is not None:
         points = points @ projection.to(points.device)
-    return points, int(torch.randint(len(features), (1,), generator=generator))
+    return points, first
 
 
 def k_center_greedy(points: torch.Tensor, first: int, size: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from anomalens.data.scale import DEFAULT_PIXEL_BUDGET
 from anomalens.models.backbones import build_feature_extractor
 from anomalens.models.base import BaseDetector, View, flush_denormals
 from anomalens.models.calibration import calibrate, spread_evenly
-from anomalens.models.patchcore.coreset import greedy_coreset, k_center_greedy, random_projection
+from anomalens.models.patchcore.coreset import coreset_draws, greedy_coreset, k_center_greedy
 from anomalens.models.patchcore.sampling import PatchPool, Reservoir
 from anomalens.models.patchcore.torch_model import PatchCoreExport, PatchCoreModel
 from anomalens.progress import track
@@ -297,9 +297,8 @@ class PatchCore(BaseDetector):
         reduction, if any (distances ignore its centring, so its components alone map the pool's rows)."""
         assert self.model_ is not None
         wanted = max(self.min_bank_size, min(self.max_bank_size, int(round(self.coreset_ratio * pool.seen))))
-        generator = torch.Generator().manual_seed(self.seed)
-        projection = random_projection(pool.dim, self.coreset_projection, generator)
-        if len(self.model_.reduction_mean):
+        projection, first = coreset_draws(len(pool), pool.dim, self.coreset_projection, self.seed)
+        if self.model_.has_reduction:
             components = self.model_.reduction.cpu()
             # the same draw, seen in the reduced space: a reduction to all dimensions chooses the same bank
             projection = (
@@ -308,7 +307,6 @@ class PatchCore(BaseDetector):
                 else components @ (components.T @ projection)
             )
         points = pool.projected(projection) if projection is not None else pool.rows(torch.arange(len(pool)))
-        first = int(torch.randint(len(points), (1,), generator=generator))
         return k_center_greedy(points, first, min(wanted, len(pool)))
 
     def _embed_batch_size(self) -> int:
@@ -449,7 +447,7 @@ class PatchCore(BaseDetector):
         assert self.model_ is not None
         reduction = (
             {"reduction_mean": self.model_.reduction_mean, "reduction": self.model_.reduction}
-            if len(self.model_.reduction_mean)
+            if self.model_.has_reduction
             else {}
         )
         return {

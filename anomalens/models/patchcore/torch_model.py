@@ -120,9 +120,13 @@ class PatchCoreModel(nn.Module):
             pooled.append(fmap)
         return self.reduce(torch.cat(pooled, dim=1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
+    @property
+    def has_reduction(self) -> bool:
+        return len(self.reduction_mean) > 0
+
     def reduce(self, features: torch.Tensor) -> torch.Tensor:
         """[..., D] features -> [..., d]: centred and projected on the reduction's components where one is set."""
-        if not len(self.reduction_mean):
+        if not self.has_reduction:
             return features
         return (features - self.reduction_mean) @ self.reduction
 
