@@ -161,6 +161,20 @@ def test_fit_without_images_is_a_clear_error():
         PatchCore(image_size=64).fit([])
 
 
+@pytest.mark.parametrize("feature_dims", [0, 153])
+def test_an_impossible_feature_width_is_refused_before_any_image_is_read(textures, feature_dims):
+    read = []
+
+    def images():
+        for seed in range(4):
+            read.append(seed)
+            yield textures.normal(64, 64, seed)
+
+    with pytest.raises(ValueError, match="feature_dims must lie between 1 and the features' 152 dimensions"):
+        PatchCore(image_size=64, feature_dims=feature_dims).fit(images())
+    assert read == []
+
+
 def test_leave_one_out_thresholds(textures):
     """Thresholds come from each training image scored against a bank without its own patches.
 

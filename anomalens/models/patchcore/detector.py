@@ -206,6 +206,10 @@ class PatchCore(BaseDetector):
         started = time.perf_counter()
         stream = self._start_fit(images)
         self.model_ = self._build_model()
+        width = self.model_.embedding_dim
+        if self.feature_dims is not None and not 0 < self.feature_dims <= width:
+            # checked before the images are read, not after
+            raise ValueError(f"feature_dims must lie between 1 and the features' {width} dimensions")
         pool = PatchPool(self.coreset_candidates, self.seed)
         normals: Reservoir[FitImage] = Reservoir(self.calibration_images, self.seed + 1)
         simulated: Reservoir[FitImage] = Reservoir(self.simulated_images, self.seed + 2)
@@ -285,8 +289,6 @@ class PatchCore(BaseDetector):
     def _fit_reduction(self, pool: PatchPool) -> None:
         """Reduce the model's embeddings to the ``feature_dims`` principal components of the pool's patches."""
         assert self.model_ is not None and self.feature_dims is not None
-        if not 0 < self.feature_dims <= pool.dim:
-            raise ValueError(f"feature_dims must lie between 1 and the features' {pool.dim} dimensions")
         mean, covariance = pool.moments()
         _, vectors = torch.linalg.eigh(covariance)  # eigenvalues in ascending order
         components = vectors[:, -self.feature_dims :].flip(1)
