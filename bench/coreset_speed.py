@@ -34,6 +34,7 @@ from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from result_tables import markdown_table  # noqa: E402
 
 from anomalens.data import read_image  # noqa: E402
 from anomalens.models import PatchCore  # noqa: E402
@@ -133,19 +134,19 @@ def markdown(report: dict) -> str:
         "The machine is shared with other jobs: the load average before each run is in the table, and process CPU "
         "time beside wall time.",
         "",
-        "| case | candidates | kept | run | old ms | new ms | speed-up | old CPU ms | new CPU ms | CPU speed-up "
-        "| same picks | load before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for case in report["cases"]:
         scale = ", ".join(f"{key}={value}" for key, value in case["settings"].items()) or "default scale"
         name = f"{case['category']} ({scale})"
         for index, run in enumerate(case["runs"], 1):
-            lines.append(
-                f"| {name} | {case['candidates']} | {case['kept']} | {index} | {run['old_ms']} | {run['new_ms']} | "
-                f"{run['speed_up']}x | {run['old_cpu_ms']} | {run['new_cpu_ms']} | {run['cpu_speed_up']}x | "
-                f"{'yes' if run['identical'] else 'NO'} | {run['load_before'][0]} |"
+            rows.append(
+                [name, case["candidates"], case["kept"], index, run["old_ms"], run["new_ms"], f"{run['speed_up']}x"]
+                + [run["old_cpu_ms"], run["new_cpu_ms"], f"{run['cpu_speed_up']}x"]
+                + ["yes" if run["identical"] else "NO", run["load_before"][0]]
             )
+    header = ["case", "candidates", "kept", "run", "old ms", "new ms", "speed-up", "old CPU ms", "new CPU ms"]
+    lines += markdown_table(header + ["CPU speed-up", "same picks", "load before"], rows)
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from result_tables import markdown_table
 
 from anomalens.models import PatchCore
 from anomalens.models.base import flush_denormals
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     flush_denormals()
     started, load = time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0]
-    lines = ["| input | batch | ms per view (median of rounds) |", "|---|---|---|"]
+    rows = []
     for size in args.sizes:
         detector = PatchCore(image_size=size)
         detector._start_fit([np.zeros((size, size, 3), np.float32)])
@@ -50,11 +51,12 @@ def main() -> None:
                         model.embed(views[start : start + batch])
                     times[batch].append(1000 * (time.perf_counter() - tic) / args.views)
         for batch in args.batches:
-            lines.append(f"| {size}x{size} | {batch} | {np.median(times[batch]):.1f} |")
+            rows.append([f"{size}x{size}", batch, f"{np.median(times[batch]):.1f}"])
     header = (
         f"`python {' '.join(sys.argv)}` on {started} ({platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
         f"{torch.get_num_threads()} torch threads, load average before the run {load:.2f})."
     )
+    lines = markdown_table(["input", "batch", "ms per view (median of rounds)"], rows)
     report = "\n".join(["# PatchCore feature extraction by batch size", "", header, "", *lines]) + "\n"
     if args.md:
         Path(args.md).write_text(report)

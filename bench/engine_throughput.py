@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import torch
+from result_tables import markdown_table
 
 from anomalens import api, engine
 from anomalens.data import mvtec_samples, read_image
@@ -137,18 +138,18 @@ def markdown(rows: list[dict], reference: dict, args: argparse.Namespace) -> str
         f"{os.cpu_count()} cores, load average before the run {args.load:.1f}; the local engine runs "
         f"{torch.get_num_threads()} torch threads unless `local:T` says T, each Ray worker 1.",
         "",
-        "| engine | images | seconds | images/s end to end | images/s steady | same verdicts | same masks "
-        "| differing mask pixels | max rel. score diff |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    cells = []
     for row in rows:
         same = agreement(reference, row)
-        lines.append(
-            f"| {row['engine']} | {row['images']} | {row['seconds']:.1f} | {row['end_to_end']:.2f} | "
-            f"{row['steady']:.2f} | {same['same_verdicts']}/{row['images']} | "
-            f"{same['same_masks']}/{row['images']} | {same['differing_mask_pixels']} | "
-            f"{same['max_rel_score_diff']:.1e} |"
+        cells.append(
+            [row["engine"], row["images"], f"{row['seconds']:.1f}", f"{row['end_to_end']:.2f}"]
+            + [f"{row['steady']:.2f}", f"{same['same_verdicts']}/{row['images']}"]
+            + [f"{same['same_masks']}/{row['images']}", same["differing_mask_pixels"]]
+            + [f"{same['max_rel_score_diff']:.1e}"]
         )
+    header = ["engine", "images", "seconds", "images/s end to end", "images/s steady", "same verdicts"]
+    lines += markdown_table(header + ["same masks", "differing mask pixels", "max rel. score diff"], cells)
     return "\n".join(lines) + "\n"
 
 

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from result_tables import markdown_table
+
 DATA = "../shared/data"
 CASES = {
     "magnetic_tile@256": ("magnetic_tile", {"image_size": 256}),
@@ -113,37 +115,36 @@ def run_peer(data: str) -> dict | None:
     return suite.run_peer(data, "magnetic_tile", "anomalib patchcore")
 
 
+def case_cells(row: dict, width: int) -> list:
+    if "error" in row:
+        return [row["case"], row.get("code", ""), "error: see JSON"] + [""] * (width - 3)
+    phases = row.get("phases_s") or {}
+    return [
+        *(row[key] for key in ("case", "code", "images", "views", "patches", "candidates", "bank")),
+        *(phases.get(phase, "-") for phase in ("features", "coreset", "calibration")),
+        *(row[key] for key in ("fit_s", "peak_mb", "after_imports_mb")),
+    ]
+
+
 def markdown(rows: list[dict], peer: dict | None, header: str) -> str:
     lines = [
         "# PatchCore fit: time and peak memory",
         "",
         header,
         "",
-        "| case | code | images | views | patches | coreset candidates | bank | features s | coreset s "
-        "| calibration s | fit s | peak MB | after imports MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        if "error" in row:
-            lines.append(f"| {row['case']} | {row.get('code', '')} | error: see JSON |" + " |" * 10)
-            continue
-        phases = row.get("phases_s") or {}
-        lines.append(
-            f"| {row['case']} | {row['code']} | {row['images']} | {row['views']} | {row['patches']} "
-            f"| {row['candidates']} | {row['bank']} | {phases.get('features', '-')} | {phases.get('coreset', '-')} "
-            f"| {phases.get('calibration', '-')} | {row['fit_s']} | {row['peak_mb']} | {row['after_imports_mb']} |"
-        )
+    columns = ["case", "code", "images", "views", "patches", "coreset candidates", "bank", "features s"]
+    columns += ["coreset s", "calibration s", "fit s", "peak MB", "after imports MB"]
+    lines += markdown_table(columns, (case_cells(row, len(columns)) for row in rows))
     if peer:
         lines += [
             "",
             "anomalib 2.7 PatchCore (Lite0 blocks.2+4, coreset 1 %, 256x256) on the same 300 magnetic tile "
             "training images, in the same run (`../shared/peer`; its peak includes its test pass):",
             "",
-            "| peer | fit s | ms / image (batch 1) | peak MB |",
-            "|---|---|---|---|",
-            f"| {peer.get('detector')} | {peer.get('fit_seconds')} | {peer.get('predict_ms_median')} "
-            f"| {peer.get('peak_rss_mb')} |",
         ]
+        keys = ("detector", "fit_seconds", "predict_ms_median", "peak_rss_mb")
+        lines += markdown_table(["peer", "fit s", "ms / image (batch 1)", "peak MB"], [[peer.get(k) for k in keys]])
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from result_tables import markdown_table
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
@@ -126,22 +127,22 @@ def markdown(results: list[dict], command: str) -> str:
         "",
         f"`{command}` on {time.strftime('%Y-%m-%d %H:%M')}. Patch score: the defaults' committed validation sweep.",
         "",
-        "| score | " + " | ".join(categories) + " | mean | worst change |",
-        "|---|" + "---|" * (len(categories) + 2),
     ]
     base = [result["image_auroc"]["patch"]["all"] for result in results]
+    rows = []
     for name in results[0]["image_auroc"]:
         values = [result["image_auroc"][name]["all"] for result in results]
         worst = min(v - b for v, b in zip(values, base, strict=True))
-        cells = " | ".join(f"{v:.3f}" for v in values)
-        lines.append(f"| {name} | {cells} | {np.mean(values):.3f} | {worst:+.3f} |")
+        rows.append([name, *(f"{v:.3f}" for v in values), f"{np.mean(values):.3f}", f"{worst:+.3f}"])
+    lines += markdown_table(["score", *categories, "mean", "worst change"], rows)
     tile = next((r for r in results if r["category"] == "magnetic_tile"), None)
     if tile is not None:
         defects = [key for key in tile["image_auroc"]["patch"] if key != "all"]
-        lines += ["", "## Magnetic tile per defect type", "", "| score | " + " | ".join(defects) + " |"]
-        lines.append("|---|" + "---|" * len(defects))
-        for name, row in tile["image_auroc"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{row[d]:.3f}" for d in defects) + " |")
+        lines += ["", "## Magnetic tile per defect type", ""]
+        lines += markdown_table(
+            ["score", *defects],
+            [[name, *(f"{row[d]:.3f}" for d in defects)] for name, row in tile["image_auroc"].items()],
+        )
     return "\n".join(lines) + "\n"
 
 

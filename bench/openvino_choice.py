@@ -35,6 +35,7 @@ from pathlib import Path  # noqa: E402
 
 import openvino  # noqa: E402
 import torch  # noqa: E402
+from result_tables import markdown_table  # noqa: E402
 
 from anomalens.data import collect_images, read_image  # noqa: E402
 from anomalens.models import BaseDetector, load_detector  # noqa: E402
@@ -161,16 +162,18 @@ def markdown(rows: list[dict], command: str, images: str, load: tuple[float, flo
         "difference: the largest absolute difference from PyTorch's map over all views, relative to that map's "
         f"maximum. Load average (1 min) before: {load[0]:.2f}, after: {load[1]:.2f}.",
         "",
-        "| detector | input | batch | runtime | ms / view | p10-p90 | by round | / ONNX Runtime by round | map diff |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['detector']} | {row['input']} | {row['batch']} | {row['runtime']} | {row['ms_per_view']} | "
-            f"{'-'.join(map(str, row['ms_per_view_p10_p90']))} | {', '.join(map(str, row['ms_per_view_by_round']))} "
-            f"| {', '.join(map(str, row['time_over_onnxruntime_by_round']))} | "
-            f"{row['max_map_difference_from_torch']:.1e} |"
-        )
+    lines += markdown_table(
+        ["detector", "input", "batch", "runtime", "ms / view", "p10-p90", "by round", "/ ONNX Runtime by round"]
+        + ["map diff"],
+        [
+            [row[key] for key in ("detector", "input", "batch", "runtime", "ms_per_view")]
+            + ["-".join(map(str, row["ms_per_view_p10_p90"])), ", ".join(map(str, row["ms_per_view_by_round"]))]
+            + [", ".join(map(str, row["time_over_onnxruntime_by_round"]))]
+            + [f"{row['max_map_difference_from_torch']:.1e}"]
+            for row in rows
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from result_tables import markdown_table
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomalens.data import collect_images, decode_image, encode_png, read_image, to_uint8_rgb
@@ -214,32 +215,30 @@ def markdown(results: list[dict], meta: dict, turns: list[dict]) -> str:
             "",
             f"Image {result['image']}; memory bank {result['bank'][0]} x {result['bank'][1]}.",
             "",
-            "| stage | ms | floor ms | ms / floor |",
-            "|---|---|---|---|",
         ]
-        for row in result["stages"]:
-            floor = row["floor_ms"]
-            ratio = f"{row['ms'] / floor:.0f}x" if floor else "-"
-            lines.append(f"| {row['stage']} | {row['ms']} | {'-' if floor is None else floor} | {ratio} |")
-        lines += ["", "| runtime | batch | ms / image | images / s | ms / megapixel |", "|---|---|---|---|---|"]
-        for run in result["whole"]:
-            if "unavailable" in run:
-                lines.append(f"| {run['runtime']} | {run['batch']} | unavailable | - | - |")
-                continue
-            lines.append(
-                f"| {run['runtime']} | {run['batch']} | {run['ms_per_image']} | {run['images_per_second']} | "
-                f"{run['ms_per_megapixel']} |"
-            )
+        lines += markdown_table(
+            ["stage", "ms", "floor ms", "ms / floor"],
+            [
+                [row["stage"], row["ms"], "-" if row["floor_ms"] is None else row["floor_ms"]]
+                + [f"{row['ms'] / row['floor_ms']:.0f}x" if row["floor_ms"] else "-"]
+                for row in result["stages"]
+            ],
+        )
+        lines.append("")
+        lines += markdown_table(
+            ["runtime", "batch", "ms / image", "images / s", "ms / megapixel"],
+            [
+                [run["runtime"], run["batch"], "unavailable", "-", "-"]
+                if "unavailable" in run
+                else [run[key] for key in ("runtime", "batch", "ms_per_image", "images_per_second", "ms_per_megapixel")]
+                for run in result["whole"]
+            ],
+        )
     if turns:
-        lines += [
-            "",
-            "## The models in turn within each repeat (batch 1, median ms)",
-            "",
-            "| model | " + " | ".join(PARTS) + " |",
-            "|---|" + "---|" * len(PARTS),
-        ]
-        for row in turns:
-            lines.append(f"| {Path(row['model']).name} | " + " | ".join(str(row[part]) for part in PARTS) + " |")
+        lines += ["", "## The models in turn within each repeat (batch 1, median ms)", ""]
+        lines += markdown_table(
+            ["model", *PARTS], [[Path(row["model"]).name, *(row[p] for p in PARTS)] for row in turns]
+        )
     return "\n".join(lines) + "\n"
 
 

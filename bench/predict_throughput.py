@@ -28,6 +28,7 @@ from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from result_tables import markdown_table  # noqa: E402
 
 from anomalens.data import collect_images, read_image  # noqa: E402
 from anomalens.models import RUNTIMES, BaseDetector, load_detector  # noqa: E402
@@ -104,15 +105,15 @@ def markdown(rows: list[dict], command: str, images: str) -> str:
         "turns batch by batch; ms per image from the median batch (10th and 90th percentiles beside it). "
         f"Load average (1 min) at the end: {os.getloadavg()[0]:.2f}.",
         "",
-        "| model | detector | input | runtime | batch | ms / image | p10-p90 | images / s | batches |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['model']} | {row['detector']} | {row['input']} | {row['ran']} | {row['batch']} | "
-            f"{row['ms_per_image']} | {'-'.join(map(str, row['ms_per_image_p10_p90']))} | "
-            f"{row['images_per_second']} | {row['batches']} |"
-        )
+    lines += markdown_table(
+        ["model", "detector", "input", "runtime", "batch", "ms / image", "p10-p90", "images / s", "batches"],
+        [
+            [row[key] for key in ("model", "detector", "input", "ran", "batch", "ms_per_image")]
+            + ["-".join(map(str, row["ms_per_image_p10_p90"])), row["images_per_second"], row["batches"]]
+            for row in rows
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 

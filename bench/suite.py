@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from result_tables import markdown_table
+
 SUITE = ("magnetic_tile", "ball_screw_drive", "solar_cell_mono", "solar_cell_poly")
 HALF = "report"
 # our detectors at their defaults; EfficientAD with the cpu student and a fixed training-time budget
@@ -157,49 +159,42 @@ def markdown(results: list[dict], meta: dict) -> str:
             for inc in meta.get("included", [])
         ),
         "",
-        "| category | detector | image AUROC | pixel AUROC | AUPRO@30 | AUPRO@5 | accuracy | recall | "
-        "false alarms | oracle acc. | fit s | ms/image | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        if "error" in r:
-            lines.append(f"| {r['category']} | {r['detector']} | failed: see JSON |" + " |" * 10)
-            continue
-        lines.append(
-            f"| {r['category']} | {r['detector']} | {fmt(r.get('image_auroc'))} | {fmt(r.get('pixel_auroc'))} | "
-            f"{fmt(r.get('pixel_aupro'))} | {fmt(r.get('pixel_aupro_5'))} | {fmt(r.get('accuracy'))} | "
-            f"{fmt(r.get('recall'))} | {fmt(r.get('false_positive_rate'))} | {fmt(r.get('oracle_accuracy'))} | "
-            f"{fmt(r.get('fit_seconds'), 0)} | {fmt(r.get('predict_ms_median'), 0)} | {fmt(r.get('peak_rss_mb'), 0)} |"
-        )
-    lines += [
-        "",
-        "## Per defect type (anomalens, against the category's good report images)",
-        "",
-        "| category | detector | defect | n | image AUROC | pixel AUROC | AUPRO@30 | AUPRO@5 | recall | false alarms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        for defect, m in (r.get("per_defect_type") or {}).items():
-            lines.append(
-                f"| {r['category']} | {r['detector']} | {defect} | {m['n_defective']} | "
-                f"{fmt(m['image_auroc'])} | {fmt(m['pixel_auroc'])} | {fmt(m['pixel_aupro'])} | "
-                f"{fmt(m['pixel_aupro_5'])} | {fmt(m['recall'])} | {fmt(m['false_positive_rate'])} |"
-            )
-    lines += [
-        "",
-        "## Working scale and what the model told the user to expect (from its calibration)",
-        "",
-        "| category | detector | working scale | expected false alarms (bound) | simulated defects caught |",
-        "|---|---|---|---|---|",
-    ]
-    for r in results:
-        if "working_scale" in r:
-            e = r["expected"]
-            lines.append(
-                f"| {r['category']} | {r['detector']} | {r['working_scale']} | "
-                f"{fmt(e.get('false_alarm_rate'))} ({fmt(e.get('false_alarm_rate_bound'))}) | "
-                f"{fmt(e.get('simulated_detection_rate'))} |"
-            )
+    quality = ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_aupro_5", "accuracy", "recall")
+    quality += ("false_positive_rate", "oracle_accuracy")
+    lines += markdown_table(
+        ["category", "detector", "image AUROC", "pixel AUROC", "AUPRO@30", "AUPRO@5", "accuracy", "recall"]
+        + ["false alarms", "oracle acc.", "fit s", "ms/image", "peak MB"],
+        [
+            [r["category"], r["detector"], "failed: see JSON"] + [""] * 10
+            if "error" in r
+            else [r["category"], r["detector"], *(fmt(r.get(key)) for key in quality)]
+            + [fmt(r.get(key), 0) for key in ("fit_seconds", "predict_ms_median", "peak_rss_mb")]
+            for r in results
+        ],
+    )
+    lines += ["", "## Per defect type (anomalens, against the category's good report images)", ""]
+    per_type = ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_aupro_5", "recall", "false_positive_rate")
+    lines += markdown_table(
+        ["category", "detector", "defect", "n", "image AUROC", "pixel AUROC", "AUPRO@30", "AUPRO@5", "recall"]
+        + ["false alarms"],
+        [
+            [r["category"], r["detector"], defect, m["n_defective"], *(fmt(m[key]) for key in per_type)]
+            for r in results
+            for defect, m in (r.get("per_defect_type") or {}).items()
+        ],
+    )
+    lines += ["", "## Working scale and what the model told the user to expect (from its calibration)", ""]
+    lines += markdown_table(
+        ["category", "detector", "working scale", "expected false alarms (bound)", "simulated defects caught"],
+        [
+            [r["category"], r["detector"], r["working_scale"]]
+            + [f"{fmt(r['expected'].get('false_alarm_rate'))} ({fmt(r['expected'].get('false_alarm_rate_bound'))})"]
+            + [fmt(r["expected"].get("simulated_detection_rate"))]
+            for r in results
+            if "working_scale" in r
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 
