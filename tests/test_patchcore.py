@@ -12,7 +12,14 @@ from anomalens.models import PatchCore, load_detector
 from anomalens.models.backbones.registry import build_feature_extractor
 from anomalens.models.patchcore.coreset import greedy_coreset
 from anomalens.models.patchcore.detector import dihedral, dihedral_grid
-from anomalens.models.patchcore.torch_model import QUERY_CHUNK, PatchCoreModel, nearest_distances
+from anomalens.models.patchcore.torch_model import (
+    BANK_CHUNK,
+    FAR,
+    QUERY_CHUNK,
+    PatchCoreModel,
+    nearest_distances,
+    squared_nearest,
+)
 
 # image_size 64: blocks.4 (stride 8) gives an 8x8 grid, i.e. 64 patches per view
 PATCHES_PER_VIEW_64 = 64
@@ -88,6 +95,24 @@ def test_nearest_distances_matches_cdist(n_queries):
     assert float(got[:10].max()) < 1e-2
     # precomputed norms give the same answer
     torch.testing.assert_close(nearest_distances(queries, bank, (bank * bank).sum(dim=1)), got)
+
+
+@pytest.mark.parametrize("bank_chunk", [None, 100, BANK_CHUNK])
+def test_search_by_bank_chunks_matches_cdist(bank_chunk):
+    """Cut into chunks (the last one short), the bank gives the same nearest rows, penalties included."""
+    generator = torch.Generator().manual_seed(2)
+    bank = torch.randn(BANK_CHUNK * 2 + 77, 16, generator=generator)
+    queries = torch.cat([bank[-5:], bank[:5], torch.randn(40, 16, generator=generator)])
+    norms = (bank * bank).sum(dim=1)
+    got = squared_nearest(queries, bank, norms, bank_chunk=bank_chunk).clamp_min(0).sqrt()
+    torch.testing.assert_close(got.double(), reference_nearest(queries, bank), rtol=1e-4, atol=1e-2)
+    # a penalty per bank row, and one per query and bank row, rule rows out in every chunk
+    excluded = torch.zeros(len(bank), dtype=torch.bool)
+    excluded[-5:] = True
+    by_row = squared_nearest(queries, bank, norms, excluded.float() * FAR, bank_chunk).clamp_min(0).sqrt()
+    torch.testing.assert_close(by_row.double(), reference_nearest(queries, bank[~excluded]), rtol=1e-4, atol=1e-2)
+    per_pair = excluded.float().expand(len(queries), -1) * FAR
+    torch.testing.assert_close(squared_nearest(queries, bank, norms, per_pair, bank_chunk).clamp_min(0).sqrt(), by_row)
 
 
 def test_nearest_distances_with_excluded_rows():

@@ -16,6 +16,7 @@ from anomalens.models.anomaly_map import MapSmoother
 from anomalens.models.backbones import FeatureExtractor
 
 QUERY_CHUNK = 1024
+BANK_CHUNK = 512
 PADDINGS = ("zero", "replicate")
 
 
@@ -54,15 +55,27 @@ def nearest_distances(
 
 
 def squared_nearest(
-    queries: torch.Tensor, bank: torch.Tensor, bank_norms: torch.Tensor, penalty: torch.Tensor | None = None
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    bank_norms: torch.Tensor,
+    penalty: torch.Tensor | None = None,
+    bank_chunk: int | None = BANK_CHUNK,
 ) -> torch.Tensor:
     """Squared distance from each query [Q, D] to its nearest bank row [M, D], ``penalty`` ([M] or [Q, M]) added
-    to the squared distances first: ||b||^2 - 2 q.b in one BLAS call, and ||q||^2, the same along a row, added
-    after the minimum."""
-    partial = torch.addmm(bank_norms, queries, bank.T, alpha=-2.0)
-    if penalty is not None:
-        partial += penalty
-    return partial.amin(dim=1) + (queries * queries).sum(dim=1)
+    to the squared distances first: ||b||^2 - 2 q.b in one BLAS call per ``bank_chunk`` rows of the bank (None:
+    one call for the whole bank), and ||q||^2, the same along a row, added after the minimum. Chunks keep each
+    product's output in cache for the minimum that reads it (bench/search_kernel.py chose their size)."""
+    step = bank.shape[0] if bank_chunk is None else bank_chunk
+    nearest = None
+    for start in range(0, bank.shape[0], step):
+        rows = slice(start, start + step)
+        partial = torch.addmm(bank_norms[rows], queries, bank[rows].T, alpha=-2.0)
+        if penalty is not None:
+            partial += penalty[..., rows]
+        least = partial.amin(dim=1)
+        nearest = least if nearest is None else torch.minimum(nearest, least)
+    assert nearest is not None, "an empty bank has no nearest row"
+    return nearest + (queries * queries).sum(dim=1)
 
 
 class PatchCoreModel(nn.Module):
@@ -186,8 +199,9 @@ class PatchCoreModel(nn.Module):
 class PatchCoreExport(nn.Module):
     """The network for ONNX export: embedding, the search of the fit's bank and smoothing, [B,3,S,S] -> [B,S,S].
 
-    The search is one matrix product per batch (no chunks: an exported loop would keep the example's length), so
-    its memory grows with the batch; learned patches are left out (their places are no input of the graph).
+    The search takes all the batch's patches at once (a loop over them, exported, would keep the example's
+    length), one matrix product per chunk of the constant bank, so its memory grows with the batch; learned
+    patches are left out (their places are no input of the graph).
     """
 
     def __init__(self, model: PatchCoreModel):
