@@ -54,7 +54,7 @@ def candidate_features(data: Path, category: str, settings: dict, cache: Path) -
     else:
         images = [read_image(p) for p in sorted((data / category / "train" / "good").iterdir())]
         images = list(model._start_fit(images))
-        model.model_ = model._build_model()
+        model._new_model()
         grid = model._embed_all([view.pixels for image in images for view in model._views(image)])
         patches = grid.reshape(-1, grid.shape[-1])
         n_patches = len(patches)

@@ -1,8 +1,10 @@
-"""PatchCore's feature extraction per view at several batch sizes, PyTorch on the CPU.
+"""PatchCore's feature extraction per view at several batch sizes, PyTorch and ONNX Runtime on the CPU.
 
-The fit embeds its images in batches of ``batch_size`` (8); on a CPU a larger batch can be slower per view once
-its activations leave the cache. Each batch size runs the same views, after a warm-up, and the sizes take turns
-round by round so that a change in the machine's load hits them alike.
+The fit embeds its images in batches (``CPU_EMBED_BATCH`` views on a CPU); a larger batch can be slower per view
+once its activations leave the cache. Each batch size runs the same views, after a warm-up, and the sizes and
+runtimes take turns round by round so that a change in the machine's load hits them alike. "torch" is the
+network in PyTorch (``PatchCoreModel.embed``), "onnx" the fit's path (``PatchCore._embed``: backbone and pooling
+exported to ONNX Runtime once, the reduction in PyTorch).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/embed_batch.py --md bench/results/embed_batch.md
 """
@@ -38,25 +40,27 @@ def main() -> None:
     for size in args.sizes:
         detector = PatchCore(image_size=size)
         detector._start_fit([np.zeros((size, size, 3), np.float32)])
-        model = detector._build_model()
+        detector._new_model()
+        runtimes = {"torch": detector.model_.embed, "onnx": detector._embed}
         views = torch.rand(args.views, 3, size, size)
-        times: dict[int, list[float]] = {batch: [] for batch in args.batches}
+        times = {(runtime, batch): [] for runtime in runtimes for batch in args.batches}
         with torch.inference_mode():
-            for batch in args.batches:
-                model.embed(views[:batch])  # warm-up
+            for (runtime, batch), _ in times.items():
+                runtimes[runtime](views[:batch])  # warm-up (and the export of the ONNX graph)
+            assert detector.patch_features_.runtime == "onnx", "the onnx extra is not installed"
             for _ in range(args.rounds):
-                for batch in args.batches:
+                for (runtime, batch), spent in times.items():
                     tic = time.perf_counter()
                     for start in range(0, args.views, batch):
-                        model.embed(views[start : start + batch])
-                    times[batch].append(1000 * (time.perf_counter() - tic) / args.views)
-        for batch in args.batches:
-            rows.append([f"{size}x{size}", batch, f"{np.median(times[batch]):.1f}"])
+                        runtimes[runtime](views[start : start + batch])
+                    spent.append(1000 * (time.perf_counter() - tic) / args.views)
+        for (runtime, batch), spent in times.items():
+            rows.append([f"{size}x{size}", runtime, batch, f"{np.median(spent):.1f}"])
     header = (
         f"`python {' '.join(sys.argv)}` on {started} ({platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
         f"{torch.get_num_threads()} torch threads, load average before the run {load:.2f})."
     )
-    lines = markdown_table(["input", "batch", "ms per view (median of rounds)"], rows)
+    lines = markdown_table(["input", "runtime", "batch", "ms per view (median of rounds)"], rows)
     report = "\n".join(["# PatchCore feature extraction by batch size", "", header, "", *lines]) + "\n"
     if args.md:
         Path(args.md).write_text(report)

@@ -101,7 +101,7 @@ def test_same_picks_on_patchcore_features(demo_data):
     images = [read_image(path) for path in paths]
     model = PatchCore(image_size=256)
     images = list(model._start_fit(images))
-    model.model_ = model._build_model()
+    model._new_model()
     features = model._embed_all([model._views(image)[0].pixels for image in images])
     features = features.reshape(-1, features.shape[-1])
     assert len(features) > 16_000  # far more points than the few kept up to date each step

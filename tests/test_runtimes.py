@@ -3,6 +3,7 @@ otherwise; an exported graph is used only while it matches the model it sits bes
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from anomalens import api
 from anomalens.data import read_image
 from anomalens.learning import learn_normal_images
-from anomalens.models import BaseDetector, load_detector
+from anomalens.models import BaseDetector, PatchCore, load_detector
 from anomalens.models import base as detector_base
 from anomalens.models.onnx_runtime import ONNX_FILE, onnx_available, onnx_graph, write_whole
 from anomalens.models.versions import ModelVersions
@@ -162,3 +163,52 @@ def test_a_folder_that_cannot_be_written_to_runs_the_graph_from_memory(demo_patc
     with caplog.at_level(logging.WARNING, logger="anomalens.models.base"):
         assert load_detector(folder).runtime == "onnx"
     assert "runs from memory" in caplog.text and not (folder / ONNX_FILE).exists()
+
+
+# -- the fit's patch features ---------------------------------------------------------------------------------
+def demo_training(demo_data: Path, count: int = 8) -> list[np.ndarray]:
+    return [read_image(path) for path in sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))[:count]]
+
+
+def test_the_fit_embeds_through_onnx_runtime_with_the_pytorch_features(demo_patchcores, demo_data):
+    fitted = demo_patchcores[0]
+    assert fitted.patch_features_.runtime == "onnx"  # the fit ran its backbone in ONNX Runtime
+    batch = fitted._to_tensor([view.pixels for view in fitted._views(demo_training(demo_data, 1)[0])])
+    with torch.inference_mode():
+        expected = fitted.model_.embed(batch)
+        got = fitted._embed(batch)
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) <= MAP_TOLERANCE * float(expected.abs().max())
+
+
+def test_a_fit_without_the_onnx_extra_or_with_a_failed_export_runs_pytorch_to_the_same_model(
+    demo_patchcores, demo_data, monkeypatch, caplog
+):
+    onnx_fit = demo_patchcores[0]
+    monkeypatch.setattr("anomalens.models.onnx_runtime.onnx_available", lambda: False)
+    torch_fit = PatchCore(image_size=96, seed=0).fit(demo_training(demo_data))
+    assert torch_fit.patch_features_.runtime == "torch"
+    monkeypatch.undo()
+
+    def failing_export(*args, **kwargs):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr("anomalens.models.onnx_runtime.onnx_graph", failing_export)
+    with caplog.at_level(logging.WARNING, logger="anomalens.models.onnx_runtime"):
+        failed_fit = PatchCore(image_size=96, seed=0).fit(demo_training(demo_data))
+    assert failed_fit.patch_features_.runtime == "torch" and "exporter broke" in caplog.text
+    for fit in (torch_fit, failed_fit):
+        # features equal up to rounding choose the same bank, so the same thresholds
+        torch.testing.assert_close(fit.model_.memory_bank, onnx_fit.model_.memory_bank, rtol=1e-4, atol=1e-4)
+        assert fit.thresholds_.image == pytest.approx(onnx_fit.thresholds_.image, rel=1e-4)
+
+
+def test_a_copied_detector_exports_a_graph_of_its_own(demo_patchcores, demo_data):
+    fitted = demo_patchcores[0]
+    copied = copy.deepcopy(fitted)  # a runtime session cannot be copied: the copy starts without one
+    assert copied.patch_features_.runtime == "torch"
+    image = demo_training(demo_data, 1)[0]
+    copied.learn_normal(image, mark=1)  # embeds the image: the copy exports its own graph
+    assert copied.patch_features_.runtime == "onnx"
+    assert copied.patch_features_.scorer is not fitted.patch_features_.scorer
+    assert len(fitted.model_.learned_bank) == 0  # the original is untouched

@@ -79,13 +79,18 @@ def write_whole(data: bytes, path: str | Path) -> Path:
 
 
 class OnnxScorer:
-    """Runs an exported graph (a file, or its bytes) with ONNX Runtime on the CPU: [B,3,S,S] tensor -> [B,S,S]."""
+    """Runs an exported graph (a file, or its bytes) with ONNX Runtime on the CPU: [B,3,S,S] tensor -> the graph's
+    output (anomaly maps [B,S,S] for a detector's graph). Its threads spin between parallel sections unless
+    ``spinning`` is False: faster for a graph that does most of the work, slower for PyTorch work run between its
+    calls, whose threads they take the cores from (bench/results/ort_spinning.md)."""
 
-    def __init__(self, graph: str | Path | bytes, threads: int | None = None):
+    def __init__(self, graph: str | Path | bytes, threads: int | None = None, spinning: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.set_denormal_as_zero", "1")  # see base.flush_denormals
         source = graph if isinstance(graph, bytes) else str(graph)
@@ -117,3 +122,43 @@ def matching_scorer(path: Path, fingerprint: str, threads: int | None = None) ->
         logger.info("%s was exported from another state of the model; exporting it again", path)
         return None
     return scorer
+
+
+class CpuGraphModule:
+    """Calls ``module`` ([B,3,S,S] tensor -> one tensor) through ONNX Runtime where the ``onnx`` extra is installed
+    and ``device`` is the CPU, exported at ``image_size`` on the first call; in PyTorch otherwise, and also when the
+    export or the runtime fails (with a warning that says why). For a frozen network that runs many times within
+    one process, such as a backbone during a fit (bench/results/fit_scale_ort.md measured it). Its threads do not
+    spin between calls (``spinning``), since PyTorch works between them."""
+
+    spinning = False
+
+    def __init__(self, module: torch.nn.Module, image_size: int, device: torch.device):
+        self.module = module
+        self.image_size = image_size
+        self.device = device
+        self.scorer: OnnxScorer | None = None
+        self.exported = self._torch_only()
+
+    def _torch_only(self) -> bool:
+        return self.device.type != "cpu" or not onnx_available()
+
+    def __getstate__(self) -> dict:
+        # a runtime session neither copies nor pickles: a copy exports a graph of its own when it is first called
+        return {**self.__dict__, "scorer": None, "exported": self._torch_only()}
+
+    @property
+    def runtime(self) -> str:
+        """ "onnx" once the graph runs, else "torch"."""
+        return "onnx" if self.scorer is not None else "torch"
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self.exported:
+            self.exported = True
+            try:
+                self.scorer = OnnxScorer(onnx_graph(self.module, self.image_size), spinning=self.spinning)
+            except Exception as error:  # whatever the exporter or the runtime raise, PyTorch still computes it
+                logger.warning("%s runs in PyTorch: %s: %s", type(self.module).__name__, type(error).__name__, error)
+        if self.scorer is not None:
+            return self.scorer(batch)
+        return self.module(batch.to(self.device))

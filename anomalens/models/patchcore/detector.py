@@ -20,9 +20,10 @@ from anomalens.data.scale import DEFAULT_PIXEL_BUDGET
 from anomalens.models.backbones import build_feature_extractor
 from anomalens.models.base import BaseDetector, View, flush_denormals
 from anomalens.models.calibration import calibrate, spread_evenly
+from anomalens.models.onnx_runtime import CpuGraphModule
 from anomalens.models.patchcore.coreset import coreset_draws, greedy_coreset, k_center_greedy
 from anomalens.models.patchcore.sampling import PatchPool, Reservoir
-from anomalens.models.patchcore.torch_model import PatchCoreExport, PatchCoreModel
+from anomalens.models.patchcore.torch_model import PatchCoreExport, PatchCoreFeatures, PatchCoreModel
 from anomalens.progress import track
 from anomalens.types import Thresholds
 
@@ -177,13 +178,15 @@ class PatchCore(BaseDetector):
         self.max_learned_patches = max_learned_patches
         self.learned_reach = learned_reach
         self.model_: PatchCoreModel | None = None
+        self.patch_features_: CpuGraphModule | None = None
         # the mark that taught each learned patch (see learn_normal)
         self.learned_marks_ = torch.empty(0, dtype=torch.int32)
         self.info_: dict[str, Any] = {}
 
-    def _build_model(self) -> PatchCoreModel:
+    def _new_model(self) -> None:
+        """A new, empty network (``model_``) and the runtime of its patch features (``patch_features_``)."""
         extractor = build_feature_extractor(self.backbone, self.layers)
-        return (
+        self.model_ = (
             PatchCoreModel(
                 extractor,
                 self.layers,
@@ -196,6 +199,13 @@ class PatchCore(BaseDetector):
             .eval()
             .to(self.torch_device)
         )
+        self.patch_features_ = CpuGraphModule(PatchCoreFeatures(self.model_), self.input_size, self.torch_device)
+
+    def _embed(self, batch: torch.Tensor) -> torch.Tensor:
+        """[B,3,S,S] -> [B,d,h,w] embeddings on the model's device: the backbone and pooling through ONNX Runtime
+        where it runs (``patch_features_``), the reduction, if any, in PyTorch."""
+        assert self.model_ is not None and self.patch_features_ is not None
+        return self.model_.reduce_maps(self.patch_features_(batch).to(self.torch_device))
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, images: Iterable[np.ndarray]) -> PatchCore:
@@ -205,7 +215,7 @@ class PatchCore(BaseDetector):
         torch.manual_seed(self.seed)
         started = time.perf_counter()
         stream = self._start_fit(images)
-        self.model_ = self._build_model()
+        self._new_model()
         width = self.model_.embedding_dim
         if self.feature_dims is not None and not 0 < self.feature_dims <= width:
             # checked before the images are read, not after
@@ -322,7 +332,7 @@ class PatchCore(BaseDetector):
         with torch.inference_mode():
             for start in range(0, len(pixels), size):
                 batch = self._to_tensor(pixels[start : start + size]).to(self.torch_device)
-                features = self.model_.embed(batch).permute(0, 2, 3, 1)
+                features = self._embed(batch).permute(0, 2, 3, 1)
                 if out is None:
                     out = torch.empty((len(pixels), *features.shape[1:]), device=features.device)
                 out[start : start + len(features)] = features
@@ -360,7 +370,7 @@ class PatchCore(BaseDetector):
 
         def anomaly_map(group: int, pixels: np.ndarray) -> torch.Tensor:
             batch = self._to_tensor([pixels]).to(self.torch_device)
-            return model.smoother(model.patch_scores(model.embed(batch), bank_groups == group))
+            return model.smoother(model.patch_scores(self._embed(batch), bank_groups == group))
 
         return calibrate(
             units,
@@ -431,7 +441,7 @@ class PatchCore(BaseDetector):
         if self._graph_scores():
             return super()._score_view_batch(pixels, views)
         with torch.inference_mode():
-            embeddings = self.model_.embed(pixels.to(self.torch_device))
+            embeddings = self._embed(pixels)
             positions = torch.cat([view.patch_positions(*embeddings.shape[-2:]) for view in views])
             return self.model_.smoother(self.model_.patch_scores(embeddings, positions=positions)).cpu()
 
@@ -443,7 +453,7 @@ class PatchCore(BaseDetector):
     def _check_fitted(self) -> None:
         super()._check_fitted()
         if self.model_ is None:
-            self.model_ = self._build_model()
+            self._new_model()
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         assert self.model_ is not None
@@ -461,7 +471,7 @@ class PatchCore(BaseDetector):
         }
 
     def _load_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-        self.model_ = self._build_model()
+        self._new_model()
         if "reduction" in tensors:
             self.model_.set_reduction(
                 tensors["reduction_mean"].to(self.torch_device), tensors["reduction"].to(self.torch_device)

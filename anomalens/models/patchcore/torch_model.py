@@ -119,7 +119,12 @@ class PatchCoreModel(nn.Module):
         return sum(self.extractor.channels[layer] for layer in self.layers)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,S,S] in [0,1] -> [B,D,h,w] patch embeddings at the finest requested layer's resolution."""
+        """[B,3,S,S] in [0,1] -> [B,d,h,w] patch embeddings at the finest requested layer's resolution."""
+        return self.reduce_maps(self.features(images))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,S,S] in [0,1] -> [B,D,h,w] patch features before any reduction: the layers' maps, each averaged
+        over its neighbourhood, brought to the finest one's grid and stacked."""
         features = self.extractor(images)
         pooled = []
         target = None
@@ -131,7 +136,7 @@ class PatchCoreModel(nn.Module):
             elif fmap.shape[-2:] != target:
                 fmap = F.interpolate(fmap, size=target, mode="bilinear", align_corners=False)
             pooled.append(fmap)
-        return self.reduce(torch.cat(pooled, dim=1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return torch.cat(pooled, dim=1)
 
     @property
     def has_reduction(self) -> bool:
@@ -142,6 +147,12 @@ class PatchCoreModel(nn.Module):
         if not self.has_reduction:
             return features
         return (features - self.reduction_mean) @ self.reduction
+
+    def reduce_maps(self, features: torch.Tensor) -> torch.Tensor:
+        """[B,D,h,w] feature maps -> [B,d,h,w], reduced where a reduction is set."""
+        if not self.has_reduction:
+            return features
+        return self.reduce(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def set_reduction(self, mean: torch.Tensor, components: torch.Tensor) -> None:
         """From now on embed onto ``components`` [D, d] about ``mean`` [D]; the banks start again, empty, at the
@@ -194,6 +205,17 @@ class PatchCoreModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[B,3,S,S] -> [B,S,S] smoothed anomaly maps, from the fit's bank alone."""
         return self.smoother(self.patch_scores(self.embed(images)))
+
+
+class PatchCoreFeatures(nn.Module):
+    """The model's patch features alone (:meth:`PatchCoreModel.features`), for a runtime of their own."""
+
+    def __init__(self, model: PatchCoreModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.features(images)
 
 
 class PatchCoreExport(nn.Module):
