@@ -1,7 +1,8 @@
 """PatchCore fit time and peak memory, from 300 images to thousands of tiles, beside anomalib's PatchCore.
 
 Each case fits in a fresh Python process of its own (``--child``), so its peak memory (VmHWM) is its own; the
-memory after importing torch and anomalens only is given beside it. Cases:
+memory after importing torch and anomalens only is given beside it. The fitted model is then saved, loaded with the
+default runtime and timed predicting one test image at batch 1. Cases:
 
 - ``magnetic_tile@256``: the suite's 300 magnetic tile training images at a 256x256 network input;
 - one per suite category at the defaults a new user gets (working scale chosen from the images);
@@ -26,6 +27,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,7 +82,9 @@ def child(case: str, data: str, tile: int) -> dict:
     detector.fit(images())
     seconds = time.perf_counter() - tic
     info = detector.info_
+    fit_peak = memory_mb("VmHWM")
     return {
+        **predict_ms(detector, category, data),
         "case": case,
         "images": counted["images"],
         "views": info.get("n_views"),
@@ -90,10 +94,30 @@ def child(case: str, data: str, tile: int) -> dict:
         "network_input": detector.input_size,
         "fit_s": round(seconds, 1),
         "phases_s": info.get("fit_seconds"),
-        "peak_mb": round(memory_mb("VmHWM")),
+        "peak_mb": round(fit_peak),
         "after_imports_mb": round(baseline),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def predict_ms(detector, category: str, data: str, repeats: int = 20) -> dict:
+    """Median ms of ``predict`` of one test image at batch 1, the fitted model saved and loaded with the default
+    runtime (the way ``anomalens predict`` runs it), findings included."""
+    import numpy as np
+
+    from anomalens.data import collect_images, read_image
+    from anomalens.models import load_detector
+
+    image = read_image(sorted(collect_images(Path(data) / category / "test"))[0])
+    with tempfile.TemporaryDirectory() as folder:
+        loaded = load_detector(detector.save(Path(folder) / "model"))
+        loaded.predict(image)  # warm-up
+        times = []
+        for _ in range(repeats):
+            tic = time.perf_counter()
+            loaded.predict(image)
+            times.append(1000 * (time.perf_counter() - tic))
+    return {"predict_ms": round(float(np.median(times)), 1), "predict_runtime": loaded.runtime}
 
 
 def run_case(case: str, code: str | None, data: str, tile: int) -> dict:
@@ -123,6 +147,8 @@ def case_cells(row: dict, width: int) -> list:
         *(row[key] for key in ("case", "code", "images", "views", "patches", "candidates", "bank")),
         *(phases.get(phase, "-") for phase in ("features", "coreset", "calibration")),
         *(row[key] for key in ("fit_s", "peak_mb", "after_imports_mb")),
+        row.get("predict_ms", "-"),
+        row.get("predict_runtime", "-"),
     ]
 
 
@@ -134,7 +160,7 @@ def markdown(rows: list[dict], peer: dict | None, header: str) -> str:
         "",
     ]
     columns = ["case", "code", "images", "views", "patches", "coreset candidates", "bank", "features s"]
-    columns += ["coreset s", "calibration s", "fit s", "peak MB", "after imports MB"]
+    columns += ["coreset s", "calibration s", "fit s", "peak MB", "after imports MB", "predict ms", "runtime"]
     lines += markdown_table(columns, (case_cells(row, len(columns)) for row in rows))
     if peer:
         lines += [
@@ -184,7 +210,8 @@ def main() -> None:
     header = (
         f"`python {' '.join(sys.argv)}` from {started} to {time.strftime('%H:%M')} ({platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} CPUs, load average before the run {load:.2f}). Each case is a fresh "
-        f"process; peak MB is its VmHWM."
+        f"process; peak MB is its VmHWM when the fit ends. Predict ms: median of 20 batch-1 predictions of the "
+        f"category's first test image by the saved model, loaded with the default runtime (findings included)."
     )
     if args.json:
         Path(args.json).write_text(json.dumps({"header": header, "rows": rows, "peer": peer}, indent=2))
