@@ -51,8 +51,9 @@ def memory_mb(field: str) -> float:
     return float("nan")
 
 
-def child(case: str, data: str, tile: int) -> dict:
-    """Fit one case in this process; what it took."""
+def child(case: str, data: str, tile: int, held: str | None) -> dict:
+    """Fit one case in this process, the fit holding its kept features as ``held`` (a torch dtype's name; None:
+    the code's default); what it took."""
     import torch
 
     from anomalens.data import read_image
@@ -76,6 +77,10 @@ def child(case: str, data: str, tile: int) -> dict:
                 counted["images"] += 1
                 yield piece
 
+    if held:
+        from anomalens.models.patchcore import detector as patchcore_detector
+
+        patchcore_detector.HELD_DTYPE = getattr(torch, held)
     baseline = memory_mb("VmRSS")
     detector = PatchCore(**params)
     tic = time.perf_counter()
@@ -97,6 +102,8 @@ def child(case: str, data: str, tile: int) -> dict:
         "peak_mb": round(fit_peak),
         "after_imports_mb": round(baseline),
         "torch_threads": torch.get_num_threads(),
+        "held": held or "default",
+        "thresholds": {"image": detector.thresholds_.image, "pixel": detector.thresholds_.pixel},
     }
 
 
@@ -120,10 +127,12 @@ def predict_ms(detector, category: str, data: str, repeats: int = 20) -> dict:
     return {"predict_ms": round(float(np.median(times)), 1), "predict_runtime": loaded.runtime}
 
 
-def run_case(case: str, code: str | None, data: str, tile: int) -> dict:
+def run_case(case: str, code: str | None, data: str, tile: int, held: str | None = None) -> dict:
     command = [sys.executable, __file__, "--child", case, "--data", data, "--tile", str(tile)]
     if code:
         command += ["--code", code]
+    if held:
+        command += ["--held", held]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -144,11 +153,14 @@ def case_cells(row: dict, width: int) -> list:
         return [row["case"], row.get("code", ""), "error: see JSON"] + [""] * (width - 3)
     phases = row.get("phases_s") or {}
     return [
-        *(row[key] for key in ("case", "code", "images", "views", "patches", "candidates", "bank")),
+        *(row[key] for key in ("case", "code")),
+        row.get("held", "-"),
+        *(row[key] for key in ("images", "views", "patches", "candidates", "bank")),
         *(phases.get(phase, "-") for phase in ("features", "coreset", "calibration")),
         *(row[key] for key in ("fit_s", "peak_mb", "after_imports_mb")),
         row.get("predict_ms", "-"),
         row.get("predict_runtime", "-"),
+        round(row["thresholds"]["image"], 3) if "thresholds" in row else "-",
     ]
 
 
@@ -159,8 +171,17 @@ def markdown(rows: list[dict], peer: dict | None, header: str) -> str:
         header,
         "",
     ]
-    columns = ["case", "code", "images", "views", "patches", "coreset candidates", "bank", "features s"]
-    columns += ["coreset s", "calibration s", "fit s", "peak MB", "after imports MB", "predict ms", "runtime"]
+    columns = ["case", "code", "held as", "images", "views", "patches", "coreset candidates", "bank", "features s"]
+    columns += [
+        "coreset s",
+        "calibration s",
+        "fit s",
+        "peak MB",
+        "after imports MB",
+        "predict ms",
+        "runtime",
+        "image threshold",
+    ]
     lines += markdown_table(columns, (case_cells(row, len(columns)) for row in rows))
     if peer:
         lines += [
@@ -190,21 +211,29 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=320, help="tile side for the 'tiles' case, in pixels")
     parser.add_argument("--peer", action="store_true")
     parser.add_argument("--child", choices=list(CASES))
+    parser.add_argument("--held", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--held-dtypes",
+        nargs="*",
+        choices=["float16", "float32"],
+        help="run this checkout's cases once per dtype the fit holds its kept features in (default: its own)",
+    )
     parser.add_argument("--json")
     parser.add_argument("--md")
     args = parser.parse_args()
     if args.code:
         sys.path.insert(0, str(Path(args.code).resolve()))
     if args.child:
-        print(json.dumps(child(args.child, args.data, args.tile)))
+        print(json.dumps(child(args.child, args.data, args.tile, args.held)))
         return
 
     started, load = time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0]
     rows = []
     for case in args.cases:
         before = [args.before] if args.before and case in args.before_cases else []
-        for code in before + [args.code]:
-            rows.append(run_case(case, code, args.data, args.tile))
+        runs = [(code, None) for code in before] + [(args.code, held) for held in args.held_dtypes or [None]]
+        for code, held in runs:
+            rows.append(run_case(case, code, args.data, args.tile, held))
             print(json.dumps(rows[-1]), flush=True)
     peer = run_peer(args.data) if args.peer else None
     header = (

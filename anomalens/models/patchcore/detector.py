@@ -76,6 +76,10 @@ class FitImage:
 # on a CPU the backbone runs fastest per view in batches of 2; larger batches leave the cache
 # (bench/results/embed_batch.md), so a fit there embeds in batches of at most this many views
 CPU_EMBED_BATCH = 2
+# how the fit holds the features it keeps (coreset candidates, calibration normals): float16 takes half the
+# memory of float32 and moves the thresholds by float16's rounding only (bench/results/fit_scale_held.md); the
+# bank and every prediction compute in float32
+HELD_DTYPE = torch.float16
 
 
 class PatchCore(BaseDetector):
@@ -220,7 +224,7 @@ class PatchCore(BaseDetector):
         if self.feature_dims is not None and not 0 < self.feature_dims <= width:
             # checked before the images are read, not after
             raise ValueError(f"feature_dims must lie between 1 and the features' {width} dimensions")
-        pool = PatchPool(self.coreset_candidates, self.seed)
+        pool = PatchPool(self.coreset_candidates, self.seed, HELD_DTYPE)
         normals: Reservoir[FitImage] = Reservoir(self.calibration_images, self.seed + 1)
         simulated: Reservoir[FitImage] = Reservoir(self.simulated_images, self.seed + 2)
         first: list[FitImage] = []  # the first few kept whole, to augment a few-shot bank
@@ -229,7 +233,7 @@ class PatchCore(BaseDetector):
             keys = patch_keys(n_images, n_views, grid.shape[:3])
             pool.add(grid.flatten(0, 2), keys.flatten(0, 2))
             pixels = [view.pixels for view in views]
-            normals.offer(lambda keys=keys, grid=grid: FitImage(keys, grid.clone(), []))
+            normals.offer(lambda keys=keys, grid=grid: FitImage(keys, grid.to(HELD_DTYPE), []))
             simulated.offer(lambda keys=keys, pixels=pixels: FitImage(keys, None, pixels))
             if n_images < self.augment_below:
                 first.append(FitImage(keys, grid.clone(), pixels))
@@ -365,7 +369,7 @@ class PatchCore(BaseDetector):
         def normal_maps(group: int) -> torch.Tensor:
             image, views = members[group]
             assert image.features is not None
-            embeddings = model.reduce(image.features[views]).permute(0, 3, 1, 2)
+            embeddings = model.reduce(image.features[views].float()).permute(0, 3, 1, 2)
             return model.smoother(model.patch_scores(embeddings, bank_groups == group))
 
         def anomaly_map(group: int, pixels: np.ndarray) -> torch.Tensor:
