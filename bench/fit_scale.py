@@ -109,22 +109,32 @@ def child(case: str, data: str, tile: int, held: str | None) -> dict:
 
 def predict_ms(detector, category: str, data: str, repeats: int = 20) -> dict:
     """Median ms of ``predict`` of one test image at batch 1, the fitted model saved and loaded with the default
-    runtime (the way ``anomalens predict`` runs it), findings included."""
+    runtime (the way ``anomalens predict`` runs it), findings included; and of its network alone on one view
+    (backbone, search and map, as the peer's figure is taken)."""
     import numpy as np
+    import torch
 
     from anomalens.data import collect_images, read_image
     from anomalens.models import load_detector
 
     image = read_image(sorted(collect_images(Path(data) / category / "test"))[0])
+    side = detector.input_size
+    tensor = torch.rand(1, 3, side, side)
     with tempfile.TemporaryDirectory() as folder:
         loaded = load_detector(detector.save(Path(folder) / "model"))
-        loaded.predict(image)  # warm-up
-        times = []
-        for _ in range(repeats):
-            tic = time.perf_counter()
-            loaded.predict(image)
-            times.append(1000 * (time.perf_counter() - tic))
-    return {"predict_ms": round(float(np.median(times)), 1), "predict_runtime": loaded.runtime}
+        medians = {}
+        for name, work in (
+            ("predict_ms", lambda: loaded.predict(image)),
+            ("network_ms", lambda: loaded._score_view_batch(tensor, [])),
+        ):
+            work()  # warm-up
+            times = []
+            for _ in range(repeats):
+                tic = time.perf_counter()
+                work()
+                times.append(1000 * (time.perf_counter() - tic))
+            medians[name] = round(float(np.median(times)), 1)
+    return {**medians, "predict_runtime": loaded.runtime}
 
 
 def run_case(case: str, code: str | None, data: str, tile: int, held: str | None = None) -> dict:
@@ -159,6 +169,7 @@ def case_cells(row: dict, width: int) -> list:
         *(phases.get(phase, "-") for phase in ("features", "coreset", "calibration")),
         *(row[key] for key in ("fit_s", "peak_mb", "after_imports_mb")),
         row.get("predict_ms", "-"),
+        row.get("network_ms", "-"),
         row.get("predict_runtime", "-"),
         round(row["thresholds"]["image"], 3) if "thresholds" in row else "-",
     ]
@@ -179,6 +190,7 @@ def markdown(rows: list[dict], peer: dict | None, header: str) -> str:
         "peak MB",
         "after imports MB",
         "predict ms",
+        "network ms",
         "runtime",
         "image threshold",
     ]
@@ -240,7 +252,8 @@ def main() -> None:
         f"`python {' '.join(sys.argv)}` from {started} to {time.strftime('%H:%M')} ({platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} CPUs, load average before the run {load:.2f}). Each case is a fresh "
         f"process; peak MB is its VmHWM when the fit ends. Predict ms: median of 20 batch-1 predictions of the "
-        f"category's first test image by the saved model, loaded with the default runtime (findings included)."
+        f"category's first test image by the saved model, loaded with the default runtime (findings included); "
+        f"network ms: the same model's network alone (backbone, search, map) on one view, as the peer times its own."
     )
     if args.json:
         Path(args.json).write_text(json.dumps({"header": header, "rows": rows, "peer": peer}, indent=2))

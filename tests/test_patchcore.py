@@ -10,6 +10,7 @@ from anomalens.data import mvtec_samples, read_image
 from anomalens.evaluation.metrics import image_auroc
 from anomalens.models import PatchCore, load_detector
 from anomalens.models.backbones.registry import build_feature_extractor
+from anomalens.models.patchcore import detector as patchcore_detector
 from anomalens.models.patchcore.coreset import greedy_coreset
 from anomalens.models.patchcore.detector import dihedral, dihedral_grid
 from anomalens.models.patchcore.torch_model import (
@@ -377,3 +378,17 @@ def test_a_reduced_model_saves_loads_and_exports_the_same_maps(textures, tmp_pat
     assert loaded.learn_normal(defect, mark=1) > 0
     assert loaded.model_.learned_bank.shape[1] == 24
     assert not loaded.predict(defect).is_anomalous
+
+
+def test_holding_the_calibration_normals_as_float16_moves_the_thresholds_by_its_rounding_only(
+    demo_patchcores, demo_data, monkeypatch
+):
+    held_half = demo_patchcores[0]  # fitted at the defaults: normals held as float16
+    assert patchcore_detector.HELD_DTYPE == torch.float16
+    monkeypatch.setattr(patchcore_detector, "HELD_DTYPE", torch.float32)
+    train = [read_image(path) for path in sorted((demo_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))[:8]]
+    held_full = PatchCore(image_size=96, seed=0).fit(train)
+    # the bank is chosen from float32 candidates either way; only the normals' scores see the rounding
+    torch.testing.assert_close(held_full.model_.memory_bank, held_half.model_.memory_bank, rtol=1e-4, atol=1e-4)
+    assert held_full.thresholds_.image == pytest.approx(held_half.thresholds_.image, rel=1e-3)
+    assert held_full.thresholds_.pixel == pytest.approx(held_half.thresholds_.pixel, rel=1e-3)

@@ -198,9 +198,9 @@ def test_a_fit_without_the_onnx_extra_or_with_a_failed_export_runs_pytorch_to_th
         failed_fit = PatchCore(image_size=96, seed=0).fit(demo_training(demo_data))
     assert failed_fit.patch_features_.runtime == "torch" and "exporter broke" in caplog.text
     for fit in (torch_fit, failed_fit):
-        # features equal up to rounding choose the same bank (held as float16 during the fit: equal up to its
-        # rounding), so the same thresholds
-        torch.testing.assert_close(fit.model_.memory_bank, onnx_fit.model_.memory_bank, rtol=1e-3, atol=1e-2)
+        # features equal up to rounding choose the same bank, so the same thresholds (the normals are held as
+        # float16, so up to its rounding)
+        torch.testing.assert_close(fit.model_.memory_bank, onnx_fit.model_.memory_bank, rtol=1e-4, atol=1e-4)
         assert fit.thresholds_.image == pytest.approx(onnx_fit.thresholds_.image, rel=1e-3)
 
 

@@ -81,21 +81,3 @@ def test_the_image_reservoir_keeps_at_most_its_capacity():
     made = []
     sample.offer(lambda: made.append(1) or 100)
     assert len(made) == (100 in list(sample))  # an item passed over is never made
-
-
-def test_a_half_precision_pool_holds_half_the_bytes_and_gives_float32_rows_up_to_its_rounding():
-    generator = torch.Generator().manual_seed(3)
-    rows = torch.rand(BLOCK_ROWS + 100, 8, generator=generator) * 6  # the range of ReLU6 features
-    keys = torch.arange(len(rows))[:, None]
-    full, half = PatchPool(10**6), PatchPool(10**6, dtype=torch.float16)
-    for pool in (full, half):
-        pool.add(rows, keys)
-    assert sum(block.nbytes for block in half._blocks) * 2 == sum(block.nbytes for block in full._blocks)
-    slots = torch.arange(len(rows))
-    got = half.rows(slots)
-    assert got.dtype == torch.float32
-    torch.testing.assert_close(got, rows, rtol=2**-10, atol=0)  # float16 keeps 11 significant bits
-    projection = torch.randn(8, 3, generator=generator)
-    torch.testing.assert_close(half.projected(projection), got @ projection)
-    mean, _ = half.moments()
-    torch.testing.assert_close(mean.float(), got.mean(dim=0), rtol=1e-5, atol=1e-5)

@@ -76,9 +76,9 @@ class FitImage:
 # on a CPU the backbone runs fastest per view in batches of 2; larger batches leave the cache
 # (bench/results/embed_batch.md), so a fit there embeds in batches of at most this many views
 CPU_EMBED_BATCH = 2
-# how the fit holds the features it keeps (coreset candidates, calibration normals): float16 takes half the
-# memory of float32 and moves the thresholds by float16's rounding only (bench/results/fit_scale_held.md); the
-# bank and every prediction compute in float32
+# how the fit holds the calibration normals' features until the bank is chosen: float16 takes half the memory
+# of float32 and moves their scores, so the thresholds, by float16's rounding only (bench/results/fit_scale_held.md).
+# The coreset's candidates stay float32: rounded, they change some of the coreset's picks, so the bank.
 HELD_DTYPE = torch.float16
 
 
@@ -224,7 +224,7 @@ class PatchCore(BaseDetector):
         if self.feature_dims is not None and not 0 < self.feature_dims <= width:
             # checked before the images are read, not after
             raise ValueError(f"feature_dims must lie between 1 and the features' {width} dimensions")
-        pool = PatchPool(self.coreset_candidates, self.seed, HELD_DTYPE)
+        pool = PatchPool(self.coreset_candidates, self.seed)
         normals: Reservoir[FitImage] = Reservoir(self.calibration_images, self.seed + 1)
         simulated: Reservoir[FitImage] = Reservoir(self.simulated_images, self.seed + 2)
         first: list[FitImage] = []  # the first few kept whole, to augment a few-shot bank

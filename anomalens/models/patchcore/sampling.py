@@ -64,12 +64,10 @@ class Reservoir(Generic[T]):
 
 class PatchPool:
     """At most ``capacity`` rows of patch features out of all a fit sees, a uniform random sample of them, each
-    with integer ``keys`` (where it came from). Rows live in blocks, so the pool never needs one array of all;
-    they are held as ``dtype`` and given back as float32."""
+    with integer ``keys`` (where it came from). Rows live in blocks, so the pool never needs one array of all."""
 
-    def __init__(self, capacity: int, seed: int = 0, dtype: torch.dtype = torch.float32):
+    def __init__(self, capacity: int, seed: int = 0):
         self.capacity = capacity
-        self.dtype = dtype
         self.seen = 0
         self._blocks: list[torch.Tensor] = []
         self._keys = torch.empty(0, 0, dtype=torch.int32)
@@ -89,11 +87,11 @@ class PatchPool:
         self._grow(len(self), rows.shape[1], keys.shape[1])
         self._keys[slots] = keys[taken].to(torch.int32)
         for block, inside, offsets in self._by_block(slots):
-            block[offsets] = rows[taken[inside]].to(self.dtype)
+            block[offsets] = rows[taken[inside]]
 
     def _grow(self, size: int, dim: int, n_keys: int) -> None:
         while len(self._blocks) * BLOCK_ROWS < size:
-            self._blocks.append(torch.empty(BLOCK_ROWS, dim, dtype=self.dtype))
+            self._blocks.append(torch.empty(BLOCK_ROWS, dim))
         if len(self._keys) < size:
             grown = torch.empty(len(self._blocks) * BLOCK_ROWS, n_keys, dtype=torch.int32)
             if len(self._keys):
@@ -113,7 +111,7 @@ class PatchPool:
         """The kept rows at ``slots`` [m], as one [m, D] array."""
         out = torch.empty(len(slots), self.dim)
         for block, inside, offsets in self._by_block(slots):
-            out[inside] = block[offsets].float()
+            out[inside] = block[offsets]
         return out
 
     def _by_block(self, slots: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -137,4 +135,4 @@ class PatchPool:
 
     def projected(self, projection: torch.Tensor) -> torch.Tensor:
         """All kept rows times ``projection`` [D, d], as one [len, d] array."""
-        return torch.cat([block.float() @ projection for block in self._blocks])[: len(self)]
+        return torch.cat([block @ projection for block in self._blocks])[: len(self)]
