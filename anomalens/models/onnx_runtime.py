@@ -149,7 +149,7 @@ class CpuGraphModule:
 
     @property
     def runtime(self) -> str:
-        """ "onnx" once the graph runs, else "torch"."""
+        """Which runtime computes the module: "onnx" once the graph runs, else "torch"."""
         return "onnx" if self.scorer is not None else "torch"
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:

@@ -73,8 +73,9 @@ class FitImage:
         ]
 
 
-# on a CPU the backbone runs fastest per view in batches of 2; larger batches leave the cache
-# (bench/results/embed_batch.md), so a fit there embeds in batches of at most this many views
+# on a CPU, PyTorch's backbone runs fastest per view in batches of 2 (larger ones leave the cache) and ONNX
+# Runtime's about as fast from 2 to 8 (bench/results/embed_batch.md), so a fit there embeds at most this many views
+# at a time
 CPU_EMBED_BATCH = 2
 # how the fit holds the calibration normals' features until the bank is chosen: float16 takes half the memory
 # of float32 and moves their scores, so the thresholds, by float16's rounding only (bench/results/fit_scale_held.md).
