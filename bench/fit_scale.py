@@ -54,6 +54,8 @@ def memory_mb(field: str) -> float:
 def child(case: str, data: str, tile: int, held: str | None) -> dict:
     """Fit one case in this process, the fit holding its kept features as ``held`` (a torch dtype's name; None:
     the code's default); what it took."""
+    # anomalens first, as the CLI and the service load it: it sets OpenMP's wait policy before torch loads
+    importlib.import_module("anomalens")
     import torch
 
     from anomalens.data import read_image
