@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from result_tables import markdown_table
+from patchcore_stages import median_ms
+from result_tables import markdown_table, publish
 from sklearn.cluster import KMeans
 
 from anomalens.data import collect_images, read_image
@@ -59,16 +60,6 @@ class CellIndex:
         found = (best + query_norms).clamp_min(0).sqrt()
         centre_distance = (nearest_centre + query_norms).clamp_min(0).sqrt()
         return found, centre_distance + found > self.radius[cell]
-
-
-def median_ms(work, repeats: int) -> float:
-    work()
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        work()
-        times.append(1000 * (time.perf_counter() - tic))
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -128,9 +119,7 @@ def main() -> None:
     text = "\n".join(
         ["# An approximate search (inverted file, BLAS per cell) against the exact one", "", header, "", *table, ""]
     )
-    print(text)
-    if args.md:
-        args.md.write_text(text)
+    publish(text, md_path=args.md)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from result_tables import markdown_table
+from result_tables import markdown_table, publish
 
 POLICIES = {"default (spinning)": None, "PASSIVE": "PASSIVE"}
 
@@ -97,9 +97,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    if args.md:
-        args.md.write_text(text)
+    publish(text, md_path=args.md)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,12 @@ cores. Both uses are timed with spinning on and off, taking turns:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from result_tables import markdown_table
+from result_tables import markdown_table, publish, run_facts
 
 from anomalens.data import collect_images, read_image
 from anomalens.models import PatchCore, load_detector
@@ -47,8 +43,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
     args = parser.parse_args()
-    started = time.strftime("%Y-%m-%d %H:%M")
-    load_before = os.getloadavg()[0]
+    facts = run_facts()
     category = args.data / "magnetic_tile"
     images = [read_image(path) for path in sorted(collect_images(category / "train" / "good"))[: args.images]]
     fits: dict[bool, list[float]] = {True: [], False: []}
@@ -78,10 +73,7 @@ def main() -> None:
         for spinning in (False, True)
     ]
     result = {
-        "date": started,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "threads": torch.get_num_threads(),
-        "load_average_before": round(load_before, 2),
+        **facts,
         "images": len(images),
         "rows": rows,
     }
@@ -93,18 +85,15 @@ def main() -> None:
         [
             "# ONNX Runtime's spinning threads: fit and prediction",
             "",
-            f"`python bench/ort_spinning.py` on {started} ({result['machine']}, {result['threads']} torch threads,"
-            f" load average before the run {result['load_average_before']}); settings take turns.",
+            f"`python bench/ort_spinning.py` on {result['date']} ({result['machine']},"
+            f" {result['threads']} torch threads, load average before the run"
+            f" {result['load_average_before']}); settings take turns.",
             "",
             *table,
             "",
         ]
     )
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.md:
-        args.md.write_text(text)
+    publish(text, result, args.json, args.md)
 
 
 if __name__ == "__main__":

@@ -13,16 +13,13 @@ measured in the same run). Random features: the work does not depend on the valu
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from patchcore_stages import machine_rates
-from result_tables import markdown_table
+from result_tables import markdown_table, publish, run_facts
 
 from anomalens.models.patchcore.torch_model import BANK_CHUNK, squared_nearest
 
@@ -64,8 +61,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
     args = parser.parse_args()
-    started = time.strftime("%Y-%m-%d %H:%M")
-    load_before = os.getloadavg()[0]
+    facts = run_facts()
     rates = machine_rates(args.repeats)
     rows = []
     for name, queries, bank_rows, dim in SHAPES:
@@ -75,10 +71,7 @@ def main() -> None:
         rows[-1].update(medians)
         print(rows[-1], flush=True)
     result = {
-        "date": started,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "threads": torch.get_num_threads(),
-        "load_average_before": round(load_before, 2),
+        **facts,
         "rates": rates,
         "default_chunk": BANK_CHUNK,
         "rows": rows,
@@ -97,8 +90,9 @@ def main() -> None:
         [
             "# Exact nearest-neighbour search by bank chunk (ms per image, median)",
             "",
-            f"`python bench/search_kernel.py` on {started} ({result['machine']}, {result['threads']} torch threads,"
-            f" load average before the run {result['load_average_before']}). Matmul rate in the same run:"
+            f"`python bench/search_kernel.py` on {result['date']} ({result['machine']},"
+            f" {result['threads']} torch threads, load average before the run"
+            f" {result['load_average_before']}). Matmul rate in the same run:"
             f" {rates['matmul_gflop_per_s']} GFLOP/s; floor = 2*Q*M*D FLOPs over it. Default chunk:"
             f" {BANK_CHUNK} rows.",
             "",
@@ -106,11 +100,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.md:
-        args.md.write_text(text)
+    publish(text, result, args.json, args.md)
 
 
 if __name__ == "__main__":
