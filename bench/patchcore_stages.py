@@ -32,6 +32,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# isort: off
+import anomalens  # noqa: F401  (first, as in the CLI: it sets the OpenMP threads' wait policy before torch loads)
+
+# isort: on
 import numpy as np
 import torch
 from result_tables import markdown_table
