@@ -1,6 +1,6 @@
 """PatchCore's feature extraction per view at several batch sizes, PyTorch and ONNX Runtime on the CPU.
 
-The fit embeds its images in batches (``CPU_EMBED_BATCH`` views on a CPU); a larger batch can be slower per view
+The fit embeds its images in batches (``CPU_BATCH`` views on a CPU); a larger batch can be slower per view
 once its activations leave the cache. Each batch size runs the same views, after a warm-up, and the sizes and
 runtimes take turns round by round so that a change in the machine's load hits them alike. "torch" is the
 network in PyTorch (``PatchCoreModel.embed``), "onnx" the fit's path (``PatchCore._embed``: backbone and pooling

@@ -334,6 +334,28 @@ def test_onnx_runtime_gives_the_pytorch_maps_and_learned_marks_keep_pytorch(text
     assert through_onnx.predict(images[1]).is_anomalous is False
 
 
+def test_a_batch_prediction_on_the_cpu_runs_the_network_on_small_batches_with_the_single_images_maps(textures):
+    detector = PatchCore(image_size=64, seed=0, batch_size=8, device="cpu").fit(
+        textures.normals([(64, 64)] * 4, first_seed=0)
+    )
+    images = [textures.normal(64, 64, seed=60 + index) for index in range(5)]
+    sizes = []
+    network = detector._score_view_batch
+
+    def counted(pixels, views):
+        sizes.append(len(pixels))
+        return network(pixels, views)
+
+    detector._score_view_batch = counted
+    together = detector.predict_batch(images)
+    # the search's products outgrow the cache with the batch: a CPU takes CPU_BATCH views at a time
+    assert sizes == [2, 2, 1] and patchcore_detector.CPU_BATCH == 2
+    for image, got in zip(images, together):
+        alone = detector.predict(image)
+        assert np.abs(got.anomaly_map - alone.anomaly_map).max() <= 1e-5 * alone.anomaly_map.max()
+        assert got.image_score == pytest.approx(alone.image_score, rel=1e-5)
+
+
 # -- reduced features (feature_dims) ----------------------------------------------------------------------------
 def test_feature_dims_reduce_the_bank_and_all_of_them_keep_the_unreduced_maps(textures):
     train = textures.normals([(96, 112)] * 6, first_seed=0)

@@ -208,9 +208,15 @@ class BaseDetector(ABC):
         """HxWx3 float arrays of one size -> a contiguous [B,3,H,W] batch."""
         return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
 
+    def _network_batch_size(self) -> int:
+        """How many views go through the network at once; a detector may take fewer than ``batch_size`` where
+        smaller batches run faster."""
+        return self.batch_size
+
     def _batches(self, views: list[View]) -> Iterable[list[View]]:
-        for start in range(0, len(views), self.batch_size):
-            yield views[start : start + self.batch_size]
+        size = self._network_batch_size()
+        for start in range(0, len(views), size):
+            yield views[start : start + size]
 
     # -- prediction -------------------------------------------------------------------------------------------
     def view_scores(self, view_maps: torch.Tensor) -> torch.Tensor:

@@ -74,9 +74,10 @@ class FitImage:
 
 
 # on a CPU, PyTorch's backbone runs fastest per view in batches of 2 (larger ones leave the cache) and ONNX
-# Runtime's about as fast from 2 to 8 (bench/results/embed_batch.md), so a fit there embeds at most this many views
-# at a time
-CPU_EMBED_BATCH = 2
+# Runtime's about as fast from 2 to 8 (bench/results/embed_batch.md), while the search's products outgrow the
+# cache with the batch (bench/results/predict_sub_batch.md): a fit and a prediction there run at most this many
+# views through the network at a time
+CPU_BATCH = 2
 # how the fit holds the calibration normals' features until the bank is chosen: float16 takes half the memory
 # of float32 and moves their scores, so the thresholds, by float16's rounding only (bench/results/fit_scale_held.md).
 # The coreset's candidates stay float32: rounded, they change some of the coreset's picks, so the bank.
@@ -278,7 +279,7 @@ class PatchCore(BaseDetector):
         pending: list[list[View]] = []
         for image in images:
             pending.append(self._views(image))
-            if sum(map(len, pending)) >= self._embed_batch_size():
+            if sum(map(len, pending)) >= self._network_batch_size():
                 yield from self._embed_images(pending)
                 pending = []
         yield from self._embed_images(pending)
@@ -326,14 +327,14 @@ class PatchCore(BaseDetector):
         points = pool.projected(projection) if projection is not None else pool.rows(torch.arange(len(pool)))
         return k_center_greedy(points, first, min(wanted, len(pool)))
 
-    def _embed_batch_size(self) -> int:
-        return min(self.batch_size, CPU_EMBED_BATCH) if self.torch_device.type == "cpu" else self.batch_size
+    def _network_batch_size(self) -> int:
+        return min(self.batch_size, CPU_BATCH) if self.torch_device.type == "cpu" else self.batch_size
 
     def _embed_all(self, pixels: list[np.ndarray]) -> torch.Tensor:
         """Patch features of all views as [V, h, w, D], written batch by batch into one array."""
         assert self.model_ is not None
         out: torch.Tensor | None = None
-        size = self._embed_batch_size()
+        size = self._network_batch_size()
         with torch.inference_mode():
             for start in range(0, len(pixels), size):
                 batch = self._to_tensor(pixels[start : start + size]).to(self.torch_device)
