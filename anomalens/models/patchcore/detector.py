@@ -255,13 +255,15 @@ class PatchCore(BaseDetector):
         chose = time.perf_counter()
         bank_groups = pool.keys[chosen, key].to(self.torch_device)
         self.model_.set_memory_bank(self.model_.reduce(pool.rows(chosen).to(self.torch_device)))
+        n_patches, n_candidates = int(pool.seen), len(pool)
+        del pool  # the candidates' memory is free for the calibration
         self.thresholds_ = self._calibrate(list(normals), list(simulated), key, bank_groups)
         self.info_ = {
             "n_images": n_images,
             "n_views": n_views,
             "augmented_views": augmented,
-            "n_patches": int(pool.seen),
-            "n_coreset_candidates": len(pool),
+            "n_patches": n_patches,
+            "n_coreset_candidates": n_candidates,
             "bank_size": len(chosen),
             "feature_dim": self.model_.memory_bank.shape[1],
             "feature_grid": [height, width],

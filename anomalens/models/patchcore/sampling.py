@@ -134,5 +134,9 @@ class PatchPool:
         return mean, products / len(self) - torch.outer(mean, mean)
 
     def projected(self, projection: torch.Tensor) -> torch.Tensor:
-        """All kept rows times ``projection`` [D, d], as one [len, d] array."""
-        return torch.cat([block @ projection for block in self._blocks])[: len(self)]
+        """All kept rows times ``projection`` [D, d], as one [len, d] array, written block by block into it (no
+        list of products to concatenate: that would hold the result twice)."""
+        out = torch.empty(len(self._blocks) * BLOCK_ROWS, projection.shape[1])
+        for start, block in zip(range(0, len(out), BLOCK_ROWS), self._blocks):
+            torch.matmul(block, projection, out=out[start : start + BLOCK_ROWS])
+        return out[: len(self)]
