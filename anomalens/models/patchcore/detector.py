@@ -20,6 +20,7 @@ from anomalens.data.scale import DEFAULT_PIXEL_BUDGET
 from anomalens.models.backbones import build_feature_extractor
 from anomalens.models.base import BaseDetector, View, flush_denormals
 from anomalens.models.calibration import calibrate, spread_evenly
+from anomalens.models.heap import release_free_memory
 from anomalens.models.onnx_runtime import CpuGraphModule
 from anomalens.models.patchcore.coreset import coreset_draws, greedy_coreset, k_center_greedy
 from anomalens.models.patchcore.sampling import PatchPool, Reservoir
@@ -82,6 +83,8 @@ CPU_BATCH = 2
 # of float32 and moves their scores, so the thresholds, by float16's rounding only (bench/results/fit_scale_held.md).
 # The coreset's candidates stay float32: rounded, they change some of the coreset's picks, so the bank.
 HELD_DTYPE = torch.float16
+# a fit hands the memory it has freed back to the system every this many images (see heap.release_free_memory)
+RELEASE_EVERY = 16
 
 
 class PatchCore(BaseDetector):
@@ -240,6 +243,9 @@ class PatchCore(BaseDetector):
             if n_images < self.augment_below:
                 first.append(FitImage(keys, grid.clone(), pixels))
             n_images, n_views = n_images + 1, n_views + len(views)
+            if n_images % RELEASE_EVERY == 0:
+                release_free_memory()
+        release_free_memory()
         if n_images == 0:
             raise ValueError("fit needs at least one normal image")
         height, width = grid.shape[1:3]
