@@ -243,6 +243,8 @@ class PatchCore(BaseDetector):
             if n_images < self.augment_below:
                 first.append(FitImage(keys, grid.clone(), pixels))
             n_images, n_views = n_images + 1, n_views + len(views)
+            if n_images == self.augment_below:
+                first.clear()  # enough shots: the bank will not be augmented
             if n_images % RELEASE_EVERY == 0:
                 release_free_memory()
         release_free_memory()
