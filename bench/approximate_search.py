@@ -35,6 +35,7 @@ import anomalens  # noqa: F401  (first, as in the CLI: it sets the OpenMP thread
 # isort: on
 import numpy as np
 import torch
+from patchcore_stages import medians_in_turn
 from result_tables import markdown_table, publish
 from sklearn.cluster import KMeans
 
@@ -104,18 +105,6 @@ class PrefilterIndex:
         return squared.clamp_min(0).sqrt()
 
 
-def paired_ms(work: Callable[[], object], other: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median ms of ``work`` and of ``other``, the two taking turns."""
-    work(), other()  # warm-up
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for job, kept in ((work, times[0]), (other, times[1])):
-            tic = time.perf_counter()
-            job()
-            kept.append(time.perf_counter() - tic)
-    return 1000 * float(np.median(times[0])), 1000 * float(np.median(times[1]))
-
-
 def compare(
     search: Callable[[torch.Tensor], torch.Tensor],
     queries: list,
@@ -162,14 +151,18 @@ def main() -> None:
 
     exact_auroc = image_auroc(labels, [image_score(distances) for distances in exact])
 
-    def exact_search() -> torch.Tensor:
-        return nearest_distances(queries[0], bank, norms)
+    def in_turn_with_exact(search: Callable[[], object]) -> tuple[float, float]:
+        """Median ms of ``search`` and of the exact search of the same image, the two taking turns."""
+        medians = medians_in_turn(
+            {"search": search, "exact": lambda: nearest_distances(queries[0], bank, norms)}, args.repeats
+        )
+        return medians["search"], medians["exact"]
 
     cell_rows = []
     for cells in (16, 32, 64):
         for share in (0.125, 0.25, 0.5):
             index = CellIndex(bank, cells, share)
-            ms, exact_ms = paired_ms(lambda index=index: index.search(queries[0]), exact_search, args.repeats)
+            ms, exact_ms = in_turn_with_exact(lambda index=index: index.search(queries[0]))
             recall, rise, auroc = compare(
                 lambda query, index=index: index.search(query)[0], queries, exact, image_score, labels
             )
@@ -182,9 +175,7 @@ def main() -> None:
         settings = [(None, 0, False), (512, 1, True), (1024, 1, True), (1024, 2, True)]
         for chunk, keep, rerank in settings:
             prefilter = PrefilterIndex(bank, dims, chunk or len(bank), keep or 1, rerank)
-            ms, exact_ms = paired_ms(
-                lambda prefilter=prefilter: prefilter.search(queries[0]), exact_search, args.repeats
-            )
+            ms, exact_ms = in_turn_with_exact(lambda prefilter=prefilter: prefilter.search(queries[0]))
             recall, rise, auroc = compare(prefilter.search, queries, exact, image_score, labels)
             how = f"{keep} per {chunk} rows, exact rerank" if rerank else "projected distances alone"
             prefilter_rows.append(

@@ -57,6 +57,20 @@ def median_ms(work: Callable[[], object], repeats: int) -> float:
     return 1000 * float(np.median(times))
 
 
+def medians_in_turn(works: dict, repeats: int) -> dict:
+    """Median ms of each of ``works`` (name -> callable), the works taking turns within each repeat after one
+    warm-up call each, so that a change of a shared machine's load falls on all of them alike."""
+    for work in works.values():
+        work()
+    times: dict = {key: [] for key in works}
+    for _ in range(repeats):
+        for key, work in works.items():
+            tic = time.perf_counter()
+            work()
+            times[key].append(time.perf_counter() - tic)
+    return {key: 1000 * float(np.median(values)) for key, values in times.items()}
+
+
 def machine_rates(repeats: int) -> dict:
     side = 1024
     a, b = torch.randn(side, side), torch.randn(side, side)
@@ -208,17 +222,10 @@ def interleaved(model_dirs: list[Path], images: Path, repeats: int) -> list[dict
         works[str(model_dir), PARTS[0]] = lambda model=model, embeddings=embeddings: model.patch_scores(embeddings)
         works[str(model_dir), PARTS[1]] = lambda d=torch_detector: d.predict_batch([image])
         works[str(model_dir), PARTS[2]] = lambda d=onnx_detector: d.predict_batch([image])
-    times: dict[tuple[str, str], list[float]] = {key: [] for key in works}
     with torch.inference_mode():
-        for work in works.values():
-            work()  # warm-up
-        for _ in range(repeats):
-            for key, work in works.items():
-                tic = time.perf_counter()
-                work()
-                times[key].append(time.perf_counter() - tic)
+        medians = medians_in_turn(works, repeats)
     return [
-        {"model": model, **{part: round(1000 * float(np.median(times[model, part])), 2) for part in PARTS}}
+        {"model": model, **{part: round(medians[model, part], 2) for part in PARTS}}
         for model in dict.fromkeys(model for model, _ in works)
     ]
 
